@@ -1,0 +1,222 @@
+"""Adapters: structured inputs and outputs <-> flat tuples of tensors.
+
+Every exporter sees a :class:`FlatAdapter`, whose ``forward(*tensors)`` returns a tuple of
+tensors. Nesting is handled by ``torch.utils._pytree`` (what ``torch.export`` itself uses);
+dataclasses found in a structure are registered with it on first sight. The tree specs are
+also described as plain JSON (``schema.py``) so that ``load`` can rebuild the structure
+without torch.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from torch import nn
+
+from lightning_deploy.errors import ConfigurationError, ExportError
+from lightning_deploy.schema import SCHEMA_VERSION
+
+__all__ = ["CallSpec", "FlatAdapter", "FlatTree", "bind_sample", "flatten_tree"]
+
+_DICT_TYPES = (dict, collections.OrderedDict)
+
+
+@dataclasses.dataclass(frozen=True)
+class CallSpec:
+    """How the bound arguments of ``forward`` are passed back to it.
+
+    Positional-only and ``*args`` parameters go positionally, ``**kwargs`` is expanded, every
+    other parameter goes by keyword.
+    """
+
+    names: tuple[str, ...]
+    positional_only: tuple[str, ...] = ()
+    var_positional: str | None = None
+    var_keyword: str | None = None
+
+    def split(self, arguments: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """``(args, kwargs)`` for calling ``forward`` with ``arguments`` (name -> value)."""
+        args = [arguments[n] for n in self.positional_only if n in arguments]
+        if self.var_positional in arguments:
+            args.extend(arguments[self.var_positional])
+        special = {*self.positional_only, self.var_positional, self.var_keyword}
+        kwargs = {n: v for n, v in arguments.items() if n not in special}
+        if self.var_keyword in arguments:
+            kwargs.update(arguments[self.var_keyword])
+        return args, kwargs
+
+    def to_json(self) -> dict[str, Any]:
+        """The calling convention for ``load``: which names may be passed positionally."""
+        return {
+            "parameters": list(self.names),
+            "var_positional": self.var_positional,
+            "var_keyword": self.var_keyword,
+        }
+
+
+def bind_sample(module: nn.Module, sample: Any, argument: str = "input_sample") -> tuple[dict, CallSpec]:
+    """Bind ``sample`` to ``module.forward`` by Lightning's ``example_input_array`` convention.
+
+    A tuple holds the positional arguments, a dict the keyword arguments, anything else is
+    the single positional argument. Returns ``{parameter name: value}`` and the call spec.
+    """
+    if isinstance(sample, tuple):
+        args, kwargs = sample, {}
+    elif isinstance(sample, Mapping):
+        args, kwargs = (), dict(sample)
+    else:
+        args, kwargs = (sample,), {}
+    signature = inspect.signature(module.forward)
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as err:
+        hint = " To pass a dict as one argument, wrap it: (sample,)." if kwargs else ""
+        raise ConfigurationError(
+            f"{argument} does not fit {type(module).__name__}.forward{signature}: {err}."
+            f" HINT: a tuple holds positional arguments, a dict keyword arguments.{hint}"
+        ) from None
+    kinds = {p.name: p.kind for p in signature.parameters.values()}
+    call = CallSpec(
+        names=tuple(bound.arguments),
+        positional_only=tuple(n for n in bound.arguments if kinds[n] is inspect.Parameter.POSITIONAL_ONLY),
+        var_positional=next((n for n in bound.arguments if kinds[n] is inspect.Parameter.VAR_POSITIONAL), None),
+        var_keyword=next((n for n in bound.arguments if kinds[n] is inspect.Parameter.VAR_KEYWORD), None),
+    )
+    return dict(bound.arguments), call
+
+
+@dataclasses.dataclass(frozen=True)
+class FlatTree:
+    """A structure's pytree spec, its tensor leaves' names and where they sit among the leaves.
+
+    ``None`` is a pytree leaf; it stays a constant of the graph and is not a tensor leaf.
+    """
+
+    spec: pytree.TreeSpec
+    names: tuple[str, ...]
+    tensor_positions: tuple[int, ...]
+    schema: dict[str, Any]
+
+    def unflatten(self, tensors: tuple[torch.Tensor, ...]) -> Any:
+        """Rebuild the structure from its tensor leaves."""
+        leaves: list[Any] = [None] * self.spec.num_leaves
+        for position, tensor in zip(self.tensor_positions, tensors):
+            leaves[position] = tensor
+        return pytree.tree_unflatten(leaves, self.spec)
+
+    def tensors(self, value: Any) -> tuple[torch.Tensor, ...]:
+        """The tensor leaves of ``value``, which must have this tree's structure."""
+        leaves, spec = pytree.tree_flatten(value)
+        if spec != self.spec:
+            raise ExportError(
+                f"The structure changed between calls: expected {self.spec}, got {spec}."
+                " HINT: make the output structure independent of the input's values and shapes."
+            )
+        return tuple(leaves[p] for p in self.tensor_positions)
+
+
+def flatten_tree(value: Any, root: str | None, what: str, error: type[Exception]) -> tuple[FlatTree, tuple]:
+    """Flatten ``value`` with pytree and describe it; returns the tree and its tensor leaves.
+
+    ``root`` prefixes every leaf name (``out`` gives ``out.boxes``); with ``None`` the first
+    path element is the name's start (``x``, ``batch.mask``). Leaves other than tensors and
+    ``None`` raise ``error`` naming the leaf; ``what`` names the value in that message.
+    """
+    _register_dataclasses(value)
+    pairs, spec = pytree.tree_flatten_with_path(value)
+    names, positions, tensors = [], [], []
+    leaf_names: list[str | None] = []
+    for position, (path, leaf) in enumerate(pairs):
+        name = ".".join([root] * (root is not None) + [_key_name(k) for k in path]) or "out"
+        if leaf is None:
+            leaf_names.append(None)
+            continue
+        if not isinstance(leaf, torch.Tensor):
+            raise error(
+                f"{what} leaf '{name}' is a {type(leaf).__name__}, but exported graphs carry only"
+                " tensors (and None). HINT: make it a tensor, or bind the constant inside the"
+                " module (a default argument or an attribute)."
+            )
+        names.append(name)
+        positions.append(position)
+        tensors.append(leaf)
+        leaf_names.append(name)
+    node = _describe(spec, iter(leaf_names), what, error)
+    tree = FlatTree(spec, tuple(names), tuple(positions), {"schema_version": SCHEMA_VERSION, "tree": node})
+    return tree, tuple(tensors)
+
+
+class FlatAdapter(nn.Module):
+    """``forward(*tensors) -> tuple[Tensor, ...]`` around a module with structured I/O.
+
+    Args:
+        module: the wrapped module (eager, or already scripted).
+        inputs: the flattened structure of the arguments ``{parameter name: value}``.
+        call: how those arguments are passed to ``module``.
+        outputs: the flattened structure of the module's output.
+
+    """
+
+    def __init__(self, module: nn.Module, inputs: FlatTree, call: CallSpec, outputs: FlatTree) -> None:
+        super().__init__()
+        self.module = module
+        self.inputs = inputs
+        self.call = call
+        self.outputs = outputs
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Rebuild the structured arguments, call the module, flatten its output."""
+        args, kwargs = self.call.split(self.inputs.unflatten(tensors))
+        return self.outputs.tensors(self.module(*args, **kwargs))
+
+
+def _register_dataclasses(value: Any) -> None:
+    """Register with pytree every dataclass type that it still sees as a leaf."""
+    while True:
+        leaves = pytree.tree_leaves(value)
+        new = {type(leaf) for leaf in leaves if dataclasses.is_dataclass(leaf) and not isinstance(leaf, type)}
+        if not new:
+            return
+        for cls in new:
+            pytree.register_dataclass(cls)
+
+
+def _key_name(key: Any) -> str:
+    for attribute in ("key", "idx", "name"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def _describe(spec: pytree.TreeSpec, leaf_names: Any, what: str, error: type[Exception]) -> dict[str, Any]:
+    """Translate a pytree spec into the plain-JSON node of ``schema.py``."""
+    if spec.is_leaf():
+        name = next(leaf_names)
+        return {"kind": "none"} if name is None else {"kind": "tensor", "name": name}
+    items = [_describe(child, leaf_names, what, error) for child in spec.children()]
+    if spec.type in _DICT_TYPES:
+        keys = list(spec.context)
+        if not all(isinstance(k, (str, int)) for k in keys):
+            raise error(f"{what} has a dict with keys {keys}; only str and int keys are supported.")
+        return {"kind": "dict", "keys": keys, "items": items}
+    if spec.type in (list, tuple):
+        return {"kind": spec.type.__name__, "items": items}
+    if spec.type is collections.namedtuple:
+        cls = spec.context
+        return {"kind": "namedtuple", "class": _qualified(cls), "fields": list(cls._fields), "items": items}
+    if dataclasses.is_dataclass(spec.type):
+        return {"kind": "dataclass", "class": _qualified(spec.type), "fields": list(spec.context[0]), "items": items}
+    raise error(
+        f"{what} contains a {spec.type!r}, a container this package cannot describe."
+        " HINT: use dicts, lists, tuples, named tuples or dataclasses."
+    )
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -1,0 +1,105 @@
+"""Dynamic dimensions: which input dims may vary, and the samples that exercise them.
+
+A size-1 (or 0) dimension is specialised away by tracing and by ``torch.export``, so a
+dynamic dim of size below 2 in the export sample is grown to 2 for the export and checked at
+its original size. Otherwise the second sample changes every dynamic dim by a step that
+keeps its divisibility (64 -> 96, 224 -> 256, batch 2 -> 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from lightning_deploy.errors import ConfigurationError
+
+__all__ = ["BATCH_AXIS", "DynamicDims", "resolve_dynamic_dims", "export_and_check_samples"]
+
+BATCH_AXIS = "batch"
+DynamicDims = list[dict[int, str]]  # per input tensor leaf: {dim: axis name}
+
+
+def resolve_dynamic_dims(
+    names: Sequence[str],
+    tensors: Sequence[torch.Tensor],
+    dynamic_batch: bool,
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None,
+    owner: str = "export",
+) -> DynamicDims:
+    """Map ``dynamic_batch`` and ``dynamic_axes`` onto the input leaves.
+
+    A key of ``dynamic_axes`` names a leaf or a prefix of leaves (``images`` covers
+    ``images.0``, ``images.1``).
+
+    Raises:
+        ConfigurationError: for a key that names no input leaf, a dim beyond a leaf's rank,
+            or a batch dim on a 0-d leaf.
+
+    """
+    dims: DynamicDims = [{} for _ in names]
+    if dynamic_batch:
+        for i, (name, tensor) in enumerate(zip(names, tensors)):
+            if tensor.dim() == 0:
+                raise ConfigurationError(
+                    f"{owner}(dynamic_batch=True): input '{name}' is 0-dimensional and has no batch dim."
+                    " HINT: pass dynamic_batch=False (and name dynamic dims in dynamic_axes)."
+                )
+            dims[i][0] = BATCH_AXIS
+    for key, axes in (dynamic_axes or {}).items():
+        matched = [i for i, n in enumerate(names) if n == key or n.startswith(key + ".")]
+        if not matched:
+            raise ConfigurationError(
+                f"{owner}(dynamic_axes=...): {key!r} names no input; the inputs are {list(names)}."
+                " HINT: use one of those names or a prefix of them."
+            )
+        for i in matched:
+            for dim, axis in axes.items():
+                if dim >= tensors[i].dim():
+                    raise ConfigurationError(
+                        f"{owner}(dynamic_axes=...): input '{names[i]}' has {tensors[i].dim()} dims,"
+                        f" so dim {dim} ({axis!r}) does not exist. HINT: count dims from 0."
+                    )
+                dims[i][dim] = axis
+    return dims
+
+
+def export_and_check_samples(
+    tensors: Sequence[torch.Tensor], dims: DynamicDims
+) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """The sample to export with and the second sample to verify at.
+
+    Sizes are decided per axis name, so leaves that share an axis (a batch) stay consistent.
+    """
+    sizes: dict[str, int] = {}
+    for tensor, leaf_dims in zip(tensors, dims):
+        for dim, axis in leaf_dims.items():
+            sizes.setdefault(axis, tensor.shape[dim])
+    export_sizes = {axis: max(size, 2) for axis, size in sizes.items()}
+    check_sizes = {axis: size if size < 2 else _next_size(size) for axis, size in sizes.items()}
+    export = tuple(_resized(t, d, export_sizes) for t, d in zip(tensors, dims))
+    check = tuple(_resized(t, d, check_sizes) for t, d in zip(tensors, dims))
+    return export, check
+
+
+def _next_size(size: int) -> int:
+    """A different size with the same power-of-two divisibility (up to half the size)."""
+    step = size & -size
+    while step > size // 2 and step > 1:
+        step //= 2
+    return size + step
+
+
+def _resized(tensor: torch.Tensor, dims: Mapping[int, str], sizes: Mapping[str, int]) -> torch.Tensor:
+    """``tensor`` with each dynamic dim cut or extended (by mirrored copies) to its size."""
+    for dim, axis in dims.items():
+        target = sizes[axis]
+        if tensor.shape[dim] == 0:
+            raise ConfigurationError(
+                f"An input has size 0 in its dynamic dim {dim} ({axis!r}); export needs real data there."
+                " HINT: give a sample with at least one element in every dimension."
+            )
+        while tensor.shape[dim] < target:
+            tensor = torch.cat([tensor, tensor.flip(dim)], dim)
+        tensor = tensor.narrow(dim, 0, target)
+    return tensor.contiguous()

@@ -1,0 +1,343 @@
+"""The export engine: adapters -> exporters -> verification -> manifest.
+
+``export()`` is the one entry point; the callback and the command line are thin layers over
+it. Every argument is checked before any file is written; every file is staged and renamed
+into place; a failing format never stops the others; the manifest is written last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_deploy.adapters import CallSpec, FlatAdapter, FlatTree, bind_sample, flatten_tree
+from lightning_deploy.dynamic import DynamicDims, export_and_check_samples, resolve_dynamic_dims
+from lightning_deploy.errors import ConfigurationError, ExportError
+from lightning_deploy.exporters import EXPORTERS, Capture, ExportContext
+from lightning_deploy.files import move_into_place, sha256_file, staging_dir, write_json_atomic
+from lightning_deploy.manifest import MANIFEST_SUFFIX, MANIFEST_VERSION, artifact_name, json_safe, versions
+from lightning_deploy.options import ExportOptions, methods_for
+from lightning_deploy.verify import Verification, verify_artifact
+
+__all__ = ["export"]
+
+_MAX_ERROR_CHARS = 2000
+
+
+def export(
+    module: nn.Module,
+    input_sample: Any,
+    dirpath: str | os.PathLike[str],
+    stem: str,
+    formats: Sequence[str] | str = ("torchscript", "onnx"),
+    method: str = "auto",
+    dynamic_batch: bool = True,
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+    verify: bool = True,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    opset: int | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Export ``module`` to verified artifacts ``dirpath/stem.*`` and a manifest.
+
+    Args:
+        module: any ``nn.Module``; exported in eval mode (its modes are restored after).
+        input_sample: nested tensors by ``example_input_array``'s convention: a tuple holds
+            positional arguments, a dict keyword arguments, anything else is the one argument.
+        dirpath: the folder of the artifacts (created if missing).
+        stem: the artifacts' common file name stem (``STEM.onnx``, ``STEM.export.json``).
+        formats: any of ``"torchscript"``, ``"onnx"``, ``"pt2"``.
+        method: ``"trace"``, ``"script"``, ``"export"`` or ``"auto"`` (ONNX: export, then
+            trace, then script; TorchScript: trace, then script where tracing warned or did
+            not verify; pt2: export).
+        dynamic_batch: make dimension 0 of every input leaf dynamic.
+        dynamic_axes: more dynamic dims, ``{leaf or prefix: {dim: name}}``.
+        verify: reload every artifact in its runtime and compare with eager at two shapes.
+        atol: absolute tolerance; ``rtol``: tolerance relative to each leaf's largest value.
+        rtol: see ``atol``.
+        opset: ONNX opset; ``None`` for the exporter's default.
+        checkpoint: the checkpoint the weights came from, recorded in the manifest.
+
+    Returns:
+        The manifest, also written to ``dirpath/stem.export.json``.
+
+    Raises:
+        ConfigurationError: for a bad argument, before any file is written.
+
+    Example:
+        >>> manifest = export(model, torch.randn(4, 8), "out", "model", formats=["onnx"])  # doctest: +SKIP
+        >>> manifest["artifacts"][0]["ok"]  # doctest: +SKIP
+        True
+
+    """
+    options = ExportOptions(formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset)
+    dirpath = _checked_target(module, dirpath, stem)
+    with _eval_mode(module), torch.no_grad():
+        plan = _prepare(module, input_sample, options)
+        dirpath.mkdir(parents=True, exist_ok=True)
+        captures: dict[str, Capture | Exception] = {}
+        with staging_dir(dirpath, stem) as staging:
+            artifacts = [
+                _export_format(fmt, plan, options, staging, dirpath, stem, captures) for fmt in options.formats
+            ]
+    manifest = _manifest(plan, options, artifacts, dirpath, checkpoint)
+    write_json_atomic(dirpath / (stem + MANIFEST_SUFFIX), manifest)
+    return manifest
+
+
+@dataclasses.dataclass
+class _Plan:
+    """Everything decided before the first exporter runs."""
+
+    inputs: FlatTree
+    call: CallSpec
+    outputs: FlatTree
+    ctx: ExportContext
+    samples: list[tuple[torch.Tensor, ...]]
+    expected: list[tuple[torch.Tensor, ...]]
+
+
+@dataclasses.dataclass
+class _Attempt:
+    """One method's try at one format."""
+
+    method: str
+    folder: Path
+    verification: Verification | None = None
+    error: str | None = None
+    warnings: list[str] = dataclasses.field(default_factory=list)
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    written: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.written and self.error is None
+
+    @property
+    def clean(self) -> bool:
+        return self.ok and not self.warnings
+
+
+def _checked_target(module: Any, dirpath: Any, stem: Any) -> Path:
+    if not isinstance(module, nn.Module):
+        raise ConfigurationError(f"export(module=...): expected a torch.nn.Module, got {type(module).__name__}.")
+    if not isinstance(stem, str) or not stem or os.sep in stem or "/" in stem or stem.startswith("."):
+        raise ConfigurationError(
+            f"export(stem={stem!r}): the stem must be a plain file name without folders or a leading dot."
+            " HINT: pass the folder as dirpath and e.g. stem='model'."
+        )
+    path = Path(dirpath)
+    if path.exists() and not path.is_dir():
+        raise ConfigurationError(f"export(dirpath={str(path)!r}): this is a file, not a folder. HINT: pass a folder.")
+    return path
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode for the export; every submodule's own mode is restored afterwards."""
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def _prepare(module: nn.Module, input_sample: Any, options: ExportOptions) -> _Plan:
+    """Flatten the sample, run eager at both shapes, and fix every name and dynamic dim."""
+    if input_sample is None:
+        raise ConfigurationError("export(input_sample=None): a sample input is needed to export. HINT: pass one.")
+    arguments, call = bind_sample(module, input_sample)
+    inputs, tensors = flatten_tree(arguments, None, "input_sample", ConfigurationError)
+    if not tensors:
+        raise ConfigurationError("export(input_sample=...): the sample holds no tensor. HINT: pass tensors.")
+    input_dims = resolve_dynamic_dims(inputs.names, tensors, options.dynamic_batch, options.dynamic_axes)
+    export_args, check_args = export_and_check_samples(tensors, input_dims)
+    args, kwargs = call.split(inputs.unflatten(export_args))
+    outputs, expected = flatten_tree(module(*args, **kwargs), "out", "The model's output", ExportError)
+    if not expected:
+        raise ExportError(f"{type(module).__name__} returned no tensor; there is nothing to export.")
+    adapter = FlatAdapter(module, inputs, call, outputs)
+    check_expected = adapter(*check_args)
+    ctx = ExportContext(
+        adapter=adapter,
+        args=export_args,
+        input_names=inputs.names,
+        output_names=outputs.names,
+        input_dims=input_dims,
+        output_dims=_output_dims(outputs.names, expected, check_expected),
+        opset=options.opset,
+    )
+    return _Plan(inputs, call, outputs, ctx, [export_args, check_args], [expected, check_expected])
+
+
+def _output_dims(names: Sequence[str], first: Sequence[torch.Tensor], second: Sequence[torch.Tensor]) -> DynamicDims:
+    """Output dims that changed between the two samples are dynamic."""
+    dims: DynamicDims = []
+    for name, a, b in zip(names, first, second):
+        if a.dim() != b.dim():
+            raise ExportError(f"Output '{name}' has {a.dim()} dims at one input shape and {b.dim()} at another.")
+        dims.append({d: f"{name}_{d}" for d in range(a.dim()) if a.shape[d] != b.shape[d]})
+    return dims
+
+
+def _export_format(
+    fmt: str,
+    plan: _Plan,
+    options: ExportOptions,
+    staging: Path,
+    dirpath: Path,
+    stem: str,
+    captures: dict[str, Capture | Exception],
+) -> dict[str, Any]:
+    """Try the format's methods in order; move the chosen file(s) into place; describe them."""
+    attempts: list[_Attempt] = []
+    for method in methods_for(fmt, options.method):
+        attempts.append(_attempt(fmt, method, plan, options, staging, stem, captures))
+        if attempts[-1].clean:
+            break
+    chosen = next((a for a in attempts if a.clean), None) or next((a for a in attempts if a.ok), None)
+    chosen = chosen or next((a for a in attempts if a.written), None)
+    name = artifact_name(stem, fmt)
+    files = [p.name for p in move_into_place(chosen.folder, dirpath)] if chosen else []
+    verification = chosen.verification if chosen else None
+    return {
+        "format": fmt,
+        "path": name,
+        "method": chosen.method if chosen else None,
+        "ok": bool(chosen and chosen.ok),
+        "verified": bool(verification and verification.ok),
+        "sha256": sha256_file(dirpath / name) if chosen else None,
+        "files": files,
+        "runtime": verification.runtime if verification else None,
+        "max_abs_diff": json_safe(verification.max_abs_diff) if verification else None,
+        "max_rel_diff": json_safe(verification.max_rel_diff) if verification else None,
+        "checked_shapes": verification.checked_shapes if verification else [],
+        "error": chosen.error if chosen else attempts[-1].error,
+        "warnings": chosen.warnings if chosen else [],
+        "attempts": [_describe_attempt(a) for a in attempts],
+    }
+
+
+def _attempt(
+    fmt: str,
+    method: str,
+    plan: _Plan,
+    options: ExportOptions,
+    staging: Path,
+    stem: str,
+    captures: dict[str, Capture | Exception],
+) -> _Attempt:
+    """Capture (once per method), save, and verify from disk; errors are recorded, not raised."""
+    attempt = _Attempt(method, staging / f"{fmt}-{method}")
+    attempt.folder.mkdir()
+    path = attempt.folder / artifact_name(stem, fmt)
+    exporter = EXPORTERS[method]
+    try:
+        if method not in captures:
+            start = time.perf_counter()
+            try:
+                captures[method] = exporter.capture(plan.ctx)
+            except Exception as err:  # noqa: BLE001 - any exporter failure is recorded, others go on
+                captures[method] = err
+            attempt.seconds["capture"] = time.perf_counter() - start
+        capture = captures[method]
+        if isinstance(capture, Exception):
+            raise capture
+        attempt.warnings = capture.warnings
+        start = time.perf_counter()
+        exporter.save(capture, fmt, path, plan.ctx)
+        attempt.written = True
+        attempt.seconds["save"] = time.perf_counter() - start
+        if options.verify:
+            start = time.perf_counter()
+            attempt.verification = verify_artifact(
+                fmt,
+                path,
+                plan.ctx.input_names,
+                plan.ctx.output_names,
+                plan.samples,
+                plan.expected,
+                options.atol,
+                options.rtol,
+            )
+            attempt.seconds["verify"] = time.perf_counter() - start
+            attempt.error = attempt.verification.error
+    except Exception as err:  # noqa: BLE001 - recorded in the manifest; the next method or format goes on
+        attempt.error = _error_text(err)
+        if not attempt.written:
+            for leftover in attempt.folder.iterdir():
+                leftover.unlink()
+    return attempt
+
+
+def _error_text(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}"
+    return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + " ..."
+
+
+def _describe_attempt(attempt: _Attempt) -> dict[str, Any]:
+    return {
+        "method": attempt.method,
+        "ok": attempt.ok,
+        "error": attempt.error,
+        "tracer_warnings": attempt.warnings,
+        "seconds": {k: round(v, 4) for k, v in attempt.seconds.items()},
+    }
+
+
+def _manifest(
+    plan: _Plan,
+    options: ExportOptions,
+    artifacts: list[dict[str, Any]],
+    dirpath: Path,
+    checkpoint: str | os.PathLike[str] | None,
+) -> dict[str, Any]:
+    ctx = plan.ctx
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint": os.path.relpath(checkpoint, dirpath) if checkpoint is not None else None,
+        "ok": all(a["ok"] for a in artifacts),
+        "inputs": {
+            "schema": {**plan.inputs.schema, "call": plan.call.to_json()},
+            "names": list(ctx.input_names),
+            "shapes": [list(t.shape) for t in ctx.args],
+            "dtypes": [_dtype_name(t) for t in ctx.args],
+            "dynamic_axes": {n: dims for n, dims in zip(ctx.input_names, ctx.input_dims) if dims},
+        },
+        "outputs": {
+            "schema": plan.outputs.schema,
+            "names": list(ctx.output_names),
+            "shapes": [list(t.shape) for t in plan.expected[0]],
+            "dtypes": [_dtype_name(t) for t in plan.expected[0]],
+            "dynamic_axes": {n: dims for n, dims in zip(ctx.output_names, ctx.output_dims) if dims},
+        },
+        "options": {
+            "formats": list(options.formats),
+            "method": options.method,
+            "dynamic_batch": options.dynamic_batch,
+            "dynamic_axes": options.dynamic_axes,
+            "verify": options.verify,
+            "atol": options.atol,
+            "rtol": options.rtol,
+            "opset": options.opset,
+        },
+        "artifacts": artifacts,
+        "versions": versions(),
+    }
+
+
+def _dtype_name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")

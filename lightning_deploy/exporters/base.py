@@ -1,0 +1,56 @@
+"""The one small interface every exporter implements.
+
+An exporter *captures* the flat adapter once (a trace, a scripted module, an
+``ExportedProgram``) and *saves* that capture in each format it can make. The engine caches
+captures per method, so tracing once serves both TorchScript and ONNX.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from lightning_deploy.adapters import FlatAdapter
+from lightning_deploy.dynamic import DynamicDims
+
+__all__ = ["Capture", "ExportContext", "Exporter"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportContext:
+    """What every exporter needs: the adapter, the flat sample, names and dynamic dims."""
+
+    adapter: FlatAdapter
+    args: tuple[torch.Tensor, ...]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    input_dims: DynamicDims
+    output_dims: DynamicDims
+    opset: int | None = None
+
+
+@dataclasses.dataclass
+class Capture:
+    """A captured program and what the capture noticed (e.g. tracer warnings)."""
+
+    program: Any
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+class Exporter(abc.ABC):
+    """Captures a flat adapter with one method and saves it in the formats it can make."""
+
+    method: ClassVar[str]
+    formats: ClassVar[tuple[str, ...]]
+
+    @abc.abstractmethod
+    def capture(self, ctx: ExportContext) -> Capture:
+        """Capture ``ctx.adapter`` at ``ctx.args``."""
+
+    @abc.abstractmethod
+    def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> None:
+        """Write ``capture`` as ``fmt`` to ``path`` (plus side files in the same folder)."""

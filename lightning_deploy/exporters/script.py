@@ -1,0 +1,30 @@
+"""``method="script"``: ``torch.jit.script`` keeps the model's control flow.
+
+The user's module is scripted, then the thin flat adapter around it is traced: the adapter
+only rewires structure, while calls into the scripted module keep their branches and loops.
+Both formats are then saved as for tracing.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from lightning_deploy.adapters import FlatAdapter
+from lightning_deploy.exporters.base import Capture, ExportContext
+from lightning_deploy.exporters.trace import TraceExporter, trace_flat
+
+__all__ = ["ScriptExporter"]
+
+
+class ScriptExporter(TraceExporter):
+    """Script the module, trace the structure-only adapter around it."""
+
+    method: ClassVar[str] = "script"
+
+    def capture(self, ctx: ExportContext) -> Capture:
+        """Script ``ctx.adapter.module`` and trace the adapter around the scripted copy."""
+        adapter = ctx.adapter
+        scripted = torch.jit.script(adapter.module)
+        return trace_flat(FlatAdapter(scripted, adapter.inputs, adapter.call, adapter.outputs), ctx)

@@ -1,0 +1,52 @@
+"""``method="export"``: ``torch.export``; ``.pt2`` by ``torch.export.save``, ONNX by the dynamo exporter."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from lightning_deploy.exporters.base import Capture, ExportContext, Exporter
+
+__all__ = ["TorchExportExporter"]
+
+
+class TorchExportExporter(Exporter):
+    """One ``ExportedProgram`` serves both the ``.pt2`` file and the ONNX model."""
+
+    method: ClassVar[str] = "export"
+    formats: ClassVar[tuple[str, ...]] = ("pt2", "onnx")
+
+    def capture(self, ctx: ExportContext) -> Capture:
+        """``torch.export.export`` with ``Dim.DYNAMIC`` on every dynamic dim.
+
+        ``Dim.DYNAMIC`` lets torch.export infer relations between dims (two inputs sharing a
+        batch) and still raise if a dim it was told is dynamic gets specialised.
+        """
+        shapes = tuple({d: torch.export.Dim.DYNAMIC for d in dims} or None for dims in ctx.input_dims)
+        program = torch.export.export(ctx.adapter, ctx.args, dynamic_shapes=(shapes,))
+        return Capture(program)
+
+    def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> None:
+        """``torch.export.save`` for pt2; ``torch.onnx.export(dynamo=True)`` for ONNX.
+
+        ONNX weights go inline, except over protobuf's 2 GB limit where ONNX Runtime needs
+        them in ``STEM.onnx.data`` beside the model (``ONNXProgram.save`` decides).
+        """
+        if fmt == "pt2":
+            torch.export.save(capture.program, str(path))
+            return
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+            onnx_program = torch.onnx.export(
+                capture.program,
+                ctx.args,
+                dynamo=True,
+                input_names=list(ctx.input_names),
+                output_names=list(ctx.output_names),
+                opset_version=ctx.opset,
+                verbose=False,
+            )
+        onnx_program.save(str(path), external_data=None)

@@ -1,0 +1,65 @@
+"""Crash-safe files: stage in a private folder beside the target, then rename into place.
+
+A crash never leaves a half-written file under a final name: exporters write into a
+staging folder in the destination directory (same filesystem, so ``os.replace`` is atomic),
+and only finished files are renamed into place. Side files such as ``STEM.onnx.data`` keep
+the names that the model file refers to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["move_into_place", "sha256_file", "staging_dir", "write_json_atomic"]
+
+
+@contextlib.contextmanager
+def staging_dir(dirpath: Path, stem: str) -> Iterator[Path]:
+    """A fresh hidden folder inside ``dirpath``, removed with whatever is left in it."""
+    path = Path(tempfile.mkdtemp(prefix=f".{stem}.staging-", dir=dirpath))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def move_into_place(folder: Path, dirpath: Path) -> list[Path]:
+    """Rename every file of ``folder`` into ``dirpath``; side files first, the main file last."""
+    files = sorted(folder.iterdir(), key=lambda p: (-len(p.name), p.name))
+    moved = []
+    for file in files:
+        target = dirpath / file.name
+        os.replace(file, target)
+        moved.append(target)
+    return moved
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to a temporary file beside ``path`` and rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, allow_nan=False)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

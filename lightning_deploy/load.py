@@ -1,0 +1,201 @@
+"""``load(path)``: run an exported artifact with the model's own structured inputs and outputs.
+
+Needs neither the training code nor Lightning; an ONNX artifact needs only ``onnxruntime``
+and ``numpy``. Everything that can be done once (reading the manifest, the sha256 check,
+compiling the schema, opening the runtime) is done here, not per call.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightning_deploy.errors import IntegrityError, LoadError, StructureError
+from lightning_deploy.files import sha256_file
+from lightning_deploy.manifest import SUFFIXES, manifest_path, read_manifest
+from lightning_deploy.runtimes import runtime_module
+from lightning_deploy.schema import Structure, check_schema_version
+
+__all__ = ["ExportedModel", "load"]
+
+_PREFERENCE = ("onnx", "torchscript", "pt2")
+_EXTRAS = {"onnx": "onnxruntime", "torchscript": "torch", "pt2": "torch"}
+
+
+def load(path: str | Path, format: str | None = None, verified_only: bool = True) -> ExportedModel:  # noqa: A002
+    """Open an artifact (or the best one a manifest lists) as a callable with structured I/O.
+
+    Args:
+        path: ``STEM.onnx``, ``STEM.torchscript.pt``, ``STEM.pt2`` or ``STEM.export.json``.
+        format: with a manifest path, which artifact to run (default: the first ``ok`` of
+            onnx, torchscript, pt2).
+        verified_only: refuse an artifact that the manifest records as failed.
+
+    Returns:
+        An :class:`ExportedModel`, called like the original ``forward``.
+
+    Raises:
+        LoadError: for a missing manifest or artifact, or one recorded as failed.
+        IntegrityError: when the artifact's sha256 differs from the manifest's.
+
+    Example:
+        >>> model = load("checkpoints/best.onnx")  # doctest: +SKIP
+        >>> out = model({"x": x, "mask": mask})  # doctest: +SKIP
+
+    """
+    path = Path(path)
+    manifest_file = manifest_path(path)
+    manifest = read_manifest(manifest_file)
+    entry = _select_artifact(manifest, manifest_file, path, format)
+    if verified_only and not entry.get("ok"):
+        raise LoadError(
+            f"{manifest_file}: the {entry['format']} artifact failed at export: {entry.get('error')}."
+            " HINT: fix the export, or pass verified_only=False to run it anyway."
+        )
+    artifact = manifest_file.parent / entry["path"]
+    if not artifact.is_file():
+        raise LoadError(f"Artifact {artifact} is missing. HINT: copy it along with {manifest_file.name}.")
+    digest = sha256_file(artifact)
+    if digest != entry.get("sha256"):
+        raise IntegrityError(
+            f"{artifact}: sha256 mismatch: the file has {digest}, the manifest records {entry.get('sha256')}."
+            " The file was changed or replaced after export. HINT: re-export it, or restore the original."
+        )
+    return ExportedModel(manifest, entry, artifact)
+
+
+def _select_artifact(manifest: Mapping[str, Any], manifest_file: Path, path: Path, fmt: str | None) -> dict:
+    entries = manifest.get("artifacts", [])
+    if path != manifest_file:
+        found = [e for e in entries if e.get("path") == path.name]
+        if not found:
+            raise LoadError(f"{manifest_file} lists no artifact named {path.name!r}. HINT: load the manifest instead.")
+        if fmt is not None and found[0]["format"] != fmt:
+            raise LoadError(f"load(format={fmt!r}) conflicts with {path.name}, a {found[0]['format']} artifact.")
+        return found[0]
+    if fmt is not None and fmt not in SUFFIXES:
+        raise LoadError(f"load(format={fmt!r}): unknown format; valid formats are {list(SUFFIXES)}.")
+    ranked = sorted(entries, key=lambda e: (not e.get("ok"), _PREFERENCE.index(e["format"])))
+    found = [e for e in ranked if fmt is None or e["format"] == fmt]
+    if not found:
+        raise LoadError(f"{manifest_file} holds no {fmt or ''} artifact. HINT: export that format first.")
+    return found[0]
+
+
+class ExportedModel:
+    """An artifact opened in its runtime, called with the same structure as ``forward``.
+
+    Outputs come back as the array type of the inputs: torch tensors in, torch tensors out;
+    numpy arrays in, numpy arrays out.
+    """
+
+    def __init__(self, manifest: Mapping[str, Any], entry: Mapping[str, Any], artifact: Path) -> None:
+        inputs, outputs = manifest["inputs"], manifest["outputs"]
+        check_schema_version(inputs["schema"])
+        check_schema_version(outputs["schema"])
+        self.manifest = manifest
+        self.format = entry["format"]
+        self.path = artifact
+        self._call = inputs["schema"]["call"]
+        self._inputs = Structure(inputs["schema"]["tree"], root="input")
+        self._outputs = Structure(outputs["schema"]["tree"], root="output")
+        self._checks = _leaf_checks(inputs)
+        try:
+            runtime = runtime_module(self.format)
+        except ImportError as err:
+            raise LoadError(
+                f"Running a {self.format} artifact needs {err.name}. HINT: pip install {_EXTRAS[self.format]}."
+            ) from None
+        self._arrays = runtime.ARRAYS
+        self._run = runtime.open_runner(str(artifact), inputs["names"], outputs["names"])
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the artifact on structured inputs; returns the structured outputs."""
+        leaves = self._inputs.flatten(self._bind(args, kwargs))
+        torch_in = _is_torch(leaves[0]) if leaves else False
+        arrays = [_convert(leaf, self._arrays) for leaf in leaves]
+        for array, check in zip(arrays, self._checks):
+            _check_leaf(array, *check)
+        outputs = self._run(arrays)
+        wanted = "torch" if torch_in else "numpy"
+        if wanted != self._arrays:
+            outputs = [_convert(o, wanted) for o in outputs]
+        return self._outputs.unflatten(outputs)
+
+    def __repr__(self) -> str:
+        return f"ExportedModel(path={str(self.path)!r}, format={self.format!r})"
+
+    def _bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """Map ``args``/``kwargs`` onto the exported parameters, like ``inspect.Signature.bind``.
+
+        Written by hand because the signature is known only from the manifest's JSON.
+        """
+        params, var_pos, var_kw = self._call["parameters"], self._call["var_positional"], self._call["var_keyword"]
+        arguments: dict[str, Any] = {}
+        remaining = list(args)
+        for name in params:
+            if name == var_pos:
+                arguments[name], remaining = tuple(remaining), []
+            elif name != var_kw and remaining:
+                arguments[name] = remaining.pop(0)
+        if remaining:
+            raise StructureError(f"Too many positional arguments: the model takes {params}.")
+        for name, value in kwargs.items():
+            if name in arguments:
+                raise StructureError(f"Argument {name!r} given twice.")
+            if name in params and name not in (var_pos, var_kw):
+                arguments[name] = value
+            elif var_kw is not None:
+                arguments.setdefault(var_kw, {})[name] = value
+            else:
+                raise StructureError(f"Unknown argument {name!r}: the model was exported with {params}.")
+        missing = [p for p in params if p not in arguments]
+        if missing:
+            raise StructureError(f"Missing argument(s) {missing}: the model was exported with {params}.")
+        return arguments
+
+
+def _leaf_checks(inputs: Mapping[str, Any]) -> list[tuple[str, str, list[int], set[int]]]:
+    """Per input leaf: name, dtype, export shape and the dims allowed to differ."""
+    dynamic = inputs.get("dynamic_axes", {})
+    return [
+        (name, dtype, shape, {int(d) for d in dynamic.get(name, {})})
+        for name, dtype, shape in zip(inputs["names"], inputs["dtypes"], inputs["shapes"])
+    ]
+
+
+def _check_leaf(array: Any, name: str, dtype: str, shape: list[int], dynamic: set[int]) -> None:
+    got_dtype = _dtype_name(array)
+    if got_dtype != dtype:
+        raise StructureError(f"input '{name}': dtype {got_dtype}, the model was exported with {dtype}. HINT: cast it.")
+    got = tuple(array.shape)
+    if len(got) != len(shape) or any(g != s for d, (g, s) in enumerate(zip(got, shape)) if d not in dynamic):
+        wanted = ["*" if d in dynamic else s for d, s in enumerate(shape)]
+        raise StructureError(
+            f"input '{name}': shape {list(got)} does not fit the exported shape {wanted} (* = dynamic)."
+            " HINT: only the dims marked * may change; export with dynamic_axes to free others."
+        )
+
+
+def _dtype_name(array: Any) -> str:
+    return array.dtype.name if isinstance(array, np.ndarray) else str(array.dtype).removeprefix("torch.")
+
+
+def _is_torch(value: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _convert(value: Any, kind: str) -> Any:
+    """``value`` as a numpy array or a CPU torch tensor, without copying where possible."""
+    if kind == "numpy":
+        if isinstance(value, np.ndarray):
+            return value
+        return value.detach().cpu().numpy() if _is_torch(value) else np.asarray(value)
+    import torch
+
+    return value.detach().cpu() if isinstance(value, torch.Tensor) else torch.as_tensor(value)

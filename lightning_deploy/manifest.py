@@ -1,0 +1,85 @@
+"""The manifest ``STEM.export.json``: what was made, how, and how well it matched.
+
+Reading it needs neither torch nor Lightning. Paths in it are relative to it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from lightning_deploy.errors import LoadError
+
+__all__ = [
+    "MANIFEST_SUFFIX",
+    "MANIFEST_VERSION",
+    "SUFFIXES",
+    "artifact_name",
+    "json_safe",
+    "manifest_path",
+    "read_manifest",
+    "versions",
+]
+
+MANIFEST_VERSION = 1
+MANIFEST_SUFFIX = ".export.json"
+SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "pt2": ".pt2"}
+_PACKAGES = ("lightning-deploy", "torch", "lightning", "onnx", "onnxruntime", "onnxscript", "numpy")
+
+
+def artifact_name(stem: str, fmt: str) -> str:
+    """The file name of ``fmt`` for ``stem`` (``STEM.onnx``, ``STEM.torchscript.pt``, ``STEM.pt2``)."""
+    return stem + SUFFIXES[fmt]
+
+
+def manifest_path(path: str | Path) -> Path:
+    """The manifest that belongs to an artifact (or the manifest itself)."""
+    path = Path(path)
+    if path.name.endswith(MANIFEST_SUFFIX):
+        return path
+    for suffix in sorted(SUFFIXES.values(), key=len, reverse=True):
+        if path.name.endswith(suffix):
+            return path.with_name(path.name[: -len(suffix)] + MANIFEST_SUFFIX)
+    raise LoadError(
+        f"{path}: not an artifact of lightning-deploy (expected a name ending in"
+        f" {sorted(SUFFIXES.values())} or {MANIFEST_SUFFIX!r})."
+    )
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Read and check a manifest; raises :class:`LoadError` naming the problem and the fix."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LoadError(
+            f"No manifest at {path}. HINT: load() needs the {MANIFEST_SUFFIX} file that export() wrote"
+            " beside the artifact; copy it along with the artifact."
+        ) from None
+    except (OSError, ValueError) as err:
+        raise LoadError(f"Cannot read the manifest {path}: {err}.") from None
+    if data.get("manifest_version") != MANIFEST_VERSION:
+        raise LoadError(
+            f"{path}: manifest_version {data.get('manifest_version')!r} is not one this package reads"
+            f" ({MANIFEST_VERSION}). HINT: use the lightning-deploy version that wrote it."
+        )
+    return data
+
+
+def versions() -> dict[str, str | None]:
+    """Installed versions of the packages that made the artifacts."""
+    found: dict[str, str | None] = {}
+    for name in _PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def json_safe(value: float | None) -> float | None:
+    """A float JSON can hold: NaN and infinities become ``None`` (the error text has them)."""
+    return value if value is None or math.isfinite(value) else None

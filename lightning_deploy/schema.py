@@ -1,0 +1,224 @@
+"""A plain-JSON description of nested inputs and outputs, readable without torch.
+
+The export side builds these nodes from ``torch.utils._pytree`` tree specs (see
+``adapters.py``). This module is the runtime side: it walks a schema to flatten a user's
+structured value into the artifact's tensor leaves and to rebuild structured outputs from
+them. It is written by hand on purpose: ``load`` of an ONNX artifact must work where torch
+(and so ``_pytree``) is not installed.
+
+Node kinds::
+
+    {"kind": "tensor", "name": "batch.mask"}
+    {"kind": "none"}
+    {"kind": "list" | "tuple", "items": [node, ...]}
+    {"kind": "dict", "keys": [key, ...], "items": [node, ...]}
+    {"kind": "namedtuple" | "dataclass", "class": "module.QualName",
+     "fields": [name, ...], "items": [node, ...]}
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from lightning_deploy.errors import LoadError, StructureError
+
+__all__ = ["SCHEMA_VERSION", "Structure", "check_schema_version", "leaf_names"]
+
+SCHEMA_VERSION = 1
+KNOWN_SCHEMA_VERSIONS = (1,)
+
+Flattener = Callable[[Any, list], None]
+Builder = Callable[[Any], Any]
+
+
+def check_schema_version(schema: Mapping[str, Any]) -> None:
+    """Reject a schema written by an unknown (newer) version of this package."""
+    version = schema.get("schema_version")
+    if version not in KNOWN_SCHEMA_VERSIONS:
+        raise LoadError(
+            f"Unknown schema_version {version!r}; this lightning-deploy reads {KNOWN_SCHEMA_VERSIONS}."
+            " HINT: upgrade lightning-deploy to the version that wrote the manifest."
+        )
+
+
+def leaf_names(node: Mapping[str, Any]) -> list[str]:
+    """Names of the tensor leaves under ``node``, in flattening order."""
+    if node["kind"] == "tensor":
+        return [node["name"]]
+    names: list[str] = []
+    for child in node.get("items", ()):
+        names.extend(leaf_names(child))
+    return names
+
+
+def _resolve_class(node: Mapping[str, Any]) -> type:
+    """The recorded named tuple or dataclass type, or a look-alike with the same fields.
+
+    The original class is used only when its module is already imported (no import is
+    triggered by a manifest); otherwise a class of the same name and fields is made, so that
+    attribute access works without the training code.
+    """
+    module_name, _, qualname = node["class"].rpartition(".")
+    target: Any = sys.modules.get(module_name)
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+    fields = list(node["fields"])
+    if isinstance(target, type):
+        if node["kind"] == "namedtuple" and list(getattr(target, "_fields", ())) == fields:
+            return target
+        if node["kind"] == "dataclass" and dataclasses.is_dataclass(target):
+            return target
+    name = qualname.rsplit(".", 1)[-1] or "Record"
+    if node["kind"] == "namedtuple":
+        return collections.namedtuple(name, fields)  # type: ignore[misc]
+    return dataclasses.make_dataclass(name, fields)
+
+
+class Structure:
+    """A schema node compiled once into a flattening and a rebuilding function.
+
+    Args:
+        node: the schema node (see the module docstring).
+        root: the name used for the whole value in error messages.
+
+    Example:
+        >>> s = Structure({"kind": "dict", "keys": ["x"], "items": [{"kind": "tensor", "name": "x"}]})
+        >>> s.flatten({"x": 1.0})
+        [1.0]
+        >>> s.unflatten([2.0])
+        {'x': 2.0}
+
+    """
+
+    def __init__(self, node: Mapping[str, Any], root: str = "input") -> None:
+        self.node = node
+        self.names = leaf_names(node)
+        self._flatten = self._compile_flatten(node, root)
+        self._build = self._compile_build(node)
+
+    def flatten(self, value: Any) -> list:
+        """The tensor leaves of ``value``, checked against the schema."""
+        leaves: list = []
+        self._flatten(value, leaves)
+        return leaves
+
+    def unflatten(self, leaves: Sequence[Any]) -> Any:
+        """Rebuild the structured value from its tensor leaves."""
+        if len(leaves) != len(self.names):
+            raise StructureError(f"Expected {len(self.names)} leaves, got {len(leaves)}.")
+        return self._build(iter(leaves))
+
+    def _compile_flatten(self, node: Mapping[str, Any], path: str) -> Flattener:
+        kind = node["kind"]
+        if kind == "tensor":
+            return _flatten_leaf(path)
+        if kind == "none":
+            return _flatten_none(path)
+        items = node["items"]
+        if kind in ("list", "tuple"):
+            children = [self._compile_flatten(c, f"{path}.{i}") for i, c in enumerate(items)]
+            return _flatten_sequence(path, children)
+        keys = node["keys"] if kind == "dict" else node["fields"]
+        children = [self._compile_flatten(c, f"{path}.{k}") for k, c in zip(keys, items)]
+        if kind == "dict":
+            return _flatten_mapping(path, keys, children)
+        return _flatten_record(path, kind, keys, children)
+
+    def _compile_build(self, node: Mapping[str, Any]) -> Builder:
+        kind = node["kind"]
+        if kind == "tensor":
+            return next
+        if kind == "none":
+            return lambda leaves: None
+        children = [self._compile_build(c) for c in node["items"]]
+        if kind == "list":
+            return lambda leaves: [build(leaves) for build in children]
+        if kind == "tuple":
+            return lambda leaves: tuple(build(leaves) for build in children)
+        if kind == "dict":
+            keys = node["keys"]
+            return lambda leaves: {k: build(leaves) for k, build in zip(keys, children)}
+        cls = _resolve_class(node)
+        fields = node["fields"]
+        if kind == "namedtuple":
+            return lambda leaves: cls(*(build(leaves) for build in children))
+        return lambda leaves: cls(**{f: build(leaves) for f, build in zip(fields, children)})
+
+
+def _flatten_leaf(path: str) -> Flattener:
+    def flatten(value: Any, out: list) -> None:
+        if value is None or isinstance(value, (Mapping, list, tuple, str)):
+            raise StructureError(
+                f"{path}: expected an array or tensor, got {type(value).__name__}."
+                " HINT: pass the same structure as the model's forward."
+            )
+        out.append(value)
+
+    return flatten
+
+
+def _flatten_none(path: str) -> Flattener:
+    def flatten(value: Any, out: list) -> None:
+        if value is not None:
+            raise StructureError(
+                f"{path}: the model was exported with None here, got {type(value).__name__}."
+                " HINT: pass None (the exported graph has no input for it)."
+            )
+
+    return flatten
+
+
+def _flatten_sequence(path: str, children: list[Flattener]) -> Flattener:
+    def flatten(value: Any, out: list) -> None:
+        if not isinstance(value, (list, tuple)):
+            raise StructureError(f"{path}: expected a list or tuple, got {type(value).__name__}.")
+        if len(value) != len(children):
+            raise StructureError(
+                f"{path}: expected {len(children)} items, got {len(value)}."
+                " HINT: the exported graph has a fixed number of items; export with a sample"
+                " of that length."
+            )
+        for child, item in zip(children, value):
+            child(item, out)
+
+    return flatten
+
+
+def _flatten_mapping(path: str, keys: list, children: list[Flattener]) -> Flattener:
+    def flatten(value: Any, out: list) -> None:
+        if not isinstance(value, Mapping):
+            raise StructureError(f"{path}: expected a dict, got {type(value).__name__}.")
+        missing = [k for k in keys if k not in value]
+        extra = [k for k in value if k not in keys]
+        if missing or extra:
+            raise StructureError(
+                f"{path}: keys do not match the exported model: missing {missing}, extra {extra}."
+                f" HINT: pass exactly the keys {keys}."
+            )
+        for key, child in zip(keys, children):
+            child(value[key], out)
+
+    return flatten
+
+
+def _flatten_record(path: str, kind: str, fields: list[str], children: list[Flattener]) -> Flattener:
+    def flatten(value: Any, out: list) -> None:
+        if isinstance(value, Mapping):
+            getter = value.__getitem__
+            present = set(value)
+        else:
+            getter = lambda f: getattr(value, f)  # noqa: E731
+            present = {f for f in fields if hasattr(value, f)}
+        missing = [f for f in fields if f not in present]
+        if missing:
+            raise StructureError(
+                f"{path}: expected a {kind} with fields {fields}, missing {missing} (got {type(value).__name__})."
+            )
+        for field, child in zip(fields, children):
+            child(getter(field), out)
+
+    return flatten

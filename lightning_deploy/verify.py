@@ -1,0 +1,83 @@
+"""Smoke-test an artifact: load it from disk in its own runtime, compare with eager.
+
+The artifact runs at every check sample (the export shape and the second shape); it is
+``ok`` only if every output leaf matches at all of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lightning_deploy.compare import LeafDiff, compare_leaves
+from lightning_deploy.runtimes import runtime_module
+
+__all__ = ["Verification", "verify_artifact"]
+
+
+@dataclasses.dataclass
+class Verification:
+    """The outcome of a smoke test."""
+
+    ok: bool
+    runtime: str
+    max_abs_diff: float | None = None
+    max_rel_diff: float | None = None
+    checked_shapes: list[list[list[int]]] = dataclasses.field(default_factory=list)
+    error: str | None = None
+
+
+def verify_artifact(
+    fmt: str,
+    path: Path,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    samples: Sequence[Sequence[torch.Tensor]],
+    expected: Sequence[Sequence[torch.Tensor]],
+    atol: float,
+    rtol: float,
+) -> Verification:
+    """Run ``path`` at each sample and compare with the eager ``expected`` outputs.
+
+    ``checked_shapes`` holds, per sample, the shapes of the input leaves. Failures to load
+    or run are reported in ``error``, not raised.
+    """
+    runtime = runtime_module(fmt)
+    if fmt == "onnx":
+        import onnx  # only the verifier needs the checker; load() stays onnx-free
+
+        onnx.checker.check_model(str(path))
+    runner = runtime.open_runner(str(path), input_names, output_names)
+    result = Verification(ok=True, runtime=runtime.RUNTIME, max_abs_diff=0.0, max_rel_diff=0.0)
+    for sample, want in zip(samples, expected):
+        shapes = [list(t.shape) for t in sample]
+        got = runner([_as(runtime.ARRAYS, t) for t in sample])
+        diffs = compare_leaves(output_names, [_numpy(g) for g in got], [_numpy(w) for w in want], atol, rtol)
+        result.checked_shapes.append(shapes)
+        _accumulate(result, diffs, shapes, atol, rtol)
+    return result
+
+
+def _accumulate(result: Verification, diffs: list[LeafDiff], shapes: list, atol: float, rtol: float) -> None:
+    for diff in diffs:
+        result.max_abs_diff = max(result.max_abs_diff, diff.max_abs)
+        result.max_rel_diff = max(result.max_rel_diff, diff.max_rel)
+    failed = [d for d in diffs if not d.ok]
+    if failed and result.ok:
+        result.ok = False
+        result.error = f"mismatch in {result.runtime} at input shapes {shapes}: " + "; ".join(
+            d.describe(atol, rtol) for d in failed
+        )
+
+
+def _as(kind: str, tensor: torch.Tensor) -> Any:
+    return tensor.detach().cpu().numpy() if kind == "numpy" else tensor.detach().cpu()
+
+
+def _numpy(value: Any) -> np.ndarray:
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
