@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -12,6 +15,27 @@ import torch
 from lightning_deploy.exporters.base import Capture, ExportContext, Exporter
 
 __all__ = ["TorchExportExporter"]
+
+_SHAPES_LOGGER = logging.getLogger("torch.fx.experimental.symbolic_shapes")
+
+
+@contextlib.contextmanager
+def _quiet_failure() -> Iterator[None]:
+    """Hold back what torch.export prints while it runs; drop it if the export fails.
+
+    On a failure torch.export logs and prints the partial graph (hundreds of lines for a
+    detection model). The error itself goes into the manifest and the engine falls back to
+    another method, so the graph dump is noise; on success everything is replayed.
+    """
+    level = _SHAPES_LOGGER.level
+    _SHAPES_LOGGER.setLevel(logging.ERROR)
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
+    finally:
+        _SHAPES_LOGGER.setLevel(level)
+    sys.stderr.write(held.getvalue())
 
 
 class TorchExportExporter(Exporter):
@@ -27,7 +51,8 @@ class TorchExportExporter(Exporter):
         batch) and still raise if a dim it was told is dynamic gets specialised.
         """
         shapes = tuple({d: torch.export.Dim.DYNAMIC for d in dims} or None for dims in ctx.input_dims)
-        program = torch.export.export(ctx.adapter, ctx.args, dynamic_shapes=(shapes,))
+        with _quiet_failure():
+            program = torch.export.export(ctx.adapter, ctx.args, dynamic_shapes=(shapes,))
         return Capture(program)
 
     def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> None:
