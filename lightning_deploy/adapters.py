@@ -211,7 +211,11 @@ def _describe(spec: pytree.TreeSpec, leaf_names: Any, what: str, error: type[Exc
         cls = spec.context
         return {"kind": "namedtuple", "class": _qualified(cls), "fields": list(cls._fields), "items": items}
     if dataclasses.is_dataclass(spec.type):
-        return {"kind": "dataclass", "class": _qualified(spec.type), "fields": list(spec.context[0]), "items": items}
+        # pytree keeps None-valued fields out of the children (context = [fields, none_fields]).
+        by_field = dict(zip(spec.context[0], items))
+        fields = [f.name for f in dataclasses.fields(spec.type) if f.name in by_field or f.name in spec.context[1]]
+        items = [by_field.get(f, {"kind": "none"}) for f in fields]
+        return {"kind": "dataclass", "class": _qualified(spec.type), "fields": fields, "items": items}
     raise error(
         f"{what} contains a {spec.type!r}, a container this package cannot describe."
         " HINT: use dicts, lists, tuples, named tuples or dataclasses."

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import json
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -90,7 +91,8 @@ def export(
             artifacts = [
                 _export_format(fmt, plan, options, staging, dirpath, stem, captures) for fmt in options.formats
             ]
-    manifest = _manifest(plan, options, artifacts, dirpath, checkpoint)
+    # A JSON round trip, so that the returned dict is exactly what the file holds (str keys).
+    manifest = json.loads(json.dumps(_manifest(plan, options, artifacts, dirpath, checkpoint), allow_nan=False))
     write_json_atomic(dirpath / (stem + MANIFEST_SUFFIX), manifest)
     return manifest
 

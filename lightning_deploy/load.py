@@ -174,9 +174,9 @@ def _check_leaf(array: Any, name: str, dtype: str, shape: list[int], dynamic: se
         raise StructureError(f"input '{name}': dtype {got_dtype}, the model was exported with {dtype}. HINT: cast it.")
     got = tuple(array.shape)
     if len(got) != len(shape) or any(g != s for d, (g, s) in enumerate(zip(got, shape)) if d not in dynamic):
-        wanted = ["*" if d in dynamic else s for d, s in enumerate(shape)]
+        wanted = ", ".join("*" if d in dynamic else str(s) for d, s in enumerate(shape))
         raise StructureError(
-            f"input '{name}': shape {list(got)} does not fit the exported shape {wanted} (* = dynamic)."
+            f"input '{name}': shape {list(got)} does not fit the exported shape [{wanted}] (* = dynamic)."
             " HINT: only the dims marked * may change; export with dynamic_axes to free others."
         )
 
