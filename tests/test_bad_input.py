@@ -61,6 +61,6 @@ def test_errors_are_value_errors():
 def test_dirpath_that_is_a_file(tmp_path):
     file = tmp_path / "f"
     file.write_text("x")
-    with pytest.raises(ConfigurationError, match="dirpath=.*is a file"):
+    with pytest.raises(ConfigurationError, match=r"dirpath=.*is a file"):
         export(TwoInputs(), PAIR, file, "model")
     assert file.read_text() == "x"

@@ -66,7 +66,7 @@ def test_one_changed_byte_is_refused(exported, tmp_path):
 
 def test_missing_manifest(exported, tmp_path):
     (tmp_path / "model.onnx").write_bytes((exported / "model.onnx").read_bytes())
-    with pytest.raises(LoadError, match="No manifest at .*model.export.json.*HINT"):
+    with pytest.raises(LoadError, match=r"No manifest at .*model.export.json.*HINT"):
         load(tmp_path / "model.onnx")
 
 
