@@ -146,8 +146,14 @@ class _BreaksMidWrite(TraceExporter):
 def test_exporter_raising_mid_write_leaves_no_file(tmp_path, monkeypatch):
     monkeypatch.setitem(EXPORTERS, "trace", _BreaksMidWrite())
     (tmp_path / "m.onnx").write_bytes(b"an older artifact")
-    manifest = export(TwoInputs(), (torch.randn(2, 4), torch.randn(2, 3)), tmp_path, "m", method="trace",
-                      formats=["onnx", "torchscript"])
+    manifest = export(
+        TwoInputs(),
+        (torch.randn(2, 4), torch.randn(2, 3)),
+        tmp_path,
+        "m",
+        method="trace",
+        formats=["onnx", "torchscript"],
+    )
     onnx, torchscript = manifest["artifacts"]
     assert not onnx["ok"] and "disk full" in onnx["error"]
     assert torchscript["ok"]

@@ -7,6 +7,7 @@ Both formats are then saved as for tracing.
 
 from __future__ import annotations
 
+import warnings
 from typing import ClassVar
 
 import torch
@@ -26,5 +27,7 @@ class ScriptExporter(TraceExporter):
     def capture(self, ctx: ExportContext) -> Capture:
         """Script ``ctx.adapter.module`` and trace the adapter around the scripted copy."""
         adapter = ctx.adapter
-        scripted = torch.jit.script(adapter.module)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*deprecated", category=FutureWarning)  # supported on purpose
+            scripted = torch.jit.script(adapter.module)
         return trace_flat(FlatAdapter(scripted, adapter.inputs, adapter.call, adapter.outputs), ctx)

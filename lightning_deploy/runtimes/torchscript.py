@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -14,7 +15,9 @@ ARRAYS = "torch"
 
 def open_runner(path: str, input_names: Sequence[str], output_names: Sequence[str]):  # noqa: ANN201
     """Load ``path`` on the CPU; the module takes and returns flat tensors."""
-    module = torch.jit.load(path, map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*deprecated", category=FutureWarning)  # supported on purpose
+        module = torch.jit.load(path, map_location="cpu")
 
     def run(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         with torch.no_grad():
