@@ -277,10 +277,7 @@ def _attempt(
             attempt.seconds["verify"] = time.perf_counter() - start
             attempt.error = attempt.verification.error
     except Exception as err:  # noqa: BLE001 - recorded in the manifest; the next method or format goes on
-        attempt.error = _error_text(err)
-        if not attempt.written:
-            for leftover in attempt.folder.iterdir():
-                leftover.unlink()
+        attempt.error = _error_text(err)  # a half-written file stays in staging, which is removed
     return attempt
 
 
