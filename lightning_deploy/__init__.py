@@ -1,6 +1,7 @@
 """lightning-deploy: verified deployable artifacts from PyTorch Lightning models.
 
-Public API: ``export`` (the engine) and ``load`` (run an artifact with structured I/O).
+Public API: ``ModelExport`` (the callback), ``export`` (the engine) and ``load`` (run an
+artifact with structured I/O).
 Imports are lazy so that ``from lightning_deploy import load`` of an ONNX artifact works
 with only ``onnxruntime`` and ``numpy`` installed.
 """
@@ -18,6 +19,7 @@ __all__ = [
     "IntegrityError",
     "LightningDeployError",
     "LoadError",
+    "ModelExport",
     "StructureError",
     "export",
     "load",
@@ -26,6 +28,7 @@ __all__ = [
 _LAZY = {
     "export": "lightning_deploy.engine",
     "load": "lightning_deploy.load",
+    "ModelExport": "lightning_deploy.callback",
     "ConfigurationError": "lightning_deploy.errors",
     "ExportError": "lightning_deploy.errors",
     "IntegrityError": "lightning_deploy.errors",
@@ -35,6 +38,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from lightning_deploy.callback import ModelExport
     from lightning_deploy.engine import export
     from lightning_deploy.errors import (
         ConfigurationError,

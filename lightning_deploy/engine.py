@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import json
 import os
 import time
@@ -25,7 +24,7 @@ from lightning_deploy.dynamic import DynamicDims, export_and_check_samples, reso
 from lightning_deploy.errors import ConfigurationError, ExportError
 from lightning_deploy.exporters import EXPORTERS, Capture, ExportContext
 from lightning_deploy.files import move_into_place, sha256_file, staging_dir, write_json_atomic
-from lightning_deploy.manifest import MANIFEST_SUFFIX, MANIFEST_VERSION, artifact_name, json_safe, versions
+from lightning_deploy.manifest import MANIFEST_SUFFIX, artifact_name, header, json_safe, versions
 from lightning_deploy.options import ExportOptions, methods_for
 from lightning_deploy.verify import Verification, verify_artifact
 
@@ -305,9 +304,7 @@ def _manifest(
 ) -> dict[str, Any]:
     ctx = plan.ctx
     return {
-        "manifest_version": MANIFEST_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "checkpoint": os.path.relpath(checkpoint, dirpath) if checkpoint is not None else None,
+        **header(dirpath, checkpoint),
         "ok": all(a["ok"] for a in artifacts),
         "inputs": {
             "schema": {**plan.inputs.schema, "call": plan.call.to_json()},

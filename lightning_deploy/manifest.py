@@ -5,19 +5,25 @@ Reading it needs neither torch nor Lightning. Paths in it are relative to it.
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import os
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from lightning_deploy.errors import LoadError
+from lightning_deploy.files import write_json_atomic
 
 __all__ = [
     "MANIFEST_SUFFIX",
     "MANIFEST_VERSION",
     "SUFFIXES",
     "artifact_name",
+    "failure_manifest",
+    "header",
     "json_safe",
     "manifest_path",
     "read_manifest",
@@ -83,3 +89,32 @@ def versions() -> dict[str, str | None]:
 def json_safe(value: float | None) -> float | None:
     """A float JSON can hold: NaN and infinities become ``None`` (the error text has them)."""
     return value if value is None or math.isfinite(value) else None
+
+
+def header(dirpath: Path, checkpoint: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The fields every manifest starts with; the checkpoint path is made relative to ``dirpath``."""
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "checkpoint": os.path.relpath(checkpoint, dirpath) if checkpoint is not None else None,
+    }
+
+
+def failure_manifest(
+    dirpath: Path, stem: str, checkpoint: str | None, formats: Sequence[str], error: BaseException
+) -> dict[str, Any]:
+    """Write and return the manifest of an export that failed before any artifact was made."""
+    text = f"{type(error).__name__}: {error}"
+    artifact = {"method": None, "ok": False, "verified": False, "sha256": None, "files": [], "error": text}
+    manifest = {
+        **header(dirpath, checkpoint),
+        "ok": False,
+        "error": text,
+        "inputs": None,
+        "outputs": None,
+        "artifacts": [{"format": f, "path": artifact_name(stem, f), **artifact, "attempts": []} for f in formats],
+        "versions": versions(),
+    }
+    dirpath.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(dirpath / (stem + MANIFEST_SUFFIX), manifest)
+    return manifest

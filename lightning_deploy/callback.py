@@ -1,0 +1,253 @@
+"""``ModelExport``: export and verify the best checkpoint when ``fit`` ends.
+
+A thin Lightning-facing layer over ``export()``: it validates its arguments at construction,
+checks the set-up and dry-runs the export before training (``setup``), and at ``on_fit_end``
+rebuilds the model from the chosen checkpoint and exports it next to that checkpoint. Only
+global rank zero exports; every rank meets at a barrier afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+from lightning.fabric.utilities.cloud_io import _load as load_checkpoint
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from torch import nn
+from typing_extensions import override
+
+from lightning_deploy.engine import export
+from lightning_deploy.errors import ConfigurationError, ExportError
+from lightning_deploy.input_spec import sample_from_spec
+from lightning_deploy.manifest import failure_manifest
+from lightning_deploy.options import ExportOptions
+from lightning_deploy.report import log_headlines, print_report
+
+__all__ = ["ModelExport"]
+
+
+class ModelExport(Callback):
+    """Export the best checkpoint at the end of ``fit``, verified in every runtime.
+
+    Args:
+        formats: any of ``"torchscript"``, ``"onnx"``, ``"pt2"``.
+        method: ``"auto"``, ``"trace"``, ``"script"`` or ``"export"``.
+        input_sample: nested tensors (Python only); default ``pl_module.example_input_array``.
+        input_spec: the YAML form of a sample, e.g. ``{"shape": [2, 3, 64, 64], "dtype": "float32"}``
+            or ``{"x": {...}, "mask": {...}}`` for keyword arguments.
+        submodule: dotted path of the ``nn.Module`` to export (``"model.net"``); default the
+            LightningModule itself.
+        dynamic_batch: make dim 0 of every input leaf dynamic.
+        dynamic_axes: more dynamic dims, ``{"x": {2: "height", 3: "width"}}``.
+        checkpoint: ``"best"`` (the checkpoint callback's best, or its last saved when nothing
+            is monitored), ``"last"``, or ``"final"`` (the in-memory weights at fit end).
+        dirpath: where to write; default the chosen checkpoint's folder.
+        verify: smoke-test every artifact in its own runtime at two shapes.
+        atol: absolute tolerance of the comparison.
+        rtol: tolerance relative to each output leaf's largest magnitude.
+        preflight: dry-run the export of the untrained model in ``setup``.
+        strict: raise at fit end (and at preflight) if any artifact failed.
+        opset: ONNX opset; ``None`` for the exporter's default.
+
+    Raises:
+        ConfigurationError: at construction or ``setup``, naming the argument and the fix.
+
+    Example:
+        >>> trainer = pl.Trainer(callbacks=[ModelCheckpoint(monitor="val_loss"), ModelExport()])  # doctest: +SKIP
+    """
+
+    CHECKPOINTS = ("best", "last", "final")
+    FINAL_STEM = "final"
+
+    def __init__(
+        self,
+        formats: Sequence[str] = ("torchscript", "onnx"),
+        method: str = "auto",
+        input_sample: Any = None,
+        input_spec: dict[str, Any] | None = None,
+        submodule: str | None = None,
+        dynamic_batch: bool = True,
+        dynamic_axes: dict[str, dict[int, str]] | None = None,
+        checkpoint: str = "best",
+        dirpath: str | None = None,
+        verify: bool = True,
+        atol: float = 1e-4,
+        rtol: float = 1e-3,
+        preflight: bool = True,
+        strict: bool = False,
+        opset: int | None = None,
+    ) -> None:
+        self.options = ExportOptions(
+            formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, owner="ModelExport"
+        )
+        self._check_choices(input_sample, input_spec, submodule, checkpoint, dirpath, preflight, strict)
+        self.input_sample = input_sample
+        self.input_spec = input_spec
+        self._spec_sample = sample_from_spec(input_spec) if input_spec is not None else None
+        self.submodule = submodule
+        self.checkpoint = checkpoint
+        self.dirpath = dirpath
+        self.preflight = preflight
+        self.strict = strict
+        self.manifest: dict[str, Any] | None = None
+
+    def _check_choices(self, sample: Any, spec: Any, submodule: Any, checkpoint: Any, dirpath: Any,
+                       preflight: Any, strict: Any) -> None:  # fmt: skip
+        if sample is not None and spec is not None:
+            raise ConfigurationError(
+                "ModelExport(input_sample=..., input_spec=...): give one of them, not both."
+                " HINT: input_sample is for Python, input_spec its YAML form."
+            )
+        if checkpoint not in self.CHECKPOINTS:
+            raise ConfigurationError(f"ModelExport(checkpoint={checkpoint!r}): must be one of {self.CHECKPOINTS}.")
+        if checkpoint == "final" and dirpath is None:
+            raise ConfigurationError(
+                "ModelExport(checkpoint='final', dirpath=None): the in-memory weights have no checkpoint folder"
+                " to write beside. HINT: pass dirpath='exports' (or use checkpoint='best')."
+            )
+        if submodule is not None and (not isinstance(submodule, str) or not submodule):
+            raise ConfigurationError(f"ModelExport(submodule={submodule!r}): must be a dotted attribute path or None.")
+        if dirpath is not None and not isinstance(dirpath, (str, Path)):
+            raise ConfigurationError(f"ModelExport(dirpath={dirpath!r}): must be a folder path or None.")
+        for name, value in (("preflight", preflight), ("strict", strict)):
+            if not isinstance(value, bool):
+                raise ConfigurationError(f"ModelExport({name}={value!r}): must be True or False.")
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check the checkpoint callback, the sample and the submodule; dry-run the export."""
+        if stage != "fit":
+            return
+        if self.checkpoint != "final":
+            self._checkpoint_callback(trainer)
+        target = self._target(pl_module)
+        sample = self._sample(pl_module)
+        if self.preflight:
+            self._preflight(trainer, target, sample)
+
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Export the chosen checkpoint on global rank zero; all ranks meet at a barrier."""
+        if trainer.interrupted:
+            return
+        failure: str | None = None
+        if trainer.is_global_zero:
+            failure = self._export_on_rank_zero(trainer, pl_module)
+        trainer.strategy.barrier("ModelExport.on_fit_end")
+        failure = trainer.strategy.broadcast(failure, src=0)
+        if failure and self.strict:
+            raise ExportError(f"ModelExport(strict=True): {failure}")
+        if failure:
+            rank_zero_warn(f"ModelExport: {failure}")
+
+    def _export_on_rank_zero(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str | None:
+        """Export; returns a one-line failure description, or ``None`` when every artifact is ok."""
+        path = None if self.checkpoint == "final" else self._checkpoint_path(trainer)
+        if self.checkpoint != "final" and not path:
+            return f"no checkpoint was saved, so nothing was exported (checkpoint={self.checkpoint!r})."
+        dirpath = Path(self.dirpath) if self.dirpath is not None else Path(path).parent
+        stem = Path(path).stem if path else self.FINAL_STEM
+        try:
+            model = self._rebuild(trainer, pl_module, path)
+            self.manifest = export(self._target(model), self._sample(model), dirpath, stem,
+                                   checkpoint=path, **self._engine_options())  # fmt: skip
+        except Exception as err:  # noqa: BLE001 - fit must end normally; the error goes to the manifest
+            self.manifest = failure_manifest(dirpath, stem, path, self.options.formats, err)
+        print_report(self.manifest, dirpath)
+        log_headlines(trainer, self.manifest)
+        failed = [a for a in self.manifest["artifacts"] if not a["ok"]]
+        return "; ".join(f"{a['format']} failed: {a['error']}" for a in failed) or None
+
+    def _engine_options(self) -> dict[str, Any]:
+        o = self.options
+        return {"formats": o.formats, "method": o.method, "dynamic_batch": o.dynamic_batch,
+                "dynamic_axes": o.dynamic_axes, "verify": o.verify, "atol": o.atol, "rtol": o.rtol,
+                "opset": o.opset}  # fmt: skip
+
+    def _checkpoint_callback(self, trainer: pl.Trainer) -> pl.callbacks.ModelCheckpoint:
+        callback = trainer.checkpoint_callback
+        if callback is None:
+            raise ConfigurationError(
+                f"ModelExport(checkpoint={self.checkpoint!r}) needs a ModelCheckpoint callback, and the Trainer has"
+                " none. HINT: add ModelCheckpoint(monitor=...) to callbacks, or use checkpoint='final' with dirpath."
+            )
+        if self.checkpoint == "last" and not callback.save_last:
+            raise ConfigurationError(
+                "ModelExport(checkpoint='last') needs ModelCheckpoint(save_last=True). HINT: set it, or use 'best'."
+            )
+        return callback
+
+    def _checkpoint_path(self, trainer: pl.Trainer) -> str:
+        callback = self._checkpoint_callback(trainer)
+        if self.checkpoint == "last":
+            return callback.last_model_path
+        return callback.best_model_path or callback.last_model_path
+
+    def _rebuild(self, trainer: pl.Trainer, pl_module: pl.LightningModule, path: str | None) -> nn.Module:
+        """A CPU copy of ``pl_module`` holding the checkpoint's weights (the trainer is shared, not copied)."""
+        model = copy.deepcopy(pl_module, {id(trainer): trainer}).cpu()
+        if path:
+            state = load_checkpoint(path, map_location="cpu")
+            model.load_state_dict(state["state_dict"])
+        return model
+
+    def _target(self, model: nn.Module) -> nn.Module:
+        if self.submodule is None:
+            return model
+        try:
+            return model.get_submodule(self.submodule)
+        except AttributeError as err:
+            children = [name for name, _ in model.named_children()]
+            raise ConfigurationError(
+                f"ModelExport(submodule={self.submodule!r}): {err}. HINT: {type(model).__name__} has the"
+                f" children {children}; use a dotted path through them."
+            ) from None
+
+    def _sample(self, pl_module: nn.Module) -> Any:
+        sample = self.input_sample if self.input_sample is not None else self._spec_sample
+        if sample is None:
+            sample = getattr(pl_module, "example_input_array", None)
+        if sample is None:
+            raise ConfigurationError(
+                "ModelExport(input_sample=None, input_spec=None): no sample to export with, and"
+                f" {type(pl_module).__name__}.example_input_array is not set. HINT: set example_input_array in"
+                " the LightningModule, or pass input_sample (Python) or input_spec (YAML)."
+            )
+        device = next((p.device for p in pl_module.parameters()), torch.device("cpu"))
+        return move_data_to_device(sample, device)
+
+    def _preflight(self, trainer: pl.Trainer, target: nn.Module, sample: Any) -> None:
+        """Export the untrained model into a temporary folder, so problems show before training."""
+        failure: str | None = None
+        config_error = False
+        if trainer.is_global_zero:
+            with tempfile.TemporaryDirectory(prefix="lightning-deploy-preflight-") as folder:
+                try:
+                    manifest = export(target, sample, folder, "preflight", **self._engine_options())
+                    failed = [a for a in manifest["artifacts"] if not a["ok"]]
+                    failure = "; ".join(f"{a['format']}: {a['error']}" for a in failed) or None
+                except ConfigurationError as err:
+                    failure, config_error = str(err), True
+                except Exception as err:  # noqa: BLE001 - reported below, on every rank
+                    failure = f"{type(err).__name__}: {err}"
+        failure, config_error = trainer.strategy.broadcast((failure, config_error), src=0)
+        if failure is None:
+            return
+        message = (
+            f"ModelExport preflight: {type(target).__name__} cannot be exported as configured: {failure}"
+            " HINT: fix the model's forward or the export options (formats, method, dynamic_axes),"
+            " or pass preflight=False to skip this check."
+        )
+        if config_error:
+            raise ConfigurationError(message)
+        if self.strict:
+            raise ExportError(message)
+        rank_zero_warn(message)
+        rank_zero_info("ModelExport: training goes on; the export at fit end will report the same failure.")

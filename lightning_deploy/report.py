@@ -1,0 +1,44 @@
+"""Report an export to the person and the logger: one table, a few headline metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["log_headlines", "print_report"]
+
+
+def print_report(manifest: dict[str, Any], dirpath: Path) -> None:
+    """Print one table: format, method, ok, max difference, checked shapes, file."""
+    table = Table(title=f"lightning-deploy: {manifest.get('checkpoint') or 'in-memory weights'} -> {dirpath}")
+    for column in ("format", "method", "ok", "max abs diff", "checked shapes", "file / error"):
+        table.add_column(column, overflow="fold")
+    for a in manifest["artifacts"]:
+        checks = "\n".join(
+            " ".join("x".join(map(str, leaf)) for leaf in check) for check in a.get("checked_shapes", [])
+        )
+        diff = a.get("max_abs_diff")
+        table.add_row(
+            a["format"],
+            a["method"] or "-",
+            "[green]yes[/]" if a["ok"] else "[red]no[/]",
+            "-" if diff is None else f"{diff:.2e}",
+            checks or "-",
+            a["path"] if a["ok"] else (a["error"] or "")[:300],
+        )
+    Console(width=max(110, Console().width)).print(table)
+
+
+def log_headlines(trainer: pl.Trainer, manifest: dict[str, Any]) -> None:
+    """Log ``export/<format>_ok`` and ``export/<format>_max_abs_diff`` to the trainer's loggers."""
+    metrics: dict[str, float] = {}
+    for a in manifest["artifacts"]:
+        metrics[f"export/{a['format']}_ok"] = float(a["ok"])
+        if a.get("max_abs_diff") is not None:
+            metrics[f"export/{a['format']}_max_abs_diff"] = float(a["max_abs_diff"])
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
