@@ -19,6 +19,7 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.fabric.utilities.cloud_io import _load as load_checkpoint
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.core.module import _jit_is_scripting
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
 from typing_extensions import override
@@ -156,8 +157,7 @@ class ModelExport(Callback):
         stem = Path(path).stem if path else self.FINAL_STEM
         try:
             model = self._rebuild(trainer, pl_module, path)
-            self.manifest = export(self._target(model), self._sample(model), dirpath, stem,
-                                   checkpoint=path, **self._engine_options())  # fmt: skip
+            self.manifest = self._export(self._target(model), self._sample(model), dirpath, stem, path)
         except Exception as err:  # noqa: BLE001 - fit must end normally; the error goes to the manifest
             self.manifest = failure_manifest(dirpath, stem, path, self.options.formats, err)
         print_report(self.manifest, dirpath)
@@ -165,11 +165,17 @@ class ModelExport(Callback):
         failed = [a for a in self.manifest["artifacts"] if not a["ok"]]
         return "; ".join(f"{a['format']} failed: {a['error']}" for a in failed) or None
 
-    def _engine_options(self) -> dict[str, Any]:
+    def _export(self, target: nn.Module, sample: Any, dirpath: Path, stem: str, checkpoint: str | None) -> dict:
+        """Call the engine with this callback's options.
+
+        ``_jit_is_scripting`` is Lightning's own workaround (used by ``to_torchscript``) that lets
+        TorchScript inspect a LightningModule whose ``trainer`` property would otherwise raise.
+        """
         o = self.options
-        return {"formats": o.formats, "method": o.method, "dynamic_batch": o.dynamic_batch,
-                "dynamic_axes": o.dynamic_axes, "verify": o.verify, "atol": o.atol, "rtol": o.rtol,
-                "opset": o.opset}  # fmt: skip
+        with _jit_is_scripting():
+            return export(target, sample, dirpath, stem, formats=o.formats, method=o.method,
+                          dynamic_batch=o.dynamic_batch, dynamic_axes=o.dynamic_axes, verify=o.verify,
+                          atol=o.atol, rtol=o.rtol, opset=o.opset, checkpoint=checkpoint)  # fmt: skip
 
     def _checkpoint_callback(self, trainer: pl.Trainer) -> pl.callbacks.ModelCheckpoint:
         callback = trainer.checkpoint_callback
@@ -230,7 +236,7 @@ class ModelExport(Callback):
         if trainer.is_global_zero:
             with tempfile.TemporaryDirectory(prefix="lightning-deploy-preflight-") as folder:
                 try:
-                    manifest = export(target, sample, folder, "preflight", **self._engine_options())
+                    manifest = self._export(target, sample, Path(folder), "preflight", None)
                     failed = [a for a in manifest["artifacts"] if not a["ok"]]
                     failure = "; ".join(f"{a['format']}: {a['error']}" for a in failed) or None
                 except ConfigurationError as err:
