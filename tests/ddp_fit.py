@@ -1,0 +1,30 @@
+"""Run a 2-process DDP fit on CPU (gloo) with ModelExport; used by test_ddp.py as a subprocess.
+
+Usage: python ddp_fit.py ROOT {good,broken}
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning_models import DigitsClassifier, NotExportable, digits_loaders
+
+from lightning_deploy import ModelExport
+
+if __name__ == "__main__":
+    warnings.simplefilter("ignore")
+    root, kind = Path(sys.argv[1]), sys.argv[2]
+    pl.seed_everything(0)
+    model = DigitsClassifier() if kind == "good" else NotExportable()
+    trainer = pl.Trainer(
+        default_root_dir=root, max_epochs=2, accelerator="cpu", devices=2, strategy="ddp", logger=False,
+        enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[ModelCheckpoint(dirpath=root / "ckpt", monitor="val_loss"),
+                   ModelExport(formats=["onnx", "torchscript"], preflight=False)],
+    )  # fmt: skip
+    trainer.fit(model, *digits_loaders())
+    print(f"rank {trainer.global_rank} finished", flush=True)
