@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
+from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 from lightning_models import DictDigits, DigitsClassifier, NotExportable, digits_loaders
 
 from lightning_deploy import ConfigurationError, ExportError, ModelExport, load
@@ -152,3 +155,42 @@ def test_strict_raises_at_fit_end_and_lenient_returns(tmp_path):
                 trainer.fit(NotExportable(), *digits_loaders())
             assert trainer.state.finished
         assert export_cb.manifest is not None and not export_cb.manifest["ok"]
+
+
+class _FailsAtEpoch(DigitsClassifier):
+    def __init__(self, error: type[BaseException]) -> None:
+        super().__init__()
+        self.error = error
+
+    def training_step(self, batch, batch_idx):
+        if self.current_epoch == 1:
+            raise self.error("stop here")
+        return super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_fit_ended_by_exception_or_interrupt_does_not_export(tmp_path, error):
+    export_cb = ModelExport(preflight=False)
+    trainer = _trainer(tmp_path, [ModelCheckpoint(dirpath=tmp_path / "ckpt"), export_cb])
+    try:
+        trainer.fit(_FailsAtEpoch(error), *digits_loaders())
+    except (RuntimeError, SystemExit):
+        pass
+    assert list((tmp_path / "ckpt").glob("*.ckpt"))  # a checkpoint existed to export
+    assert export_cb.manifest is None
+    assert not list((tmp_path / "ckpt").glob("*.export.json"))
+
+
+def test_headline_figures_go_to_the_logger(tmp_path):
+    pl.seed_everything(0)
+    logger = CSVLogger(tmp_path, name="run")
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=1, logger=logger, enable_progress_bar=False, accelerator="cpu",
+        callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt"), ModelExport(formats=["onnx", "torchscript"])],
+    )  # fmt: skip
+    trainer.fit(DigitsClassifier(), *digits_loaders())
+    with open(Path(logger.log_dir) / "metrics.csv") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("export/onnx_ok")]
+    assert len(rows) == 1
+    assert float(rows[0]["export/onnx_ok"]) == 1.0 and float(rows[0]["export/torchscript_ok"]) == 1.0
+    assert 0.0 <= float(rows[0]["export/onnx_max_abs_diff"]) < 1e-5
