@@ -141,8 +141,11 @@ class ModelExport(Callback):
         failure: str | None = None
         if trainer.is_global_zero:
             failure = self._export_on_rank_zero(trainer, pl_module)
-        trainer.strategy.barrier("ModelExport.on_fit_end")
         failure = trainer.strategy.broadcast(failure, src=0)
+        # The barrier comes last: gloo can keep the last collective's work alive until the process
+        # exits, and if that is the broadcast (tensors made in Python) the interpreter's
+        # finalisation may abort (pytorch/pytorch#179291); a barrier holds no such tensors.
+        trainer.strategy.barrier("ModelExport.on_fit_end")
         if failure and self.strict:
             raise ExportError(f"ModelExport(strict=True): {failure}")
         if failure:
