@@ -156,17 +156,34 @@ class ModelExport(Callback):
         path = None if self.checkpoint == "final" else self._checkpoint_path(trainer)
         if self.checkpoint != "final" and not path:
             return f"no checkpoint was saved, so nothing was exported (checkpoint={self.checkpoint!r})."
-        dirpath = Path(self.dirpath) if self.dirpath is not None else Path(path).parent
-        stem = Path(path).stem if path else self.FINAL_STEM
-        try:
-            model = self._rebuild(trainer, pl_module, path)
-            self.manifest = self._export(self._target(model), self._sample(model), dirpath, stem, path)
-        except Exception as err:  # noqa: BLE001 - fit must end normally; the error goes to the manifest
-            self.manifest = failure_manifest(dirpath, stem, path, self.options.formats, err)
-        print_report(self.manifest, dirpath)
-        log_headlines(trainer, self.manifest)
-        failed = [a for a in self.manifest["artifacts"] if not a["ok"]]
+        manifest = self.export_checkpoint(pl_module, path, trainer)
+        log_headlines(trainer, manifest)
+        failed = [a for a in manifest["artifacts"] if not a["ok"]]
         return "; ".join(f"{a['format']} failed: {a['error']}" for a in failed) or None
+
+    def export_checkpoint(
+        self, model: pl.LightningModule, ckpt_path: str | None, trainer: pl.Trainer | None = None
+    ) -> dict[str, Any]:
+        """Export ``ckpt_path``'s weights, loaded into a CPU copy of ``model``, next to the checkpoint.
+
+        With ``ckpt_path=None`` the model's own weights are exported into ``dirpath`` as ``final``.
+        Used at fit end and by the command line; failures become a manifest, which is returned
+        and kept in ``self.manifest``.
+
+        Raises:
+            ConfigurationError: when there is no sample or ``submodule`` does not resolve.
+        """
+        self._target(model)  # configuration errors are raised here, not recorded
+        self._sample(model)
+        dirpath = Path(self.dirpath) if self.dirpath is not None else Path(ckpt_path).parent
+        stem = Path(ckpt_path).stem if ckpt_path else self.FINAL_STEM
+        try:
+            copied = self._rebuild(trainer, model, ckpt_path)
+            self.manifest = self._export(self._target(copied), self._sample(copied), dirpath, stem, ckpt_path)
+        except Exception as err:  # noqa: BLE001 - fit must end normally; the error goes to the manifest
+            self.manifest = failure_manifest(dirpath, stem, ckpt_path, self.options.formats, err)
+        print_report(self.manifest, dirpath)
+        return self.manifest
 
     def _export(self, target: nn.Module, sample: Any, dirpath: Path, stem: str, checkpoint: str | None) -> dict:
         """Call the engine with this callback's options.
@@ -199,9 +216,9 @@ class ModelExport(Callback):
             return callback.last_model_path
         return callback.best_model_path or callback.last_model_path
 
-    def _rebuild(self, trainer: pl.Trainer, pl_module: pl.LightningModule, path: str | None) -> nn.Module:
+    def _rebuild(self, trainer: pl.Trainer | None, pl_module: nn.Module, path: str | None) -> nn.Module:
         """A CPU copy of ``pl_module`` holding the checkpoint's weights (the trainer is shared, not copied)."""
-        model = copy.deepcopy(pl_module, {id(trainer): trainer}).cpu()
+        model = copy.deepcopy(pl_module, {id(trainer): trainer} if trainer is not None else None).cpu()
         if path:
             state = load_checkpoint(path, map_location="cpu")
             model.load_state_dict(state["state_dict"])
