@@ -12,7 +12,7 @@ import copy
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -69,14 +69,14 @@ class ModelExport(Callback):
 
     def __init__(
         self,
-        formats: Sequence[str] = ("torchscript", "onnx"),
-        method: str = "auto",
+        formats: Sequence[Literal["torchscript", "onnx", "pt2"]] = ("torchscript", "onnx"),
+        method: Literal["auto", "trace", "script", "export"] = "auto",
         input_sample: Any = None,
         input_spec: dict[str, Any] | None = None,
         submodule: str | None = None,
         dynamic_batch: bool = True,
         dynamic_axes: dict[str, dict[int, str]] | None = None,
-        checkpoint: str = "best",
+        checkpoint: Literal["best", "last", "final"] = "best",
         dirpath: str | None = None,
         verify: bool = True,
         atol: float = 1e-4,

@@ -115,16 +115,43 @@ class ExportedModel:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the artifact on structured inputs; returns the structured outputs."""
-        leaves = self._inputs.flatten(self._bind(args, kwargs))
+        return self._outputs.unflatten(self._run_flat(self._inputs.flatten(self._bind(args, kwargs))))
+
+    def _run_flat(self, leaves: list[Any]) -> list[Any]:
+        """Check and run the input leaves; outputs come back in the inputs' array type."""
         torch_in = _is_torch(leaves[0]) if leaves else False
         arrays = [_convert(leaf, self._arrays) for leaf in leaves]
         for array, check in zip(arrays, self._checks):
             _check_leaf(array, *check)
         outputs = self._run(arrays)
         wanted = "torch" if torch_in else "numpy"
-        if wanted != self._arrays:
-            outputs = [_convert(o, wanted) for o in outputs]
-        return self._outputs.unflatten(outputs)
+        return outputs if wanted == self._arrays else [_convert(o, wanted) for o in outputs]
+
+    @property
+    def input_names(self) -> list[str]:
+        """The input leaves' names, in the artifact's order."""
+        return self._inputs.names
+
+    @property
+    def output_names(self) -> list[str]:
+        """The output leaves' names, in the artifact's order."""
+        return self._outputs.names
+
+    def outputs_by_name(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Like calling the model, but the outputs come back flat, keyed by leaf name."""
+        return dict(zip(self._outputs.names, self._run_flat(self._inputs.flatten(self._bind(args, kwargs)))))
+
+    def run_leaves(self, named: Mapping[str, Any]) -> dict[str, Any]:
+        """Run on flat inputs keyed by leaf name (``batch.x``); returns outputs keyed by leaf name.
+
+        The flat form of the structured call, for files of named arrays (``.npz``).
+        """
+        names = self._inputs.names
+        missing, extra = [n for n in names if n not in named], [k for k in named if k not in names]
+        if missing or extra:
+            raise StructureError(f"Inputs by name: missing {missing}, extra {extra}; the model takes {names}.")
+        leaves = [named[n] for n in names]
+        return dict(zip(self._outputs.names, self._run_flat(leaves)))
 
     def __repr__(self) -> str:
         return f"ExportedModel(path={str(self.path)!r}, format={self.format!r})"

@@ -1,26 +1,31 @@
-"""Report an export to the person and the logger: one table, a few headline metrics."""
+"""Report an export to the person and the logger: one table, a few headline metrics.
+
+Importable without Lightning or torch, so that ``lightning-deploy show`` stays light.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lightning.pytorch as pl
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
 
 __all__ = ["log_headlines", "print_report"]
 
 
-def print_report(manifest: dict[str, Any], dirpath: Path) -> None:
-    """Print one table: format, method, ok, max difference, checked shapes, file."""
-    table = Table(title=f"lightning-deploy: {manifest.get('checkpoint') or 'in-memory weights'} -> {dirpath}")
-    for column in ("format", "method", "ok", "max abs diff", "checked shapes", "file / error"):
+def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
+    """Print one table: format, method, ok, max difference, checked shapes, sha256 prefix, file or error."""
+    source = manifest.get("checkpoint") or "in-memory weights"
+    table = Table(title=f"lightning-deploy: {source} -> {dirpath}")
+    for column in ("format", "method", "ok", "max abs diff", "checked shapes", "sha256", "file / error"):
         table.add_column(column, overflow="fold")
     for a in manifest["artifacts"]:
-        checks = "\n".join(
-            " ".join("x".join(map(str, leaf)) for leaf in check) for check in a.get("checked_shapes", [])
-        )
+        shapes = a.get("checked_shapes", [])
+        checks = "\n".join(" ".join("x".join(map(str, leaf)) for leaf in check) for check in shapes)
         diff = a.get("max_abs_diff")
         table.add_row(
             a["format"],
@@ -28,9 +33,10 @@ def print_report(manifest: dict[str, Any], dirpath: Path) -> None:
             "[green]yes[/]" if a["ok"] else "[red]no[/]",
             "-" if diff is None else f"{diff:.2e}",
             checks or "-",
+            (a.get("sha256") or "-")[:12],
             a["path"] if a["ok"] else (a["error"] or "")[:300],
         )
-    Console(width=max(110, Console().width)).print(table)
+    Console(width=max(120, Console().width)).print(table)
 
 
 def log_headlines(trainer: pl.Trainer, manifest: dict[str, Any]) -> None:

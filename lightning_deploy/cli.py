@@ -1,0 +1,251 @@
+"""``lightning-deploy``: export a finished run's checkpoint, show a manifest, run an artifact.
+
+    lightning-deploy export --ckpt_path PATH [--model CLASS_PATH] [--config YAML] [ModelExport options]
+    lightning-deploy show PATH
+    lightning-deploy run ARTIFACT --input FILE [--output FILE.npz]
+
+The parser is jsonargparse's, built from ``ModelExport``'s signature and docstring, so every
+option is validated from its type hint and has the callback's own help text. Failures print
+one line naming the problem and the fix, and exit with status 2 (1 when an artifact failed).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonargparse import ArgumentError, ArgumentParser
+
+from lightning_deploy.errors import LightningDeployError
+from lightning_deploy.manifest import manifest_path, read_manifest
+from lightning_deploy.report import print_report
+
+__all__ = ["main"]
+
+_CALLBACK_ONLY = {"input_sample"}  # Python objects, not command-line values
+
+
+class CommandError(LightningDeployError):
+    """A command-line mistake; printed as one line."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``lightning-deploy`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    try:
+        config = parser.parse_args(argv)
+        command = config.command
+        return _COMMANDS[command](config[command], argv)
+    except (LightningDeployError, OSError) as err:
+        _fail(str(err))
+    except ArgumentError as err:
+        command = next((a for a in argv if a in _COMMANDS), "")
+        _fail(f"{err} HINT: see 'lightning-deploy {command} --help'.".replace("  ", " "))
+    except Exception as err:  # noqa: BLE001 - any other failure becomes one line, not a traceback
+        _fail(f"{type(err).__name__}: {err}")
+    return 2
+
+
+def _fail(message: str) -> None:
+    """Print ``message`` as one line (jsonargparse's messages span several)."""
+    line = " ".join(message.split())
+    print(f"lightning-deploy: error: {line[:600]}", file=sys.stderr)
+
+
+def _parser() -> ArgumentParser:
+    from lightning_deploy.callback import ModelExport
+
+    parser = _new_parser(__doc__.split("\n")[0], prog="lightning-deploy")
+    commands = parser.add_subcommands(dest="command")
+
+    export = _new_parser("Export a checkpoint of a finished run, verified.")
+    export.add_argument("--ckpt_path", required=True, help="the checkpoint to export; artifacts are written beside it")
+    export.add_argument(
+        "--model",
+        help="class path of the LightningModule (package.module.Class); default: the class the checkpoint records",
+    )
+    export.add_argument(
+        "--config",
+        help="the LightningCLI YAML that trained the model: its model init_args and its ModelExport settings are used;"
+        " options given here override them",
+    )
+    export.add_class_arguments(ModelExport, None, skip=_CALLBACK_ONLY)
+    commands.add_subcommand("export", export, help="export a checkpoint of a finished run")
+
+    show = _new_parser("Print a manifest as a table.")
+    show.add_argument("path", help="a manifest (STEM.export.json) or one of its artifacts")
+    commands.add_subcommand("show", show, help="print a manifest as a table")
+
+    run = _new_parser("Run an artifact through load() and print or save its outputs.")
+    run.add_argument("artifact", help="STEM.onnx, STEM.torchscript.pt, STEM.pt2 or STEM.export.json")
+    run.add_argument(
+        "--input",
+        required=True,
+        help=".npz keyed by input leaf names (batch.x), .npy for a single input, or .pt holding either such a dict"
+        " or a sample by example_input_array's convention",
+    )
+    run.add_argument("--output", help="save the outputs, keyed by output leaf names, to this .npz instead of printing")
+    commands.add_subcommand("run", run, help="run an artifact on inputs from a file")
+    return parser
+
+
+def _new_parser(description: str, **kwargs: Any) -> ArgumentParser:
+    """A parser that raises (one line is printed by ``main``) and takes no abbreviated options."""
+    return ArgumentParser(description=description, exit_on_error=False, allow_abbrev=False, **kwargs)
+
+
+def _export(config: Any, argv: list[str]) -> int:
+    from lightning_deploy.callback import ModelExport
+
+    ckpt = Path(config.ckpt_path)
+    if not ckpt.is_file():
+        raise CommandError(f"--ckpt_path {ckpt}: no such file. HINT: pass the path of a .ckpt file.")
+    yaml_model, yaml_export = _read_config(config.config) if config.config else ({}, {})
+    given = {k: v for k, v in config.items() if k in _option_names() and _given(k, argv)}
+    callback = ModelExport(**{**yaml_export, **given})
+    model = _build_model(ckpt, config.model, yaml_model)
+    manifest = callback.export_checkpoint(model, str(ckpt))
+    return 0 if manifest["ok"] else 1
+
+
+def _option_names() -> set[str]:
+    import inspect
+
+    from lightning_deploy.callback import ModelExport
+
+    return set(inspect.signature(ModelExport).parameters) - _CALLBACK_ONLY
+
+
+def _given(name: str, argv: list[str]) -> bool:
+    """Whether ``--name`` was typed, so that only typed options override the YAML's."""
+    return any(token == f"--{name}" or token.startswith(f"--{name}=") for token in argv)
+
+
+def _read_config(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The YAML's ``model`` section and its ``lightning_deploy.ModelExport`` init_args."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise CommandError(f"--config {path}: no such file.") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        raise CommandError(f"--config {path}: not valid YAML ({where}). HINT: check the indentation there.") from None
+    if not isinstance(data, dict):
+        raise CommandError(f"--config {path}: expected a LightningCLI config (a mapping with model/trainer keys).")
+    callbacks = (data.get("trainer") or {}).get("callbacks") or []
+    exports = [c for c in callbacks if isinstance(c, dict) and str(c.get("class_path", "")).endswith("ModelExport")]
+    return data.get("model") or {}, (exports[0].get("init_args") or {}) if exports else {}
+
+
+def _build_model(ckpt: Path, class_path: str | None, yaml_model: dict[str, Any]) -> Any:
+    """The LightningModule of ``ckpt``, rebuilt from its class, hyperparameters and the YAML's init_args."""
+    import torch
+
+    try:
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
+        raise CommandError(f"--ckpt_path {ckpt}: cannot read it as a checkpoint ({type(err).__name__}).") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CommandError(f"--ckpt_path {ckpt}: not a Lightning checkpoint (no state_dict).")
+    class_path = class_path or yaml_model.get("class_path") or checkpoint.get("hyper_parameters", {}).get("_class_path")
+    if not class_path:
+        raise CommandError(
+            f"{ckpt.name} does not record its LightningModule class. HINT: pass --model package.module.ClassName."
+        )
+    cls = _import(class_path)
+    init_args = yaml_model.get("init_args", {}) if "class_path" in yaml_model else yaml_model
+    try:
+        return cls.load_from_checkpoint(ckpt, map_location="cpu", **init_args)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise CommandError(
+            f"--model {class_path} does not match the checkpoint's weights ({detail})."
+            " HINT: pass the class that trained this checkpoint."
+        ) from None
+    except TypeError as err:
+        raise CommandError(
+            f"cannot build {class_path} from the checkpoint: {err}. HINT: pass --config with the training YAML,"
+            " whose model init_args fill in what the checkpoint does not record."
+        ) from None
+
+
+def _import(class_path: str) -> type:
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError, ValueError):
+        raise CommandError(
+            f"--model {class_path}: cannot import it. HINT: give package.module.ClassName, importable from here."
+        ) from None
+
+
+def _show(config: Any, argv: list[str]) -> int:
+    path = manifest_path(config.path)
+    manifest = read_manifest(path)
+    print_report(manifest, path.parent)
+    versions = manifest.get("versions", {})
+    made_with = f"torch {versions.get('torch')}, onnxruntime {versions.get('onnxruntime')}"
+    print(f"created {manifest.get('created')} with {made_with}")
+    return 0 if manifest.get("ok") else 1
+
+
+def _run(config: Any, argv: list[str]) -> int:
+    import numpy as np
+
+    from lightning_deploy.load import load
+
+    model = load(config.artifact)
+    outputs = _run_on_file(model, Path(config.input))
+    if config.output:
+        np.savez(config.output, **{k: _numpy(v) for k, v in outputs.items()})
+        print(f"saved {len(outputs)} outputs to {config.output}")
+        return 0
+    with np.printoptions(precision=5, threshold=20, edgeitems=3):
+        for name, value in outputs.items():
+            array = _numpy(value)
+            print(f"{name}  shape={list(array.shape)} dtype={array.dtype}\n{array}")
+    return 0
+
+
+def _run_on_file(model: Any, path: Path) -> dict[str, Any]:
+    import numpy as np
+
+    if not path.is_file():
+        raise CommandError(f"--input {path}: no such file.")
+    names = model.input_names
+    if path.suffix == ".npz":
+        with np.load(path) as data:
+            return model.run_leaves(dict(data))
+    if path.suffix == ".npy":
+        if len(names) != 1:
+            raise CommandError(
+                f"--input {path}: the model takes {len(names)} inputs {names}; use an .npz keyed by them."
+            )
+        return model.run_leaves({names[0]: np.load(path)})
+    if path.suffix == ".pt":
+        import torch
+
+        sample = torch.load(path, map_location="cpu", weights_only=False)
+        if isinstance(sample, dict) and set(sample) == set(names):
+            return model.run_leaves(sample)
+        if isinstance(sample, tuple):
+            return model.outputs_by_name(*sample)
+        return model.outputs_by_name(**sample) if isinstance(sample, dict) else model.outputs_by_name(sample)
+    raise CommandError(f"--input {path}: use .npz, .npy or .pt.")
+
+
+def _numpy(value: Any) -> Any:
+    import numpy as np
+
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+
+
+_COMMANDS = {"export": _export, "show": _show, "run": _run}
+
+if __name__ == "__main__":
+    raise SystemExit(main())
