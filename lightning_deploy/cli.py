@@ -11,6 +11,7 @@ one line naming the problem and the fix, and exit with status 2 (1 when an artif
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 from collections.abc import Sequence
@@ -139,7 +140,16 @@ def _read_config(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
         raise CommandError(f"--config {path}: expected a LightningCLI config (a mapping with model/trainer keys).")
     callbacks = (data.get("trainer") or {}).get("callbacks") or []
     exports = [c for c in callbacks if isinstance(c, dict) and str(c.get("class_path", "")).endswith("ModelExport")]
-    return data.get("model") or {}, (exports[0].get("init_args") or {}) if exports else {}
+    init_args = (exports[0].get("init_args") or {}) if exports else {}
+    unknown = sorted(set(init_args) - _option_names())
+    if unknown:
+        guesses = {k: difflib.get_close_matches(k, _option_names(), n=1) for k in unknown}
+        meant = ", ".join(f"{k!r} (did you mean {g[0]!r}?)" if g else repr(k) for k, g in guesses.items())
+        raise CommandError(
+            f"--config {path}: ModelExport init_args has unknown key(s) {meant}."
+            f" HINT: valid keys are {sorted(_option_names())}."
+        )
+    return data.get("model") or {}, init_args
 
 
 def _build_model(ckpt: Path, class_path: str | None, yaml_model: dict[str, Any]) -> Any:
