@@ -63,3 +63,94 @@ def _compare(name: str, got: np.ndarray, want: np.ndarray, atol: float, rtol: fl
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
     ok = bool(max_abs <= atol + rtol * scale)
     return LeafDiff(name, ok, max_abs, max_rel, scale)
+
+
+@dataclasses.dataclass
+class DetectionMatch:
+    """How one set of detections (``boxes``, ``scores``, ``labels``, ...) compared."""
+
+    diffs: list[LeafDiff]
+    matched: int
+    unmatched: int
+
+
+def detection_groups(names: Sequence[str]) -> dict[str, list[int]]:
+    """Output leaves that form detection sets: siblings named ``boxes`` and ``scores`` (torchvision's convention).
+
+    Returns ``{prefix: [leaf indices]}``, e.g. ``{"out.0": [0, 1, 2]}`` for ``out.0.boxes``,
+    ``out.0.labels``, ``out.0.scores``.
+    """
+    by_prefix: dict[str, list[int]] = {}
+    for index, name in enumerate(names):
+        prefix, _, field = name.rpartition(".")
+        if field in _DETECTION_FIELDS:
+            by_prefix.setdefault(prefix, []).append(index)
+    return {p: idx for p, idx in by_prefix.items() if {"boxes", "scores"} <= {names[i].rpartition(".")[2] for i in idx}}
+
+
+_DETECTION_FIELDS = {"boxes", "scores", "labels", "masks", "keypoints", "keypoints_scores"}
+_MIN_IOU = 0.5
+
+
+def compare_detections(
+    names: Sequence[str], got: Sequence[np.ndarray], want: Sequence[np.ndarray], atol: float, rtol: float
+) -> DetectionMatch:
+    """Compare two sets of detections regardless of order.
+
+    Each eager detection is matched to an unmatched exported one with the same label, IoU of
+    at least 0.5 and the closest score; matched rows of every leaf are then compared with
+    the usual scale-relative tolerance. A detection may stay unmatched only when its score
+    lies within tolerance of the cut-off (the lowest score either runtime kept): NMS and
+    top-k may keep different members of a near-tie there. Nothing is loosened.
+    """
+    fields = {name.rpartition(".")[2]: i for i, name in enumerate(names)}
+    g = {f: np.asarray(got[i], dtype=np.float64) for f, i in fields.items()}
+    w = {f: np.asarray(want[i], dtype=np.float64) for f, i in fields.items()}
+    pairs = _match(g, w, fields)
+    score_tol = atol + rtol * float(np.abs(w["scores"]).max(initial=0.0))
+    kept = np.concatenate([w["scores"], g["scores"]])
+    cutoff = float(kept.min()) if kept.size else 0.0
+    lonely_want = [i for i in range(len(w["scores"])) if i not in {a for a, _ in pairs}]
+    lonely_got = [j for j in range(len(g["scores"])) if j not in {b for _, b in pairs}]
+    far = [float(s) for s in (*w["scores"][lonely_want], *g["scores"][lonely_got]) if abs(s - cutoff) > score_tol]
+    want_rows = [a for a, _ in pairs]
+    got_rows = [b for _, b in pairs]
+    diffs = [
+        _compare(names[i], g[f][got_rows], w[f][want_rows], atol, rtol) if f != "labels" else
+        _compare(names[i], g[f][got_rows], w[f][want_rows], 0.0, 0.0)
+        for f, i in fields.items()
+    ]  # fmt: skip
+    if far:
+        reason = (
+            f"{len(far)} detection(s) without a match whose scores {far[:5]} are not within {score_tol:.3g}"
+            f" of the cut-off {cutoff:.4g} ({len(pairs)} matched)"
+        )
+        diffs.append(LeafDiff(names[fields["scores"]], False, float("inf"), float("inf"), 0.0, reason))
+    return DetectionMatch(diffs, matched=len(pairs), unmatched=len(lonely_want) + len(lonely_got))
+
+
+def _match(got: dict[str, np.ndarray], want: dict[str, np.ndarray], fields: dict[str, int]) -> list[tuple[int, int]]:
+    """Greedy matching, highest eager score first: same label, IoU >= 0.5, closest score."""
+    free = set(range(len(got["scores"])))
+    pairs = []
+    iou = _iou(want["boxes"].reshape(-1, 4), got["boxes"].reshape(-1, 4))
+    for i in np.argsort(-want["scores"], kind="stable"):
+        candidates = [
+            j for j in free
+            if iou[i, j] >= _MIN_IOU and ("labels" not in fields or got["labels"][j] == want["labels"][i])
+        ]  # fmt: skip
+        if candidates:
+            j = min(candidates, key=lambda c: abs(got["scores"][c] - want["scores"][i]))
+            free.discard(j)
+            pairs.append((int(i), int(j)))
+    return pairs
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of boxes given as (x1, y1, x2, y2)."""
+    top_left = np.maximum(a[:, None, :2], b[None, :, :2])
+    bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(bottom_right - top_left, 0, None).prod(-1)
+    area = lambda boxes: np.clip(boxes[:, 2:] - boxes[:, :2], 0, None).prod(-1)  # noqa: E731
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)

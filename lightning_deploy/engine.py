@@ -225,6 +225,7 @@ def _export_format(
         "max_abs_diff": json_safe(verification.max_abs_diff) if verification else None,
         "max_rel_diff": json_safe(verification.max_rel_diff) if verification else None,
         "checked_shapes": verification.checked_shapes if verification else [],
+        "detections": verification.detections if verification else None,
         "error": chosen.error if chosen else attempts[-1].error,
         "warnings": chosen.warnings if chosen else [],
         "attempts": [_describe_attempt(a) for a in attempts],

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lightning_deploy.compare import LeafDiff, compare_leaves
+from lightning_deploy.compare import LeafDiff, compare_detections, compare_leaves, detection_groups
 from lightning_deploy.runtimes import runtime_module
 
 __all__ = ["Verification", "verify_artifact"]
@@ -30,6 +30,7 @@ class Verification:
     max_rel_diff: float | None = None
     checked_shapes: list[list[list[int]]] = dataclasses.field(default_factory=list)
     error: str | None = None
+    detections: dict[str, int] | None = None  # matched/unmatched counts, for outputs with boxes and scores
 
 
 def verify_artifact(
@@ -57,10 +58,32 @@ def verify_artifact(
     for sample, want in zip(samples, expected):
         shapes = [list(t.shape) for t in sample]
         got = runner([_as(runtime.ARRAYS, t) for t in sample])
-        diffs = compare_leaves(output_names, [_numpy(g) for g in got], [_numpy(w) for w in want], atol, rtol)
+        diffs = _compare_outputs(result, output_names, [_numpy(g) for g in got], [_numpy(w) for w in want], atol, rtol)
         result.checked_shapes.append(shapes)
         _accumulate(result, diffs, shapes, atol, rtol)
     return result
+
+
+def _compare_outputs(
+    result: Verification, names: Sequence[str], got: list[np.ndarray], want: list[np.ndarray], atol: float, rtol: float
+) -> list[LeafDiff]:
+    """Detection sets are compared order-insensitively, every other leaf element-wise."""
+    if len(got) != len(want):
+        return compare_leaves(names, got, want, atol, rtol)
+    groups = detection_groups(names)
+    grouped = {i for indices in groups.values() for i in indices}
+    plain = [i for i in range(len(names)) if i not in grouped]
+    diffs = compare_leaves([names[i] for i in plain], [got[i] for i in plain], [want[i] for i in plain], atol, rtol)
+    if groups:
+        result.detections = result.detections or {"matched": 0, "unmatched": 0}
+    for indices in groups.values():
+        match = compare_detections(
+            [names[i] for i in indices], [got[i] for i in indices], [want[i] for i in indices], atol, rtol
+        )
+        diffs.extend(match.diffs)
+        result.detections["matched"] += match.matched
+        result.detections["unmatched"] += match.unmatched
+    return diffs
 
 
 def _accumulate(result: Verification, diffs: list[LeafDiff], shapes: list, atol: float, rtol: float) -> None:

@@ -6,6 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))  # the examples' models
+sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))  # the model zoo
 
 
 @pytest.fixture(autouse=True)

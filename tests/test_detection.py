@@ -35,3 +35,22 @@ def test_fasterrcnn_onnx_falls_back_to_trace_and_loads_as_list_of_dicts(tmp_path
     assert isinstance(out, list) and len(out) == 2
     assert all(set(d) == {"boxes", "labels", "scores"} for d in out)
     assert out[0]["boxes"].shape[-1] == 4 and out[0]["scores"].dim() == 1
+
+
+def test_fasterrcnn_torchscript_trace_and_script_verified_with_detections(tmp_path):
+    pytest.importorskip("torchvision")
+    from zoo import build_detection
+
+    model = build_detection("fasterrcnn_mobilenet_v3_large_320_fpn")
+    images = [torch.rand(3, 240, 320, generator=torch.Generator().manual_seed(1))]
+    with torch.no_grad():
+        scores = model(images)[0]["scores"]
+    assert len(scores) > 0 and scores.unique().numel() == len(scores)  # non-degenerate
+    for method in ("trace", "script"):
+        manifest = export(model, (images,), tmp_path / method, "frcnn", formats=["torchscript"], method=method,
+                          dynamic_batch=False, dynamic_axes={"images": {1: "height", 2: "width"}})  # fmt: skip
+        (artifact,) = manifest["artifacts"]
+        assert artifact["ok"], artifact["error"]
+        assert artifact["method"] == method
+        assert [s[0] for s in artifact["checked_shapes"]] == [[3, 240, 320], [3, 256, 384]]
+        assert artifact["detections"]["matched"] > 0

@@ -8,9 +8,10 @@ Both formats are then saved as for tracing.
 from __future__ import annotations
 
 import warnings
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from lightning_deploy.adapters import FlatAdapter
 from lightning_deploy.exporters.base import Capture, ExportContext
@@ -30,4 +31,21 @@ class ScriptExporter(TraceExporter):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*deprecated", category=FutureWarning)  # supported on purpose
             scripted = torch.jit.script(adapter.module)
+        if hasattr(adapter.module, "eager_outputs"):
+            scripted = _DetectionsOnly(scripted)
         return trace_flat(FlatAdapter(scripted, adapter.inputs, adapter.call, adapter.outputs), ctx)
+
+
+class _DetectionsOnly(nn.Module):
+    """torchvision's detection models return ``(losses, detections)`` when scripted, detections in eager mode.
+
+    Their ``eager_outputs`` method marks the convention; this keeps the eager structure.
+    """
+
+    def __init__(self, scripted: torch.jit.ScriptModule) -> None:
+        super().__init__()
+        self.scripted = scripted
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The scripted model's detections."""
+        return self.scripted(*args, **kwargs)[1]

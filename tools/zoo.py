@@ -1,0 +1,55 @@
+"""Model builders for the coverage table and tests: torchvision models made non-degenerate.
+
+torchvision's detection models built with ``weights=None`` give every box the same score
+(DESIGN.md), which turns any comparison into a tie-break. ``non_degenerate`` re-estimates
+BatchNorm statistics on a few random images and scales the class-score weights down, so
+that detections are present with distinct scores.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["DETECTION_BUILDERS", "build_detection", "non_degenerate"]
+
+DETECTION_BUILDERS = {
+    "fasterrcnn_mobilenet_v3_large_320_fpn": ("roi_heads.box_predictor.cls_score", 0.1),
+    "fasterrcnn_resnet50_fpn": ("roi_heads.box_predictor.cls_score", 0.1),
+    "maskrcnn_resnet50_fpn": ("roi_heads.box_predictor.cls_score", 0.1),
+    "keypointrcnn_resnet50_fpn": ("roi_heads.box_predictor.cls_score", 0.1),
+    "retinanet_resnet50_fpn": ("head.classification_head.cls_logits", 0.1),
+    "fcos_resnet50_fpn": ("head.classification_head.cls_logits", 0.1),
+    "ssd300_vgg16": ("head.classification_head.module_list", 0.1),
+    "ssdlite320_mobilenet_v3_large": ("head.classification_head.module_list", 0.1),
+}
+
+
+@torch.no_grad()
+def non_degenerate(model: nn.Module, score_layer: str, scale: float, size: int = 320, seed: int = 0) -> nn.Module:
+    """Re-estimate BatchNorm statistics on random images and scale the class-score weights down."""
+    generator = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches below
+    if norms:
+        model.train()
+        backbone = getattr(model, "backbone", model)
+        for _ in range(4):
+            backbone(torch.rand(2, 3, size, size, generator=generator))
+    model.eval()
+    for module in model.get_submodule(score_layer).modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            module.weight.mul_(scale)
+    return model
+
+
+def build_detection(name: str, seed: int = 0, **kwargs: object) -> nn.Module:
+    """A torchvision detection model with no downloaded weights, made non-degenerate."""
+    from torchvision.models import detection
+
+    torch.manual_seed(seed)
+    model = getattr(detection, name)(weights=None, weights_backbone=None, **kwargs)
+    score_layer, scale = DETECTION_BUILDERS[name]
+    return non_degenerate(model, score_layer, scale, seed=seed)
