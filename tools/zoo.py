@@ -14,7 +14,7 @@ from torch import nn
 __all__ = ["DETECTION_BUILDERS", "build_detection", "non_degenerate"]
 
 DETECTION_BUILDERS = {
-    "fasterrcnn_mobilenet_v3_large_320_fpn": ("roi_heads.box_predictor.cls_score", 0.1),
+    "fasterrcnn_mobilenet_v3_large_320_fpn": ("roi_heads.box_predictor.cls_score", 20.0),
     "fasterrcnn_resnet50_fpn": ("roi_heads.box_predictor.cls_score", 0.1),
     "maskrcnn_resnet50_fpn": ("roi_heads.box_predictor.cls_score", 0.1),
     "keypointrcnn_resnet50_fpn": ("roi_heads.box_predictor.cls_score", 0.1),
@@ -37,7 +37,11 @@ def non_degenerate(model: nn.Module, score_layer: str, scale: float, size: int =
         model.train()
         backbone = getattr(model, "backbone", model)
         for _ in range(4):
-            backbone(torch.rand(2, 3, size, size, generator=generator))
+            images = torch.rand(2, 3, size, size, generator=generator)
+            if hasattr(model, "transform"):  # the backbone sees normalised, resized images
+                model.transform.eval()
+                images = model.transform(list(images))[0].tensors
+            backbone(images)
     model.eval()
     for module in model.get_submodule(score_layer).modules():
         if isinstance(module, (nn.Linear, nn.Conv2d)):
