@@ -113,12 +113,23 @@ class FlatTree:
     def tensors(self, value: Any) -> tuple[torch.Tensor, ...]:
         """The tensor leaves of ``value``, which must have this tree's structure."""
         leaves, spec = pytree.tree_flatten(value)
-        if spec != self.spec:
+        if spec != self.spec and not self._same_shape(spec, leaves):
             raise ExportError(
                 f"The structure changed between calls: expected {self.spec}, got {spec}."
                 " HINT: make the output structure independent of the input's values and shapes."
             )
         return tuple(leaves[p] for p in self.tensor_positions)
+
+    def _same_shape(self, spec: pytree.TreeSpec, leaves: list) -> bool:
+        """Whether ``spec`` differs only in what the schema does not record.
+
+        A scripted module returns a ``dict`` where eager code returned an ``OrderedDict``.
+        """
+        names = iter(None if leaf is None else "" for leaf in leaves)
+        try:
+            return _strip_names(_describe(spec, names, "output", ExportError)) == _strip_names(self.schema["tree"])
+        except ExportError:
+            return False
 
 
 def flatten_tree(value: Any, root: str | None, what: str, error: type[Exception]) -> tuple[FlatTree, tuple]:
@@ -220,6 +231,13 @@ def _describe(spec: pytree.TreeSpec, leaf_names: Any, what: str, error: type[Exc
         f"{what} contains a {spec.type!r}, a container this package cannot describe."
         " HINT: use dicts, lists, tuples, named tuples or dataclasses."
     )
+
+
+def _strip_names(node: dict[str, Any]) -> dict[str, Any]:
+    """A schema node without leaf names, to compare structures alone."""
+    if node["kind"] == "tensor":
+        return {"kind": "tensor"}
+    return {**node, "items": [_strip_names(c) for c in node.get("items", ())]}
 
 
 def _qualified(cls: type) -> str:

@@ -1,4 +1,4 @@
-"""Model builders for the coverage table and tests: torchvision models made non-degenerate.
+"""Model builders for the coverage table and tests: torchvision models made sane and non-degenerate.
 
 torchvision's detection models built with ``weights=None`` give every box the same score
 (DESIGN.md), which turns any comparison into a tie-break. ``non_degenerate`` re-estimates
@@ -26,8 +26,10 @@ DETECTION_BUILDERS = {
 
 
 @torch.no_grad()
-def non_degenerate(model: nn.Module, score_layer: str, scale: float, size: int = 320, seed: int = 0) -> nn.Module:
-    """Re-estimate BatchNorm statistics on random images and scale the class-score weights down."""
+def non_degenerate(
+    model: nn.Module, score_layer: str | None = None, scale: float = 1.0, size: int = 320, seed: int = 0
+) -> nn.Module:
+    """Re-estimate BatchNorm statistics on random images and rescale the class-score weights."""
     generator = torch.Generator().manual_seed(seed)
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for norm in norms:
@@ -43,7 +45,7 @@ def non_degenerate(model: nn.Module, score_layer: str, scale: float, size: int =
                 images = model.transform(list(images))[0].tensors
             backbone(images)
     model.eval()
-    for module in model.get_submodule(score_layer).modules():
+    for module in model.get_submodule(score_layer).modules() if score_layer else ():
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             module.weight.mul_(scale)
     return model

@@ -1,0 +1,254 @@
+"""The model-coverage table: every row exported by ``export()`` and written to ``docs/coverage.md``.
+
+Run: ``.venv/bin/python tools/coverage.py [--only NAME ...] [--out docs/coverage.md]``
+
+Each row is exported three times: TorchScript by tracing, TorchScript by scripting, and ONNX
+plus ``.pt2`` with ``method="auto"`` (ONNX records which method made it). Every artifact is
+verified at two shapes; a cell is ✅ only when its artifact verified, otherwise ❌ with the
+short reason. Models are built with ``weights=None`` and made sane by ``zoo.non_degenerate``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Dict  # noqa: UP035 - TorchScript reads typing.Dict
+
+import torch
+import torchvision
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from zoo import build_detection, non_degenerate
+
+from lightning_deploy import export
+from lightning_deploy.manifest import versions
+
+
+@dataclasses.dataclass
+class Row:
+    """One model of the table: how to build it, its sample, and its dynamic axes."""
+
+    name: str
+    kind: str
+    build: Callable[[], nn.Module]
+    sample: Callable[[], Any]
+    options: dict[str, Any]
+    note: str = ""
+
+
+def _classifier(name: str, size: int) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return non_degenerate(torchvision.models.get_model(name, weights=None), size=size)
+
+    return build
+
+
+def _segmenter(name: str) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        model = torchvision.models.get_model(name, weights=None, weights_backbone=None)
+        return non_degenerate(model, size=160)
+
+    return build
+
+
+class SequenceTagger(nn.Module):
+    """A TransformerEncoder taking ``{"x", "padding_mask"}``: the sequence row of the table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        layer = nn.TransformerEncoderLayer(d_model=64, nhead=4, dim_feedforward=128, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=2)
+        self.head = nn.Linear(64, 8)
+
+    def forward(self, batch: Dict[str, torch.Tensor]) -> torch.Tensor:  # noqa: UP006 - TorchScript reads typing.Dict
+        """Per-token class logits; padded positions are masked out of attention and zeroed.
+
+        Zeroing matters: eager PyTorch's fast path returns zeros there, the exported graphs
+        (the regular path) return values computed from nothing, so padded outputs would differ.
+        """
+        padding = batch["padding_mask"]
+        hidden = self.encoder(batch["x"], src_key_padding_mask=padding)
+        return self.head(hidden).masked_fill(padding.unsqueeze(-1), 0.0)
+
+
+def _sequence_sample() -> tuple[dict]:
+    generator = torch.Generator().manual_seed(0)
+    mask = torch.zeros(2, 16, dtype=torch.bool)
+    mask[1, 12:] = True
+    return ({"x": torch.randn(2, 16, 64, generator=generator), "padding_mask": mask},)
+
+
+def _images(batch: int, size: int) -> Callable[[], torch.Tensor]:
+    return lambda: torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def _image_list() -> tuple[list[torch.Tensor]]:
+    generator = torch.Generator().manual_seed(1)
+    return ([torch.rand(3, 240, 320, generator=generator), torch.rand(3, 240, 320, generator=generator)],)
+
+
+SPATIAL = {"dynamic_axes": {"x": {2: "height", 3: "width"}}}  # classifiers: forward(x)
+SEGMENTATION = {"dynamic_axes": {"input": {2: "height", 3: "width"}}}  # segmentation: forward(input)
+DETECTION = {"dynamic_batch": False, "dynamic_axes": {"images": {1: "height", 2: "width"}}}
+ROWS = [
+    *(
+        Row(name, "detection", lambda name=name: build_detection(name), _image_list, DETECTION)
+        for name in (
+            "fasterrcnn_resnet50_fpn",
+            "fasterrcnn_mobilenet_v3_large_320_fpn",
+            "maskrcnn_resnet50_fpn",
+            "keypointrcnn_resnet50_fpn",
+            "retinanet_resnet50_fpn",
+            "fcos_resnet50_fpn",
+            "ssd300_vgg16",
+            "ssdlite320_mobilenet_v3_large",
+        )
+    ),
+    Row("fcn_resnet50", "segmentation", _segmenter("fcn_resnet50"), _images(2, 160), SEGMENTATION),
+    Row(
+        "deeplabv3_mobilenet_v3_large",
+        "segmentation",
+        _segmenter("deeplabv3_mobilenet_v3_large"),
+        _images(2, 160),
+        SPATIAL,
+    ),
+    Row(
+        "lraspp_mobilenet_v3_large",
+        "segmentation",
+        _segmenter("lraspp_mobilenet_v3_large"),
+        _images(2, 160),
+        SEGMENTATION,
+    ),
+    Row("resnet18", "classification", _classifier("resnet18", 160), _images(2, 160), SPATIAL),
+    Row("mobilenet_v3_small", "classification", _classifier("mobilenet_v3_small", 160), _images(2, 160), SPATIAL),
+    Row("efficientnet_b0", "classification", _classifier("efficientnet_b0", 160), _images(2, 160), SPATIAL),
+    Row("convnext_tiny", "classification", _classifier("convnext_tiny", 160), _images(2, 160), SPATIAL),
+    Row(
+        "vit_b_16",
+        "classification",
+        _classifier("vit_b_16", 224),
+        _images(2, 224),
+        {},
+        "fixed 224x224: the position embedding has one length",
+    ),
+    Row("swin_t", "classification", _classifier("swin_t", 224), _images(2, 224), SPATIAL),
+    Row("transformer_encoder", "sequence", SequenceTagger, _sequence_sample, {"dynamic_axes": {"batch": {1: "seq"}}}),
+]
+
+
+def run_row(row: Row, folder: Path) -> dict[str, Any]:
+    """Export one row three ways; returns its cells and figures."""
+    model, sample = row.build(), row.sample()
+    start = time.perf_counter()
+    plans = {
+        "trace": {"formats": ["torchscript"], "method": "trace"},
+        "script": {"formats": ["torchscript"], "method": "script"},
+        "auto": {"formats": ["onnx", "pt2"], "method": "auto"},
+    }
+    artifacts = {}
+    for key, plan in plans.items():
+        try:
+            manifest = export(model, sample, folder / key, row.name, **plan, **row.options)
+        except Exception as err:  # noqa: BLE001 - a row that cannot even start is a row of ❌
+            manifest = {
+                "artifacts": [
+                    {
+                        "format": f,
+                        "ok": False,
+                        "error": f"{type(err).__name__}: {err}",
+                        "method": plan["method"],
+                        "checked_shapes": [],
+                    }
+                    for f in plan["formats"]
+                ]
+            }
+        for artifact in manifest["artifacts"]:
+            artifacts[(key, artifact["format"])] = artifact
+    return {"cells": artifacts, "seconds": time.perf_counter() - start}
+
+
+def _cell(artifact: dict[str, Any], with_method: bool = False) -> str:
+    if artifact["ok"]:
+        extra = f" {artifact['method']}" if with_method else ""
+        found = artifact.get("detections")
+        return f"✅{extra}" + (f" ({found['matched']} dets matched)" if found else "")
+    reason = " ".join((artifact.get("error") or "").split())[:110].replace("|", "/")
+    return f"❌ {reason}"
+
+
+def _shapes(artifacts: list[dict[str, Any]], image_list: bool) -> tuple[str, str]:
+    checks = [c for a in artifacts if a["ok"] for c in a["checked_shapes"]]
+    if not checks:
+        return "-", "-"
+    first_leaf = [c[0] for c in checks]
+    spatial = {tuple(s[-2:]) for s in first_leaf}
+    batches = sorted({len(c) if image_list else c[0][0] for c in checks})
+    resolution = "✅ " + ", ".join("x".join(map(str, s)) for s in sorted(spatial)) if len(spatial) > 1 else "fixed"
+    return resolution, ", ".join(map(str, batches))
+
+
+def write_table(results: dict[str, dict[str, Any]], rows: list[Row], out: Path, total: float) -> None:
+    """Write the markdown table with the run's machine, versions and time."""
+    lines = [
+        "# Model coverage",
+        "",
+        f"Generated by `tools/coverage.py` on {datetime.date.today()} ({platform.machine()}, "
+        f"{torch.get_num_threads()} threads), total {total / 60:.1f} min. Versions: "
+        + ", ".join(f"{k} {v}" for k, v in versions().items() if v)
+        + ".",
+        "",
+        "Each cell: the artifact verified in its own runtime at two shapes (✅), or the short reason it did not (❌).",
+        "Detection models are made non-degenerate first (`tools/zoo.py`); their outputs are compared order-"
+        "insensitively. Batch sizes: for a list of images, the list length (fixed by the export sample).",
+        "",
+        "| model | kind | TorchScript-trace | TorchScript-script | ONNX (method) | .pt2 | dynamic resolution"
+        " | batch sizes | time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        result = results[row.name]
+        cells = result["cells"]
+        resolution, batches = _shapes(list(cells.values()), image_list=row.kind == "detection")
+        if row.note:
+            resolution = f"{resolution} ({row.note})"
+        lines.append(
+            f"| {row.name} | {row.kind} | {_cell(cells[('trace', 'torchscript')])} | "
+            f"{_cell(cells[('script', 'torchscript')])} | {_cell(cells[('auto', 'onnx')], True)} | "
+            f"{_cell(cells[('auto', 'pt2')])} | {resolution} | {batches} | {result['seconds']:.0f} s |"
+        )
+    out.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    """Run the rows (all, or ``--only``) and write the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", nargs="*", help="row names to run (default: all)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "docs" / "coverage.md")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(2)
+    rows = [r for r in ROWS if not args.only or r.name in args.only]
+    results = {}
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        for row in rows:
+            results[row.name] = run_row(row, Path(folder) / row.name)
+            print(f"{row.name}: {results[row.name]['seconds']:.0f} s", flush=True)
+    write_table(results, rows, args.out, time.perf_counter() - start)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
