@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import lightning.pytorch as pl
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from lightning_deploy import export, load
 
@@ -55,3 +57,55 @@ def test_fasterrcnn_verified_with_detections_present(tmp_path, method, formats):
     assert artifact["method"] == ("trace" if method == "auto" else method)  # ONNX: dynamo fails, trace verifies
     assert [s[0] for s in artifact["checked_shapes"]] == [[3, 240, 320], [3, 256, 384]]
     assert artifact["detections"]["matched"] > 0
+
+
+class _Detector(pl.LightningModule):
+    """Faster R-CNN (mobilenet, non-degenerate) trained a couple of steps on synthetic boxes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from zoo import build_detection
+
+        self.model = build_detection("fasterrcnn_mobilenet_v3_large_320_fpn").train()  # Lightning keeps modes
+        self.example_input_array = ([torch.rand(3, 240, 320, generator=torch.Generator().manual_seed(1))],)
+
+    def forward(self, images):
+        return self.model(images)
+
+    def training_step(self, batch, batch_idx):
+        images, targets = batch
+        return sum(self.model(list(images), list(targets)).values())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=1e-4)
+
+
+def _synthetic_boxes(n: int = 4):
+    generator = torch.Generator().manual_seed(0)
+    samples = []
+    for _ in range(n):
+        corner = torch.randint(0, 150, (2,), generator=generator).float()
+        box = torch.cat([corner, corner + 60]).unsqueeze(0)
+        samples.append((torch.rand(3, 240, 320, generator=generator), {"boxes": box, "labels": torch.tensor([1])}))
+    return DataLoader(samples, batch_size=2, collate_fn=lambda batch: tuple(zip(*batch)))
+
+
+def test_detection_model_end_to_end_through_the_callback(tmp_path):
+    pytest.importorskip("torchvision")
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lightning_deploy import ModelExport
+
+    exporter = ModelExport(formats=["onnx", "torchscript"], dynamic_batch=False, preflight=False,
+                           dynamic_axes={"images": {1: "height", 2: "width"}})  # fmt: skip
+    callbacks = [ModelCheckpoint(dirpath=tmp_path / "ckpt"), exporter]
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_epochs=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=callbacks)  # fmt: skip
+    trainer.fit(_Detector(), _synthetic_boxes())
+    manifest = exporter.manifest
+    assert manifest["ok"], [a["error"] for a in manifest["artifacts"]]
+    assert manifest["checkpoint"].endswith(".ckpt")
+    for artifact in manifest["artifacts"]:
+        assert artifact["detections"]["matched"] > 0, artifact
+    detections = load(tmp_path / "ckpt" / manifest["artifacts"][0]["path"])([torch.rand(3, 200, 280)])
+    assert isinstance(detections, list) and set(detections[0]) == {"boxes", "labels", "scores"}

@@ -54,3 +54,12 @@ def test_unsupported_container_is_named():
     value = collections.defaultdict(list, a=torch.ones(1))
     with pytest.raises(ConfigurationError, match="cannot describe"):
         flatten_tree({"x": value}, None, "input_sample", ConfigurationError)
+
+
+def test_a_scripted_dict_matches_an_eager_ordered_dict():
+    eager = collections.OrderedDict(out=torch.ones(2), aux=torch.zeros(1))
+    tree, _ = flatten_tree(eager, "out", "value", ExportError)
+    scripted = {"out": torch.full((2,), 3.0), "aux": torch.ones(1)}
+    assert [t.tolist() for t in tree.tensors(scripted)] == [[3.0, 3.0], [1.0]]
+    with pytest.raises(ExportError, match="structure changed"):
+        tree.tensors({"out": torch.ones(2)})
