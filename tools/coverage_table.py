@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import inspect
 import platform
 import sys
 import tempfile
@@ -99,8 +100,8 @@ def _image_list() -> tuple[list[torch.Tensor]]:
     return ([torch.rand(3, 240, 320, generator=generator), torch.rand(3, 240, 320, generator=generator)],)
 
 
-SPATIAL = {"dynamic_axes": {"x": {2: "height", 3: "width"}}}  # classifiers: forward(x)
-SEGMENTATION = {"dynamic_axes": {"input": {2: "height", 3: "width"}}}  # segmentation: forward(input)
+SPATIAL = {"spatial": True}  # dims 2 and 3 of forward's first argument (named x or input) are dynamic
+SEGMENTATION = SPATIAL
 DETECTION = {"dynamic_batch": False, "dynamic_axes": {"images": {1: "height", 2: "width"}}}
 ROWS = [
     *(
@@ -151,6 +152,10 @@ ROWS = [
 def run_row(row: Row, folder: Path) -> dict[str, Any]:
     """Export one row three ways; returns its cells and figures."""
     model, sample = row.build(), row.sample()
+    options = dict(row.options)
+    if options.pop("spatial", False):
+        first = next(iter(inspect.signature(model.forward).parameters))
+        options["dynamic_axes"] = {first: {2: "height", 3: "width"}}
     start = time.perf_counter()
     plans = {
         "trace": {"formats": ["torchscript"], "method": "trace"},
@@ -160,7 +165,7 @@ def run_row(row: Row, folder: Path) -> dict[str, Any]:
     artifacts = {}
     for key, plan in plans.items():
         try:
-            manifest = export(model, sample, folder / key, row.name, **plan, **row.options)
+            manifest = export(model, sample, folder / key, row.name, **plan, **options)
         except Exception as err:  # noqa: BLE001 - a row that cannot even start is a row of ❌
             manifest = {
                 "artifacts": [
@@ -199,6 +204,28 @@ def _shapes(artifacts: list[dict[str, Any]], image_list: bool) -> tuple[str, str
     return resolution, ", ".join(map(str, batches))
 
 
+def _row_line(row: Row, result: dict[str, Any]) -> str:
+    cells = result["cells"]
+    resolution, batches = _shapes(list(cells.values()), image_list=row.kind == "detection")
+    if row.note:
+        resolution = f"{resolution} ({row.note})"
+    return (
+        f"| {row.name} | {row.kind} | {_cell(cells[('trace', 'torchscript')])} | "
+        f"{_cell(cells[('script', 'torchscript')])} | {_cell(cells[('auto', 'onnx')], True)} | "
+        f"{_cell(cells[('auto', 'pt2')])} | {resolution} | {batches} | {result['seconds']:.0f} s |"
+    )
+
+
+def update_rows(results: dict[str, dict[str, Any]], rows: list[Row], out: Path) -> None:
+    """Replace the lines of re-run rows in an existing table, and say so under it."""
+    lines = out.read_text().splitlines()
+    for row in rows:
+        lines = [_row_line(row, results[row.name]) if line.startswith(f"| {row.name} |") else line for line in lines]
+    names = ", ".join(row.name for row in rows)
+    lines.append(f"\nRe-run alone on {datetime.date.today()}: {names}.")
+    out.write_text("\n".join(lines) + "\n")
+
+
 def write_table(results: dict[str, dict[str, Any]], rows: list[Row], out: Path, total: float) -> None:
     """Write the markdown table with the run's machine, versions and time."""
     lines = [
@@ -217,24 +244,14 @@ def write_table(results: dict[str, dict[str, Any]], rows: list[Row], out: Path, 
         " | batch sizes | time |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
-        result = results[row.name]
-        cells = result["cells"]
-        resolution, batches = _shapes(list(cells.values()), image_list=row.kind == "detection")
-        if row.note:
-            resolution = f"{resolution} ({row.note})"
-        lines.append(
-            f"| {row.name} | {row.kind} | {_cell(cells[('trace', 'torchscript')])} | "
-            f"{_cell(cells[('script', 'torchscript')])} | {_cell(cells[('auto', 'onnx')], True)} | "
-            f"{_cell(cells[('auto', 'pt2')])} | {resolution} | {batches} | {result['seconds']:.0f} s |"
-        )
+    lines.extend(_row_line(row, results[row.name]) for row in rows)
     out.write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
     """Run the rows (all, or ``--only``) and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", nargs="*", help="row names to run (default: all)")
+    parser.add_argument("--only", nargs="*", help="row names to run (default: all); updates those rows in --out")
     parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "docs" / "coverage.md")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
@@ -246,7 +263,10 @@ def main() -> None:
         for row in rows:
             results[row.name] = run_row(row, Path(folder) / row.name)
             print(f"{row.name}: {results[row.name]['seconds']:.0f} s", flush=True)
-    write_table(results, rows, args.out, time.perf_counter() - start)
+    if args.only and args.out.exists():
+        update_rows(results, rows, args.out)
+    else:
+        write_table(results, rows, args.out, time.perf_counter() - start)
     print(f"wrote {args.out}")
 
 
