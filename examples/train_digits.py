@@ -7,52 +7,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from rich.console import Console
-from sklearn.datasets import load_digits
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_deploy import ModelExport
 
+sys.path.insert(0, str(Path(__file__).parent))
+from digits import DigitsMLP, loaders
 
-class DigitsMLP(pl.LightningModule):
-    """An 8x8-pixel digit classifier; ``example_input_array`` is what ModelExport exports with."""
-
-    def __init__(self, hidden: int = 64, lr: float = 0.1) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        self.net = nn.Sequential(nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))
-        self.example_input_array = torch.zeros(4, 64)
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.net(pixels)
-
-    def training_step(self, batch: tuple, batch_idx: int) -> torch.Tensor:
-        pixels, labels = batch
-        return nn.functional.cross_entropy(self(pixels), labels)
-
-    def validation_step(self, batch: tuple, batch_idx: int) -> None:
-        pixels, labels = batch
-        logits = self(pixels)
-        self.log("val_loss", nn.functional.cross_entropy(logits, labels))
-        self.log("val_acc", (logits.argmax(-1) == labels).float().mean())
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
-
-
-def loaders() -> tuple[DataLoader, DataLoader]:
-    pixels, labels = load_digits(return_X_y=True)
-    pixels = torch.tensor(pixels, dtype=torch.float32) / 16.0
-    labels = torch.tensor(labels)
-    train, val = TensorDataset(pixels[:1400], labels[:1400]), TensorDataset(pixels[1400:], labels[1400:])
-    return DataLoader(train, batch_size=64, shuffle=True), DataLoader(val, batch_size=256)
+__all__ = ["DigitsMLP", "loaders", "main"]
 
 
 def main() -> None:
