@@ -12,7 +12,9 @@ one line naming the problem and the fix, and exit with status 2 (1 when an artif
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib
+import inspect
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,12 +116,12 @@ def _export(config: Any, argv: list[str]) -> int:
     return 0 if manifest["ok"] else 1
 
 
-def _option_names() -> set[str]:
-    import inspect
-
+@functools.cache
+def _option_names() -> frozenset[str]:
+    """ModelExport's command-line options (its signature, less the Python-only arguments)."""
     from lightning_deploy.callback import ModelExport
 
-    return set(inspect.signature(ModelExport).parameters) - _CALLBACK_ONLY
+    return frozenset(inspect.signature(ModelExport).parameters) - _CALLBACK_ONLY
 
 
 def _given(name: str, argv: list[str]) -> bool:

@@ -105,7 +105,20 @@ def failure_manifest(
 ) -> dict[str, Any]:
     """Write and return the manifest of an export that failed before any artifact was made."""
     text = f"{type(error).__name__}: {error}"
-    artifact = {"method": None, "ok": False, "verified": False, "sha256": None, "files": [], "error": text}
+    artifact = {
+        "method": None,
+        "ok": False,
+        "verified": False,
+        "sha256": None,
+        "files": [],
+        "runtime": None,
+        "max_abs_diff": None,
+        "max_rel_diff": None,
+        "checked_shapes": [],
+        "detections": None,
+        "error": text,
+        "warnings": [],
+    }  # fmt: skip  (the same keys as an artifact entry of export())
     manifest = {
         **header(dirpath, checkpoint),
         "ok": False,
