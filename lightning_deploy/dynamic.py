@@ -4,17 +4,29 @@ A size-1 (or 0) dimension is specialised away by tracing and by ``torch.export``
 dynamic dim of size below 2 in the export sample is grown to 2 for the export and checked at
 its original size. Otherwise the second sample changes every dynamic dim by a step that
 keeps its divisibility (64 -> 96, 224 -> 256, batch 2 -> 3).
+
+A list in the inputs (torchvision detection's list of images) has a fixed length in a flat
+graph; an artifact that takes the model's own arguments (scripted TorchScript) is also checked
+with every list cut to one item and grown by one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 from lightning_deploy.errors import ConfigurationError
 
-__all__ = ["BATCH_AXIS", "DynamicDims", "resolve_dynamic_dims", "export_and_check_samples"]
+__all__ = [
+    "BATCH_AXIS",
+    "DynamicDims",
+    "export_and_check_samples",
+    "longest_list",
+    "list_length_samples",
+    "resolve_dynamic_dims",
+]
 
 BATCH_AXIS = "batch"
 DynamicDims = list[dict[int, str]]  # per input tensor leaf: {dim: axis name}
@@ -103,3 +115,37 @@ def _resized(tensor: torch.Tensor, dims: Mapping[int, str], sizes: Mapping[str, 
             tensor = torch.cat([tensor, tensor.flip(dim)], dim)
         tensor = tensor.narrow(dim, 0, target)
     return tensor.contiguous()
+
+
+def longest_list(value: Any) -> int:
+    """The length of the longest list in ``value`` (nested dicts, lists and tuples); 0 for none."""
+    if isinstance(value, list):
+        return max([len(value), *(longest_list(v) for v in value)])
+    if isinstance(value, Mapping):
+        return max((longest_list(v) for v in value.values()), default=0)
+    if isinstance(value, tuple):
+        return max((longest_list(v) for v in value), default=0)
+    return 0
+
+
+def list_length_samples(export_arguments: Mapping[str, Any], check_arguments: Mapping[str, Any]) -> list[dict]:
+    """More samples: every list cut to its first item (where one is longer), and the check sample's grown by one.
+
+    The added item is the export sample's first, so a grown list also mixes both shapes.
+    """
+    longer = {k: _relisted(v, export_arguments[k], grow=True) for k, v in check_arguments.items()}
+    if longest_list(export_arguments) < 2:
+        return [longer]
+    return [{k: _relisted(v, v, grow=False) for k, v in export_arguments.items()}, longer]
+
+
+def _relisted(value: Any, export_value: Any, grow: bool) -> Any:
+    """``value`` with each list cut to one item, or grown by ``export_value``'s first item."""
+    if isinstance(value, list):
+        items = [_relisted(v, e, grow) for v, e in zip(value, export_value)]
+        return items + export_value[:1] if grow else items[:1]
+    if isinstance(value, Mapping):
+        return type(value)((k, _relisted(v, export_value[k], grow)) for k, v in value.items())
+    if isinstance(value, tuple) and not hasattr(value, "_fields"):
+        return tuple(_relisted(v, e, grow) for v, e in zip(value, export_value))
+    return value

@@ -20,13 +20,19 @@ import torch
 from torch import nn
 
 from lightning_deploy.adapters import CallSpec, FlatAdapter, FlatTree, bind_sample, flatten_tree
-from lightning_deploy.dynamic import DynamicDims, export_and_check_samples, resolve_dynamic_dims
+from lightning_deploy.dynamic import (
+    DynamicDims,
+    export_and_check_samples,
+    list_length_samples,
+    longest_list,
+    resolve_dynamic_dims,
+)
 from lightning_deploy.errors import ConfigurationError, ExportError
 from lightning_deploy.exporters import EXPORTERS, Capture, ExportContext
 from lightning_deploy.files import move_into_place, sha256_file, staging_dir, write_json_atomic
 from lightning_deploy.manifest import MANIFEST_SUFFIX, artifact_name, header, json_safe, versions
 from lightning_deploy.options import ExportOptions, methods_for
-from lightning_deploy.verify import Verification, verify_artifact
+from lightning_deploy.verify import Verification, verify_artifact, verify_native
 
 __all__ = ["export"]
 
@@ -106,6 +112,23 @@ class _Plan:
     ctx: ExportContext
     samples: list[tuple[torch.Tensor, ...]]
     expected: list[tuple[torch.Tensor, ...]]
+    _native_checks: tuple[list[dict], list[Any]] | None = None
+
+    def native_checks(self) -> tuple[list[dict], list[Any]]:
+        """Structured samples and eager outputs for an artifact with native I/O (computed once).
+
+        The export and check samples, then every list cut to one item and grown by one.
+        """
+        if self._native_checks is None:
+            export_args, check_args = (self.inputs.unflatten(s) for s in self.samples)
+            extra = list_length_samples(export_args, check_args)
+            module = self.ctx.adapter.module
+            outputs = [self.outputs.unflatten(e) for e in self.expected]
+            for arguments in extra:
+                args, kwargs = self.call.split(arguments)
+                outputs.append(module(*args, **kwargs))
+            self._native_checks = ([export_args, check_args, *extra], outputs)
+        return self._native_checks
 
 
 @dataclasses.dataclass
@@ -165,7 +188,8 @@ def _prepare(module: nn.Module, input_sample: Any, options: ExportOptions) -> _P
         raise ConfigurationError("export(input_sample=...): the sample holds no tensor. HINT: pass tensors.")
     input_dims = resolve_dynamic_dims(inputs.names, tensors, options.dynamic_batch, options.dynamic_axes)
     export_args, check_args = export_and_check_samples(tensors, input_dims)
-    args, kwargs = call.split(inputs.unflatten(export_args))
+    export_arguments = inputs.unflatten(export_args)
+    args, kwargs = call.split(export_arguments)
     outputs, expected = flatten_tree(module(*args, **kwargs), "out", "The model's output", ExportError)
     if not expected:
         raise ExportError(f"{type(module).__name__} returned no tensor; there is nothing to export.")
@@ -179,6 +203,7 @@ def _prepare(module: nn.Module, input_sample: Any, options: ExportOptions) -> _P
         input_dims=input_dims,
         output_dims=_output_dims(outputs.names, expected, check_expected),
         opset=options.opset,
+        native=longest_list(export_arguments) > 0,
     )
     return _Plan(inputs, call, outputs, ctx, [export_args, check_args], [expected, check_expected])
 
@@ -217,6 +242,7 @@ def _export_format(
         "format": fmt,
         "path": name,
         "method": chosen.method if chosen else None,
+        "io": "native" if chosen and _native_io(fmt, chosen.method, plan) else "flat",
         "ok": bool(chosen and chosen.ok),
         "verified": bool(verification and verification.ok),
         "sha256": sha256_file(dirpath / name) if chosen else None,
@@ -264,21 +290,26 @@ def _attempt(
         attempt.seconds["save"] = time.perf_counter() - start
         if options.verify:
             start = time.perf_counter()
-            attempt.verification = verify_artifact(
-                fmt,
-                path,
-                plan.ctx.input_names,
-                plan.ctx.output_names,
-                plan.samples,
-                plan.expected,
-                options.atol,
-                options.rtol,
-            )
+            attempt.verification = _verify(fmt, method, path, plan, options)
             attempt.seconds["verify"] = time.perf_counter() - start
             attempt.error = attempt.verification.error
     except Exception as err:  # noqa: BLE001 - recorded in the manifest; the next method or format goes on
         attempt.error = _error_text(err)  # a half-written file stays in staging, which is removed
     return attempt
+
+
+def _verify(fmt: str, method: str, path: Path, plan: _Plan, options: ExportOptions) -> Verification:
+    if _native_io(fmt, method, plan):
+        return verify_native(path, *plan.native_checks(), options.atol, options.rtol)
+    ctx = plan.ctx
+    return verify_artifact(
+        fmt, path, ctx.input_names, ctx.output_names, plan.samples, plan.expected, options.atol, options.rtol
+    )
+
+
+def _native_io(fmt: str, method: str, plan: _Plan) -> bool:
+    """Whether this artifact takes ``forward``'s own arguments (scripted TorchScript, inputs with lists)."""
+    return fmt == "torchscript" and method == "script" and plan.ctx.native
 
 
 def _error_text(err: BaseException) -> str:

@@ -91,6 +91,10 @@ class ExportedModel:
 
     Outputs come back as the array type of the inputs: torch tensors in, torch tensors out;
     numpy arrays in, numpy arrays out.
+
+    A scripted TorchScript artifact whose inputs hold lists has native I/O (``"io": "native"``
+    in the manifest): it takes ``forward``'s own arguments, lists of any length, and returns
+    what the scripted module returns (lists, dicts and tuples of tensors).
     """
 
     def __init__(self, manifest: Mapping[str, Any], entry: Mapping[str, Any], artifact: Path) -> None:
@@ -111,11 +115,26 @@ class ExportedModel:
                 f"Running a {self.format} artifact needs {err.name}. HINT: pip install {_EXTRAS[self.format]}."
             ) from None
         self._arrays = runtime.ARRAYS
-        self._run = runtime.open_runner(str(artifact), inputs["names"], outputs["names"])
+        self._native = entry.get("io") == "native"
+        if self._native:
+            self._run_native = runtime.open_native(str(artifact))
+        else:
+            self._run = runtime.open_runner(str(artifact), inputs["names"], outputs["names"])
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the artifact on structured inputs; returns the structured outputs."""
+        if self._native:
+            return self._call_native(self._bind(args, kwargs))
         return self._outputs.unflatten(self._run_flat(self._inputs.flatten(self._bind(args, kwargs))))
+
+    def _call_native(self, arguments: dict[str, Any]) -> Any:
+        """Pass the arguments as they are (arrays made torch tensors); outputs in the inputs' array type."""
+        import torch.utils._pytree as pytree
+
+        leaves = pytree.tree_leaves(arguments)
+        wanted = "torch" if leaves and _is_torch(leaves[0]) else "numpy"
+        outputs = self._run_native(**pytree.tree_map(lambda leaf: _convert(leaf, "torch"), arguments))
+        return outputs if wanted == "torch" else pytree.tree_map(lambda leaf: _convert(leaf, "numpy"), outputs)
 
     def _run_flat(self, leaves: list[Any]) -> list[Any]:
         """Check and run the input leaves; outputs come back in the inputs' array type."""
@@ -139,6 +158,8 @@ class ExportedModel:
 
     def outputs_by_name(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Like calling the model, but the outputs come back flat, keyed by leaf name."""
+        if self._native:
+            return _by_name(self._call_native(self._bind(args, kwargs)))
         return dict(zip(self._outputs.names, self._run_flat(self._inputs.flatten(self._bind(args, kwargs)))))
 
     def run_leaves(self, named: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,6 +172,8 @@ class ExportedModel:
         if missing or extra:
             raise StructureError(f"Inputs by name: missing {missing}, extra {extra}; the model takes {names}.")
         leaves = [named[n] for n in names]
+        if self._native:
+            return _by_name(self._call_native(self._inputs.unflatten(leaves)))
         return dict(zip(self._outputs.names, self._run_flat(leaves)))
 
     def __repr__(self) -> str:
@@ -184,6 +207,14 @@ class ExportedModel:
         if missing:
             raise StructureError(f"Missing argument(s) {missing}: the model was exported with {params}.")
         return arguments
+
+
+def _by_name(outputs: Any) -> dict[str, Any]:
+    """Native outputs flat, keyed like the manifest's leaf names (``out.0.boxes``)."""
+    import torch.utils._pytree as pytree
+
+    pairs, _ = pytree.tree_flatten_with_path(outputs)
+    return {".".join(["out", *(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)]): v for path, v in pairs}
 
 
 def _leaf_checks(inputs: Mapping[str, Any]) -> list[tuple[str, str, list[int], set[int]]]:

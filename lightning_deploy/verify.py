@@ -7,17 +7,20 @@ The artifact runs at every check sample (the export shape and the second shape);
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.utils._pytree as pytree
 
+from lightning_deploy.adapters import flatten_tree
 from lightning_deploy.compare import LeafDiff, compare_detections, compare_leaves, detection_groups
+from lightning_deploy.errors import ExportError
 from lightning_deploy.runtimes import runtime_module
 
-__all__ = ["Verification", "verify_artifact"]
+__all__ = ["Verification", "verify_artifact", "verify_native"]
 
 
 @dataclasses.dataclass
@@ -59,6 +62,37 @@ def verify_artifact(
         shapes = [list(t.shape) for t in sample]
         got = runner([_as(runtime.ARRAYS, t) for t in sample])
         diffs = _compare_outputs(result, output_names, [_numpy(g) for g in got], [_numpy(w) for w in want], atol, rtol)
+        result.checked_shapes.append(shapes)
+        _accumulate(result, diffs, shapes, atol, rtol)
+    return result
+
+
+def verify_native(
+    path: Path,
+    samples: Sequence[Mapping[str, Any]],
+    expected: Sequence[Any],
+    atol: float,
+    rtol: float,
+) -> Verification:
+    """Run a TorchScript artifact that takes ``forward``'s own arguments at each sample.
+
+    ``samples`` are ``{parameter: value}``; ``expected`` the eager outputs. The outputs are
+    flattened and compared leaf by leaf by name, so a list of detections may have any length.
+    """
+    from lightning_deploy.runtimes.torchscript import RUNTIME, open_native
+
+    run = open_native(str(path))
+    result = Verification(ok=True, runtime=RUNTIME, max_abs_diff=0.0, max_rel_diff=0.0)
+    for sample, want in zip(samples, expected):
+        shapes = [list(t.shape) for t in pytree.tree_leaves(sample) if isinstance(t, torch.Tensor)]
+        got_tree, got = flatten_tree(run(**sample), "out", "The artifact's output", ExportError)
+        want_tree, want_leaves = flatten_tree(want, "out", "The model's output", ExportError)
+        if got_tree.names == want_tree.names:
+            got_arrays, want_arrays = [_numpy(g) for g in got], [_numpy(w) for w in want_leaves]
+            diffs = _compare_outputs(result, want_tree.names, got_arrays, want_arrays, atol, rtol)
+        else:
+            reason = f"output leaves {list(got_tree.names)}, expected {list(want_tree.names)}"
+            diffs = [LeafDiff("out", False, float("inf"), float("inf"), 0.0, reason)]
         result.checked_shapes.append(shapes)
         _accumulate(result, diffs, shapes, atol, rtol)
     return result

@@ -55,3 +55,5 @@ def test_detection_rows_verify_with_detections_present(tmp_path, row):
         assert artifact["ok"], (key, artifact["error"])
         assert artifact["detections"]["matched"] > 0, key
         assert len({tuple(check[0]) for check in artifact["checked_shapes"]}) == 2  # two image resolutions
+    scripted = cells[("script", "torchscript")]
+    assert {len(check) for check in scripted["checked_shapes"]} == {1, 2, 3}  # batches of 1, 2 and 3 images

@@ -31,14 +31,20 @@ class ExportContext:
     input_dims: DynamicDims
     output_dims: DynamicDims
     opset: int | None = None
+    native: bool = False  # a scripted TorchScript artifact keeps forward's own arguments (inputs hold lists)
 
 
 @dataclasses.dataclass
 class Capture:
-    """A captured program and what the capture noticed (e.g. tracer warnings)."""
+    """A captured program and what the capture noticed (e.g. tracer warnings).
+
+    ``native`` is a module that takes and returns the model's own structure, where the
+    method makes one (a scripted module); ``program`` always has the flat interface.
+    """
 
     program: Any
     warnings: list[str] = dataclasses.field(default_factory=list)
+    native: Any = None
 
 
 class Exporter(abc.ABC):

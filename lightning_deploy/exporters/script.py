@@ -2,13 +2,16 @@
 
 The user's module is scripted, then the thin flat adapter around it is traced: the adapter
 only rewires structure, while calls into the scripted module keep their branches and loops.
-Both formats are then saved as for tracing.
+ONNX is saved from that flat graph as for tracing. TorchScript is saved the same way, except
+where the inputs hold lists (``ctx.native``): then the scripted module itself is saved, which
+takes ``forward``'s own arguments, so a list of images may have any length.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import ClassVar, Dict, List  # noqa: UP035 - TorchScript reads typing's generics
 
 import torch
 from torch import nn
@@ -32,8 +35,17 @@ class ScriptExporter(TraceExporter):
             warnings.filterwarnings("ignore", message=".*deprecated", category=FutureWarning)  # supported on purpose
             scripted = torch.jit.script(adapter.module)
         if hasattr(adapter.module, "eager_outputs"):
-            scripted = _DetectionsOnly(scripted)
-        return trace_flat(FlatAdapter(scripted, adapter.inputs, adapter.call, adapter.outputs), ctx)
+            scripted = torch.jit.script(_DetectionsOnly(scripted))
+        capture = trace_flat(FlatAdapter(scripted, adapter.inputs, adapter.call, adapter.outputs), ctx)
+        capture.native = scripted
+        return capture
+
+    def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> None:
+        """The scripted module itself for TorchScript with native I/O, else as for tracing."""
+        if fmt == "torchscript" and ctx.native:
+            capture.native.save(str(path))
+            return
+        super().save(capture, fmt, path, ctx)
 
 
 class _DetectionsOnly(nn.Module):
@@ -46,6 +58,6 @@ class _DetectionsOnly(nn.Module):
         super().__init__()
         self.scripted = scripted
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
+    def forward(self, images: List[torch.Tensor]) -> List[Dict[str, torch.Tensor]]:  # noqa: UP006 - TorchScript
         """The scripted model's detections."""
-        return self.scripted(*args, **kwargs)[1]
+        return self.scripted(images)[1]
