@@ -106,7 +106,8 @@ def compare_detections(
     fields = {name.rpartition(".")[2]: i for i, name in enumerate(names)}
     g = {f: np.asarray(got[i], dtype=np.float64) for f, i in fields.items()}
     w = {f: np.asarray(want[i], dtype=np.float64) for f, i in fields.items()}
-    pairs = _match(g, w, fields)
+    box_tol = atol + rtol * float(np.abs(w["boxes"]).max(initial=0.0))
+    pairs = _match(g, w, fields, box_tol)
     score_tol = atol + rtol * float(np.abs(w["scores"]).max(initial=0.0))
     kept = np.concatenate([w["scores"], g["scores"]])
     cutoff = float(kept.min()) if kept.size else 0.0
@@ -129,15 +130,24 @@ def compare_detections(
     return DetectionMatch(diffs, matched=len(pairs), unmatched=len(lonely_want) + len(lonely_got))
 
 
-def _match(got: dict[str, np.ndarray], want: dict[str, np.ndarray], fields: dict[str, int]) -> list[tuple[int, int]]:
-    """Greedy matching, highest eager score first: same label, IoU >= 0.5, closest score."""
+def _match(
+    got: dict[str, np.ndarray], want: dict[str, np.ndarray], fields: dict[str, int], box_tol: float
+) -> list[tuple[int, int]]:
+    """Greedy matching, highest eager score first: same label, IoU >= 0.5, closest score.
+
+    Boxes of zero area (clipped to the image border) have no IoU with each other; they are
+    candidates when their coordinates agree within ``box_tol``, the tolerance of the boxes leaf.
+    """
     free = set(range(len(got["scores"])))
     pairs = []
-    iou = _iou(want["boxes"].reshape(-1, 4), got["boxes"].reshape(-1, 4))
+    want_boxes, got_boxes = want["boxes"].reshape(-1, 4), got["boxes"].reshape(-1, 4)
+    iou = _iou(want_boxes, got_boxes)
+    close = np.abs(want_boxes[:, None, :] - got_boxes[None, :, :]).max(-1, initial=0.0) <= box_tol
+    overlaps = np.where(np.isnan(iou), close, iou >= _MIN_IOU)
     for i in np.argsort(-want["scores"], kind="stable"):
         candidates = [
             j for j in free
-            if iou[i, j] >= _MIN_IOU and ("labels" not in fields or got["labels"][j] == want["labels"][i])
+            if overlaps[i, j] and ("labels" not in fields or got["labels"][j] == want["labels"][i])
         ]  # fmt: skip
         if candidates:
             j = min(candidates, key=lambda c: abs(got["scores"][c] - want["scores"][i]))
@@ -147,10 +157,10 @@ def _match(got: dict[str, np.ndarray], want: dict[str, np.ndarray], fields: dict
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of boxes given as (x1, y1, x2, y2)."""
+    """Pairwise IoU of boxes given as (x1, y1, x2, y2); NaN where both boxes have zero area."""
     top_left = np.maximum(a[:, None, :2], b[None, :, :2])
     bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.clip(bottom_right - top_left, 0, None).prod(-1)
     area = lambda boxes: np.clip(boxes[:, 2:] - boxes[:, :2], 0, None).prod(-1)  # noqa: E731
     union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), np.nan)

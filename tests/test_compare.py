@@ -65,3 +65,16 @@ def test_empty_detection_sets_agree():
     empty = [np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, np.float32)]
     result = compare_detections(NAMES, empty, empty, 1e-4, 1e-3)
     assert result.matched == 0 and result.unmatched == 0 and all(d.ok for d in result.diffs)
+
+
+def test_zero_area_boxes_match_by_coordinates_within_tolerance():
+    want = _detections()
+    want[0][:2, 2] = want[0][:2, 0]  # two boxes clipped to zero width at a border
+    want[2][:2] = [0.97, 0.96]  # ... holding the best scores, far from the cut-off
+    order = np.random.default_rng(1).permutation(6)
+    same = compare_detections(NAMES, [leaf[order] for leaf in want], want, 1e-4, 1e-3)
+    assert same.matched == 6 and all(d.ok for d in same.diffs)
+    moved = [leaf.copy() for leaf in want]
+    moved[0][0, [0, 2]] += 3.0  # a zero-area box 3 px away is another box
+    result = compare_detections(NAMES, moved, want, 1e-4, 1e-3)
+    assert result.matched == 5 and not all(d.ok for d in result.diffs)
