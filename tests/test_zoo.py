@@ -48,11 +48,13 @@ DETECTION = [row for row in ROWS if row.kind == "detection"]
 
 @pytest.mark.slow
 @pytest.mark.parametrize("row", _params(DETECTION))
-def test_detection_rows_verify_with_detections_present(tmp_path, row):
+def test_detection_rows_verify_with_detections_present(tmp_path, row, record_property):
     cells = run_row(row, tmp_path)["cells"]
     for key in (("trace", "torchscript"), ("script", "torchscript"), ("auto", "onnx")):
         artifact = cells[key]
         assert artifact["ok"], (key, artifact["error"])
+        record_property(f"{key[0]}-{key[1]} detections", artifact["detections"])  # in --junitxml
+        print(f"{row.name} {key[0]} {key[1]}: {artifact['detections']}")  # with -s
         assert artifact["detections"]["matched"] > 0, key
         assert len({tuple(check[0]) for check in artifact["checked_shapes"]}) == 2  # two image resolutions
     scripted = cells[("script", "torchscript")]

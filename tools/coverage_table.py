@@ -151,7 +151,23 @@ ROWS = [
         {},
         "fixed 224x224: the position embedding has one length",
     ),
-    Row("swin_t", "classification", _classifier("swin_t", 224), _images(2, 224), SPATIAL),
+    Row(
+        "swin_t",
+        "classification",
+        _classifier("swin_t", 224),
+        _images(2, 224),
+        {},
+        "fixed 224x224: see the next row for dynamic height and width",
+    ),
+    Row(
+        "swin_t (dynamic resolution)",
+        "classification",
+        _classifier("swin_t", 224),
+        _images(2, 224),
+        SPATIAL,
+        "Swin pads each stage to its 7x7 window and turns the shift off where a map fits one window,"
+        " branches on the size that a trace bakes in",
+    ),
     Row("transformer_encoder", "sequence", SequenceTagger, _sequence_sample, {"dynamic_axes": {"batch": {1: "seq"}}}),
 ]
 
@@ -201,14 +217,27 @@ def _cell(artifact: dict[str, Any], with_method: bool = False) -> str:
 
 
 def _shapes(artifacts: list[dict[str, Any]], image_list: bool) -> tuple[str, str]:
-    checks = [c for a in artifacts if a["ok"] for c in a["checked_shapes"]]
+    """The resolutions and batch sizes that verified artifacts were checked at.
+
+    For a list of images the batch is the list's length: fixed in flat graphs, free in the
+    scripted TorchScript artifact (native I/O), whose lengths are listed apart.
+    """
+    verified = [a for a in artifacts if a["ok"]]
+    checks = [c for a in verified for c in a["checked_shapes"]]
     if not checks:
         return "-", "-"
-    first_leaf = [c[0] for c in checks]
-    spatial = {tuple(s[-2:]) for s in first_leaf}
-    batches = sorted({len(c) if image_list else c[0][0] for c in checks})
+    spatial = {tuple(c[0][-2:]) for c in checks}
     resolution = "✅ " + ", ".join("x".join(map(str, s)) for s in sorted(spatial)) if len(spatial) > 1 else "fixed"
-    return resolution, ", ".join(map(str, batches))
+    if not image_list:
+        return resolution, ", ".join(map(str, sorted({c[0][0] for c in checks})))
+    lengths = {
+        io: sorted({len(c) for a in verified if a["io"] == io for c in a["checked_shapes"]})
+        for io in ("flat", "native")
+    }
+    batches = ", ".join(map(str, lengths["flat"]))
+    if lengths["native"]:
+        batches += f"; scripted: {', '.join(map(str, lengths['native']))}"
+    return resolution, batches
 
 
 def _row_line(row: Row, result: dict[str, Any]) -> str:
@@ -224,10 +253,17 @@ def _row_line(row: Row, result: dict[str, Any]) -> str:
 
 
 def update_rows(results: dict[str, dict[str, Any]], rows: list[Row], out: Path) -> None:
-    """Replace the lines of re-run rows in an existing table, and say so under it."""
+    """Replace the lines of re-run rows in an existing table (a new row goes after its predecessor)."""
     lines = out.read_text().splitlines()
     for row in rows:
-        lines = [_row_line(row, results[row.name]) if line.startswith(f"| {row.name} |") else line for line in lines]
+        line = _row_line(row, results[row.name])
+        index = next((i for i, old in enumerate(lines) if old.startswith(f"| {row.name} |")), None)
+        if index is not None:
+            lines[index] = line
+            continue
+        previous = ROWS[ROWS.index(row) - 1].name
+        after = next(i for i, old in enumerate(lines) if old.startswith(f"| {previous} |"))
+        lines.insert(after + 1, line)
     names = ", ".join(row.name for row in rows)
     lines.append(f"\nRe-run alone on {datetime.date.today()}: {names}.")
     out.write_text("\n".join(lines) + "\n")
@@ -245,7 +281,8 @@ def write_table(results: dict[str, dict[str, Any]], rows: list[Row], out: Path, 
         "",
         "Each cell: the artifact verified in its own runtime at two shapes (✅), or the short reason it did not (❌).",
         "Detection models are made non-degenerate first (`tools/zoo.py`); their outputs are compared order-"
-        "insensitively. Batch sizes: for a list of images, the list length (fixed by the export sample).",
+        "insensitively. Batch sizes: for a list of images, the list length: fixed by the export sample in"
+        " flat graphs, free in scripted TorchScript (native I/O, checked at 1, 2 and 3 images).",
         "",
         "| model | kind | TorchScript-trace | TorchScript-script | ONNX (method) | .pt2 | dynamic resolution"
         " | batch sizes | time |",
