@@ -26,7 +26,13 @@ _PREFERENCE = ("onnx", "torchscript", "pt2")
 _EXTRAS = {"onnx": "onnxruntime", "torchscript": "torch", "pt2": "torch"}
 
 
-def load(path: str | Path, format: str | None = None, verified_only: bool = True) -> ExportedModel:  # noqa: A002
+def load(
+    path: str | Path,
+    format: str | None = None,  # noqa: A002 - the manifest's word
+    verified_only: bool = True,
+    threads: int | None = None,
+    providers: Sequence[str] | None = None,
+) -> ExportedModel:
     """Open an artifact (or the best one a manifest lists) as a callable with structured I/O.
 
     Args:
@@ -34,6 +40,9 @@ def load(path: str | Path, format: str | None = None, verified_only: bool = True
         format: with a manifest path, which artifact to run (default: the first ``ok`` of
             onnx, torchscript, pt2).
         verified_only: refuse an artifact that the manifest records as failed.
+        threads: ONNX Runtime's intra-op threads (default: its own, one per physical core).
+            torch runtimes follow ``torch.set_num_threads``, which is the process's to set.
+        providers: ONNX Runtime execution providers (default: CUDA first where installed).
 
     Returns:
         An :class:`ExportedModel`, called like the original ``forward``.
@@ -65,7 +74,7 @@ def load(path: str | Path, format: str | None = None, verified_only: bool = True
             f"{artifact}: sha256 mismatch: the file has {digest}, the manifest records {entry.get('sha256')}."
             " The file was changed or replaced after export. HINT: re-export it, or restore the original."
         )
-    return ExportedModel(manifest, entry, artifact)
+    return ExportedModel(manifest, entry, artifact, threads, providers)
 
 
 def _select_artifact(manifest: Mapping[str, Any], manifest_file: Path, path: Path, fmt: str | None) -> dict:
@@ -97,7 +106,14 @@ class ExportedModel:
     what the scripted module returns (lists, dicts and tuples of tensors).
     """
 
-    def __init__(self, manifest: Mapping[str, Any], entry: Mapping[str, Any], artifact: Path) -> None:
+    def __init__(
+        self,
+        manifest: Mapping[str, Any],
+        entry: Mapping[str, Any],
+        artifact: Path,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> None:
         inputs, outputs = manifest["inputs"], manifest["outputs"]
         check_schema_version(inputs["schema"])
         check_schema_version(outputs["schema"])
@@ -119,7 +135,8 @@ class ExportedModel:
         if self._native:
             self._run_native = runtime.open_native(str(artifact))
         else:
-            self._run = runtime.open_runner(str(artifact), inputs["names"], outputs["names"])
+            options = {"threads": threads, "providers": providers} if self.format == "onnx" else {}
+            self._run = runtime.open_runner(str(artifact), inputs["names"], outputs["names"], **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the artifact on structured inputs; returns the structured outputs."""

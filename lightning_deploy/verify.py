@@ -56,7 +56,8 @@ def verify_artifact(
         import onnx  # only the verifier needs the checker; load() stays onnx-free
 
         onnx.checker.check_model(str(path))
-    runner = runtime.open_runner(str(path), input_names, output_names)
+    cpu = {"providers": ["CPUExecutionProvider"]} if fmt == "onnx" else {}  # the reference runtime
+    runner = runtime.open_runner(str(path), input_names, output_names, **cpu)
     result = Verification(ok=True, runtime=runtime.RUNTIME, max_abs_diff=0.0, max_rel_diff=0.0)
     for sample, want in zip(samples, expected):
         shapes = [list(t.shape) for t in sample]

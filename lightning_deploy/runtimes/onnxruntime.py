@@ -15,14 +15,50 @@ RUNTIME = "onnxruntime"
 ARRAYS = "numpy"
 
 
+_GPU_FIRST = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Options chosen on purpose: every graph optimisation, ``threads`` for one operator's work.
+
+    ``threads=None`` keeps ONNX Runtime's default (one per physical core). Operators run one
+    after another (``inter_op_num_threads=1``), which is what a single-stream model needs.
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    return options
+
+
+def choose_providers(requested: Sequence[str] | None) -> list[str]:
+    """``requested`` if all are available, else an error; by default CUDA first where installed."""
+    available = ort.get_available_providers()
+    if requested is None:
+        return [p for p in _GPU_FIRST if p in available]
+    missing = [p for p in requested if p not in available]
+    if missing:
+        raise LoadError(f"providers={list(requested)}: {missing} not available here; available: {available}.")
+    return list(requested)
+
+
 class OnnxRunner:
     """A session opened once; each call feeds the inputs the graph kept, by name.
 
     Exporters drop graph inputs the model never reads, so only those present are fed.
     """
 
-    def __init__(self, path: str, input_names: Sequence[str], output_names: Sequence[str]) -> None:
-        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    def __init__(
+        self,
+        path: str,
+        input_names: Sequence[str],
+        output_names: Sequence[str],
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+    ) -> None:
+        self.session = ort.InferenceSession(path, session_options(threads), providers=choose_providers(providers))
         graph_inputs = {i.name for i in self.session.get_inputs()}
         graph_outputs = {o.name for o in self.session.get_outputs()}
         missing = [n for n in output_names if n not in graph_outputs]
@@ -41,6 +77,12 @@ class OnnxRunner:
         return self.session.run(self.output_names, feed)
 
 
-def open_runner(path: str, input_names: Sequence[str], output_names: Sequence[str]) -> OnnxRunner:
-    """Open ``path`` in an ONNX Runtime CPU session."""
-    return OnnxRunner(path, input_names, output_names)
+def open_runner(
+    path: str,
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    threads: int | None = None,
+    providers: Sequence[str] | None = None,
+) -> OnnxRunner:
+    """Open ``path`` in an ONNX Runtime session (see :func:`session_options`, :func:`choose_providers`)."""
+    return OnnxRunner(path, input_names, output_names, threads, providers)
