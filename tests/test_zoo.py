@@ -10,12 +10,8 @@ from coverage_table import ROWS, run_row  # tools/coverage_table.py, on the path
 
 # Rows that do not meet the targets yet (docs/coverage.md says why); strict, so a fix shows up as XPASS.
 KNOWN_FAILURES = {
-    "swin_t": "trace mismatches at 256x256; ONNX Runtime rejects the dynamo graph; torch.export guard fails",
-    "fasterrcnn_resnet50_fpn": "ONNX Runtime scores differ beyond tolerance on matched detections",
-    "maskrcnn_resnet50_fpn": "trace leaves one detection unmatched; ONNX Runtime scores differ",
-    "keypointrcnn_resnet50_fpn": "ONNX Runtime scores differ beyond tolerance on matched detections",
-    "retinanet_resnet50_fpn": "the sample images give no detections, so nothing is compared",
-    "fcos_resnet50_fpn": "80 detections unmatched away from the cut-off in every runtime",
+    "swin_t (dynamic resolution)": "trace bakes Swin's window padding and shift switch; the scripted graph holds"
+    " aten::copy, which ONNX lacks; the dynamo graph fails in ONNX Runtime (swin_t at fixed 224 passes)",
 }
 
 
