@@ -119,3 +119,14 @@ def test_positional_and_keyword_calls(tmp_path):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     with pytest.raises(StructureError, match="given twice"):
         runner(x, x=x)
+
+
+def test_onnx_session_options_threads_and_providers(exported):
+    sample = structured_sample(3)
+    want = StructuredModel().eval()(*sample).logits.detach()
+    one_thread = load(exported / "model.onnx", threads=1)
+    assert one_thread._run.session.get_session_options().intra_op_num_threads == 1
+    assert one_thread._run.session.get_providers()[-1] == "CPUExecutionProvider"
+    torch.testing.assert_close(one_thread(*sample).logits, want, atol=1e-5, rtol=1e-4)
+    with pytest.raises(LoadError, match=r"providers=\['NoSuchExecutionProvider'\].*available"):
+        load(exported / "model.onnx", providers=["NoSuchExecutionProvider"])
