@@ -156,9 +156,12 @@ class ExportedModel:
     def _run_flat(self, leaves: list[Any]) -> list[Any]:
         """Check and run the input leaves; outputs come back in the inputs' array type."""
         torch_in = _is_torch(leaves[0]) if leaves else False
-        arrays = [_convert(leaf, self._arrays) for leaf in leaves]
+        if self._arrays == "numpy":  # the common case first, without a call per leaf
+            arrays = [x if type(x) is np.ndarray else _convert(x, "numpy") for x in leaves]
+        else:
+            arrays = [_convert(x, "torch") for x in leaves]
         for array, check in zip(arrays, self._checks):
-            _check_leaf(array, *check)
+            check(array)
         outputs = self._run(arrays)
         wanted = "torch" if torch_in else "numpy"
         return outputs if wanted == self._arrays else [_convert(o, wanted) for o in outputs]
@@ -234,26 +237,48 @@ def _by_name(outputs: Any) -> dict[str, Any]:
     return {".".join(["out", *(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)]): v for path, v in pairs}
 
 
-def _leaf_checks(inputs: Mapping[str, Any]) -> list[tuple[str, str, list[int], set[int]]]:
-    """Per input leaf: name, dtype, export shape and the dims allowed to differ."""
+def _leaf_checks(inputs: Mapping[str, Any]) -> list[_LeafCheck]:
+    """Per input leaf, its dtype and static dims, compiled once."""
     dynamic = inputs.get("dynamic_axes", {})
     return [
-        (name, dtype, shape, {int(d) for d in dynamic.get(name, {})})
+        _LeafCheck(name, dtype, shape, {int(d) for d in dynamic.get(name, {})})
         for name, dtype, shape in zip(inputs["names"], inputs["dtypes"], inputs["shapes"])
     ]
 
 
-def _check_leaf(array: Any, name: str, dtype: str, shape: list[int], dynamic: set[int]) -> None:
-    got_dtype = _dtype_name(array)
-    if got_dtype != dtype:
-        raise StructureError(f"input '{name}': dtype {got_dtype}, the model was exported with {dtype}. HINT: cast it.")
-    got = tuple(array.shape)
-    if len(got) != len(shape) or any(g != s for d, (g, s) in enumerate(zip(got, shape)) if d not in dynamic):
-        wanted = ", ".join("*" if d in dynamic else str(s) for d, s in enumerate(shape))
-        raise StructureError(
-            f"input '{name}': shape {list(got)} does not fit the exported shape [{wanted}] (* = dynamic)."
-            " HINT: only the dims marked * may change; export with dynamic_axes to free others."
-        )
+class _LeafCheck:
+    """One input leaf's dtype and static dims; calling it checks an array (a few hundred ns)."""
+
+    __slots__ = ("dtype", "dynamic", "name", "numpy_dtype", "shape", "static", "static_sizes")
+
+    def __init__(self, name: str, dtype: str, shape: list[int], dynamic: set[int]) -> None:
+        self.name, self.dtype, self.shape, self.dynamic = name, dtype, shape, dynamic
+        self.numpy_dtype = _numpy_dtype(dtype)
+        self.static = [d for d in range(len(shape)) if d not in dynamic]
+        self.static_sizes = [shape[d] for d in self.static]
+
+    def __call__(self, array: Any) -> None:
+        dtype = array.dtype
+        if dtype != self.numpy_dtype and _dtype_name(array) != self.dtype:
+            got = _dtype_name(array)
+            raise StructureError(
+                f"input '{self.name}': dtype {got}, the model was exported with {self.dtype}. HINT: cast it."
+            )
+        got = array.shape
+        if len(got) != len(self.shape) or [got[d] for d in self.static] != self.static_sizes:
+            wanted = ", ".join("*" if d in self.dynamic else str(s) for d, s in enumerate(self.shape))
+            raise StructureError(
+                f"input '{self.name}': shape {list(got)} does not fit the exported shape [{wanted}] (* = dynamic)."
+                " HINT: only the dims marked * may change; export with dynamic_axes to free others."
+            )
+
+
+def _numpy_dtype(name: str) -> np.dtype | None:
+    """The numpy dtype of a manifest dtype name, where numpy has one (not bfloat16)."""
+    try:
+        return np.dtype("bool" if name == "bool" else name)
+    except TypeError:
+        return None
 
 
 def _dtype_name(array: Any) -> str:
