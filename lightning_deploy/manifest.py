@@ -107,6 +107,7 @@ def failure_manifest(
     text = f"{type(error).__name__}: {error}"
     artifact = {
         "method": None,
+        "io": "flat",
         "ok": False,
         "verified": False,
         "sha256": None,
