@@ -258,9 +258,7 @@ class _LeafCheck:
         self.static_sizes = [shape[d] for d in self.static]
 
     def __call__(self, array: Any) -> None:
-        dtype = array.dtype
-        if dtype != self.numpy_dtype and _dtype_name(array) != self.dtype:
-            got = _dtype_name(array)
+        if array.dtype != self.numpy_dtype and (got := _dtype_name(array)) != self.dtype:
             raise StructureError(
                 f"input '{self.name}': dtype {got}, the model was exported with {self.dtype}. HINT: cast it."
             )
@@ -276,7 +274,7 @@ class _LeafCheck:
 def _numpy_dtype(name: str) -> np.dtype | None:
     """The numpy dtype of a manifest dtype name, where numpy has one (not bfloat16)."""
     try:
-        return np.dtype("bool" if name == "bool" else name)
+        return np.dtype(name)
     except TypeError:
         return None
 

@@ -108,7 +108,6 @@ def _image_list() -> tuple[list[torch.Tensor]]:
 
 
 SPATIAL = {"spatial": True}  # dims 2 and 3 of forward's first argument (named x or input) are dynamic
-SEGMENTATION = SPATIAL
 DETECTION = {"dynamic_batch": False, "dynamic_axes": {"images": {1: "height", 2: "width"}}}
 ROWS = [
     *(
@@ -124,7 +123,7 @@ ROWS = [
             "ssdlite320_mobilenet_v3_large",
         )
     ),
-    Row("fcn_resnet50", "segmentation", _segmenter("fcn_resnet50"), _images(2, 160), SEGMENTATION),
+    Row("fcn_resnet50", "segmentation", _segmenter("fcn_resnet50"), _images(2, 160), SPATIAL),
     Row(
         "deeplabv3_mobilenet_v3_large",
         "segmentation",
@@ -137,7 +136,7 @@ ROWS = [
         "segmentation",
         _segmenter("lraspp_mobilenet_v3_large"),
         _images(2, 160),
-        SEGMENTATION,
+        SPATIAL,
     ),
     Row("resnet18", "classification", _classifier("resnet18", 160), _images(2, 160), SPATIAL),
     Row("mobilenet_v3_small", "classification", _classifier("mobilenet_v3_small", 160), _images(2, 160), SPATIAL),

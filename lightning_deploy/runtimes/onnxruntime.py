@@ -47,7 +47,8 @@ def choose_providers(requested: Sequence[str] | None) -> list[str]:
 class OnnxRunner:
     """A session opened once; each call feeds the inputs the graph kept, by name.
 
-    Exporters drop graph inputs the model never reads, so only those present are fed.
+    The session uses :func:`session_options` and :func:`choose_providers`. Exporters drop
+    graph inputs the model never reads, so only those present are fed.
     """
 
     def __init__(
@@ -77,12 +78,4 @@ class OnnxRunner:
         return self.session.run(self.output_names, feed)
 
 
-def open_runner(
-    path: str,
-    input_names: Sequence[str],
-    output_names: Sequence[str],
-    threads: int | None = None,
-    providers: Sequence[str] | None = None,
-) -> OnnxRunner:
-    """Open ``path`` in an ONNX Runtime session (see :func:`session_options`, :func:`choose_providers`)."""
-    return OnnxRunner(path, input_names, output_names, threads, providers)
+open_runner = OnnxRunner  # the runtime interface's name: opens ``path`` in a session
