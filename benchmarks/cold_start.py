@@ -1,6 +1,6 @@
 """Cold start: a fresh process that ``load()``s an ONNX artifact and runs it once, against a raw ONNX Runtime script.
 
-Run: ``.venv/bin/python benchmarks/cold_start.py [--repeats 7]`` (prints a table; asserts
+Run: ``.venv/bin/python benchmarks/cold_start.py [--repeats 7] [--doc docs/performance.md]`` (prints a table; asserts
 nothing). Both child processes import what they need, open the model, build the same input
 and run it once; the wall time of each whole process is measured, the median of
 ``--repeats`` runs taken. Also printed: the import time of ``lightning_deploy.load`` on top
@@ -20,8 +20,7 @@ from pathlib import Path
 
 import torch
 import torchvision
-from rich.console import Console
-from rich.table import Table
+from perfdoc import publish
 
 from lightning_deploy import export
 
@@ -63,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--doc", type=Path, default=None, help="write the table into this page (docs/performance.md)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     shape = (1, 3, 224, 224)
@@ -75,18 +75,22 @@ def main() -> None:
             raw.append(_wall(RAW.format(path=path, shape=shape, threads=args.threads)))
     imports = [json.loads(subprocess.run([sys.executable, "-c", IMPORTS], check=True, capture_output=True,
                                          text=True).stdout) for _ in range(args.repeats)]  # fmt: skip
-    table = Table(title=f"Cold start, resnet18 ONNX, one call at {list(shape)} (median of {args.repeats} processes)")
-    for column in ("process", "median s", "min s", "vs raw"):
-        table.add_column(column)
-    for name, times in (("load() then call", ours), ("raw onnxruntime script", raw)):
-        ratio = statistics.median(times) / statistics.median(raw)
-        table.add_row(name, f"{statistics.median(times):.3f}", f"{min(times):.3f}", f"{ratio:.2f}x")
-    Console(width=120).print(table)
     ort_import = statistics.median(i["onnxruntime"] for i in imports)
     ours_import = statistics.median(i["lightning_deploy"] for i in imports)
     torch_seen = any(i["torch"] for i in imports)
-    print(f"import onnxruntime: {ort_import:.3f} s; then `from lightning_deploy import load`: {ours_import:.3f} s"
-          f" (torch imported: {torch_seen})")  # fmt: skip
+    rows = [[name, f"{statistics.median(times):.3f}", f"{min(times):.3f}",
+             f"{statistics.median(times) / statistics.median(raw):.2f}x"]
+            for name, times in (("load() then one call", ours), ("raw ONNX Runtime script", raw))]  # fmt: skip
+    publish(
+        "cold-start",
+        f"Cold start: a fresh process runs resnet18 ONNX once at {list(shape)}",
+        ["process", "median s", "min s", "vs raw"],
+        rows,
+        [f"Median of {args.repeats} processes each, alternating; {args.threads} ONNX Runtime threads.",
+         f"Import time on the torch-free path: `import onnxruntime` {ort_import:.3f} s, then"
+         f" `from lightning_deploy import load` {ours_import:.3f} s (torch imported: {torch_seen})."],
+        args.doc,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Inference latency side by side: eager, each artifact raw in its runtime, and each through ``load()``.
 
-Run: ``.venv/bin/python benchmarks/runtime.py [--repeats 30] [--models mlp ...]`` (prints tables;
-asserts nothing). Every runtime uses the same number of threads (``--threads``, default 2).
-Per model and batch size it prints the median and p90 latency, the throughput, the speed-up
-over eager, and ``load()``'s overhead over the raw runtime (per call, in microseconds).
+Run: ``.venv/bin/python benchmarks/runtime.py [--repeats 30] [--models mlp ...] [--doc docs/performance.md]``
+(prints tables; asserts nothing). Every runtime uses the same number of threads (``--threads``,
+default 2). Per model and batch size it prints the median and p90 latency, the throughput, the
+speed-up over eager, and ``load()``'s overhead over the raw runtime (per call, in microseconds);
+then a summary: the fastest artifact verified at the default tolerance against eager, and int8.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from rich.console import Console
-from rich.table import Table
+from perfdoc import publish
 from torch import nn
 
 from lightning_deploy import export, load
+
+FORMATS = ["onnx", "torchscript", "pt2", "onnx-optimized", "onnx-int8"]
+ONNX_FILES = {"onnx": "model.onnx", "onnx-optimized": "model.optimized.onnx", "onnx-int8": "model.int8.onnx"}
 
 
 @dataclasses.dataclass
@@ -87,15 +90,21 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[int], tuple], tuple[i
 }
 
 
-def _timed(run: Callable[[], Any], repeats: int) -> list[float]:
-    """Seconds per call: warm-up calls first, then ``repeats`` timed calls."""
-    for _ in range(3):
-        run()
-    times = []
+def _timed(runners: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of every runner: warm-up calls first, then ``repeats`` rounds, one call each.
+
+    Interleaving the runners call by call spreads the machine's drift (other processes, clock
+    changes) over all of them alike, which matters for ratios near 1.
+    """
+    for run in runners.values():
+        for _ in range(3):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -103,13 +112,17 @@ def _runners(model: nn.Module, sample: tuple, folder: Path, threads: int) -> dic
     """Every way to run ``model`` on ``sample``, each ready to call."""
     import onnxruntime as ort
 
-    loaded = {fmt: load(folder / "model.export.json", format=fmt) for fmt in ("onnx", "torchscript", "pt2")}
+    loaded = {fmt: load(folder / "model.export.json", format=fmt, threads=threads) for fmt in FORMATS}
     leaves = [t for t in torch.utils._pytree.tree_leaves(sample) if isinstance(t, torch.Tensor)]
     numpy_sample = torch.utils._pytree.tree_map(lambda t: t.numpy(), sample)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
-    feed = {i.name: leaves[loaded["onnx"].input_names.index(i.name)].numpy() for i in session.get_inputs()}
+
+    def session(fmt: str) -> Callable[[], Any]:
+        opened = ort.InferenceSession(str(folder / ONNX_FILES[fmt]), options, providers=["CPUExecutionProvider"])
+        feed = {i.name: leaves[loaded[fmt].input_names.index(i.name)].numpy() for i in opened.get_inputs()}
+        return lambda: opened.run(None, feed)
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scripted = torch.jit.load(str(folder / "model.torchscript.pt"))
@@ -126,15 +139,17 @@ def _runners(model: nn.Module, sample: tuple, folder: Path, threads: int) -> dic
 
         return run
 
-    return {
+    runners = {
         "eager": eager,
         "torchscript (raw)": raw(scripted),
         "torchscript (load)": lambda: loaded["torchscript"](*sample),
         "pt2 (raw)": raw(program),
         "pt2 (load)": lambda: loaded["pt2"](*sample),
-        "onnxruntime (raw session)": lambda: session.run(None, feed),
-        "onnx (load)": lambda: loaded["onnx"](*numpy_sample),
     }
+    for fmt in ONNX_FILES:
+        runners[f"{fmt} (raw)"] = session(fmt)
+        runners[f"{fmt} (load)"] = lambda fmt=fmt: loaded[fmt](*numpy_sample)
+    return runners
 
 
 def bench_model(name: str, repeats: int, threads: int) -> list[dict[str, Any]]:
@@ -144,56 +159,82 @@ def bench_model(name: str, repeats: int, threads: int) -> list[dict[str, Any]]:
     model = build().eval()
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        manifest = export(model, make_sample(2), folder, "model", formats=["onnx", "torchscript", "pt2"], **options)
+        manifest = export(model, make_sample(2), folder, "model", formats=FORMATS, **options)
         failed = [a["format"] for a in manifest["artifacts"] if not a["ok"]]
         if failed:
             raise RuntimeError(f"{name}: {failed} did not verify")
         for batch in batches:
             runners = _runners(model, make_sample(batch), Path(folder), threads)
-            for runtime, run in runners.items():
-                times = _timed(run, repeats)
+            for runtime, times in _timed(runners, repeats).items():
                 rows.append({"model": name, "batch": batch, "runtime": runtime, "times": times})
     return rows
 
 
-def _table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="Latency per call (same thread count everywhere)")
-    for column in ("model", "batch", "runtime", "median ms", "p90 ms", "items/s", "eager / this", "over raw µs"):
-        table.add_column(column, justify="right" if column not in ("model", "runtime") else "left")
-    medians = {(r["model"], r["batch"], r["runtime"]): statistics.median(r["times"]) for r in rows}
+def _latency_rows(rows: list[dict[str, Any]], medians: dict) -> list[list[str]]:
+    table = []
     for r in rows:
         key = (r["model"], r["batch"])
         median = medians[(*key, r["runtime"])]
-        p90 = float(np.percentile(r["times"], 90))
-        raw_name = r["runtime"].replace("(load)", "(raw)").replace("onnx (raw)", "onnxruntime (raw session)")
         overhead = ""
         if r["runtime"].endswith("(load)"):
-            overhead = f"{(median - medians[(*key, raw_name)]) * 1e6:+.1f}"
-        table.add_row(
-            r["model"],
-            str(r["batch"]),
-            r["runtime"],
-            f"{median * 1e3:.3f}",
-            f"{p90 * 1e3:.3f}",
-            f"{r['batch'] / median:,.0f}",
-            f"{medians[(*key, 'eager')] / median:.2f}x",
-            overhead,
-        )
+            overhead = f"{(median - medians[(*key, r['runtime'].replace('(load)', '(raw)'))]) * 1e6:+.1f}"
+        table.append([r["model"], str(r["batch"]), r["runtime"], f"{median * 1e3:.3f}",
+                      f"{float(np.percentile(r['times'], 90)) * 1e3:.3f}", f"{r['batch'] / median:,.0f}",
+                      f"{medians[(*key, 'eager')] / median:.2f}x", overhead])  # fmt: skip
+    return table
+
+
+def _summary_rows(medians: dict) -> list[list[str]]:
+    """Per model and batch: the fastest artifact through load() at the default tolerance, and int8."""
+    table = []
+    for model, batch in dict.fromkeys((m, b) for m, b, _ in medians):
+        eager = medians[(model, batch, "eager")]
+        loads = {r: t for (m, b, r), t in medians.items() if (m, b) == (model, batch) and r.endswith("(load)")}
+        best = min((r for r in loads if not r.startswith("onnx-int8")), key=loads.get)
+        onnx_over_raw = medians[(model, batch, "onnx (load)")] - medians[(model, batch, "onnx (raw)")]
+        onnx_ratio = medians[(model, batch, "onnx (load)")] / medians[(model, batch, "onnx (raw)")]
+        int8 = loads["onnx-int8 (load)"]
+        table.append([model, str(batch), f"{eager * 1e3:.3f}", best, f"{loads[best] * 1e3:.3f}",
+                      f"{eager / loads[best]:.2f}x", f"{onnx_over_raw * 1e6:+.1f} µs ({onnx_ratio:.3f}x)",
+                      f"{int8 * 1e3:.3f}", f"{eager / int8:.2f}x",
+                      f"{medians[(model, batch, 'onnx (load)')] / int8:.2f}x"])  # fmt: skip
     return table
 
 
 def main() -> None:
-    """Time every model and print one table."""
+    """Time every model; print (and with --doc write) the latency table and the summary."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--doc", type=Path, default=None, help="write the tables into this page (docs/performance.md)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     rows = [row for name in args.models for row in bench_model(name, args.repeats, args.threads)]
-    Console(width=140).print(_table(rows))
-    print("python", sys.version.split()[0], "| torch", torch.__version__, "| threads", args.threads)
+    medians = {(r["model"], r["batch"], r["runtime"]): statistics.median(r["times"]) for r in rows}
+    threads = f"{args.threads} threads everywhere (torch.set_num_threads, ONNX Runtime intra-op)"
+    publish(
+        "runtime-summary",
+        "Runtime: the fastest verified artifact against eager, load()'s overhead, int8",
+        ["model", "batch", "eager ms", "fastest artifact (default tolerance)", "its ms", "eager / it",
+         "onnx load() over raw session", "int8 ms", "eager / int8", "onnx / int8"],
+        _summary_rows(medians),
+        [f"Median of {args.repeats} calls per runner, the runners interleaved call by call; {threads}.",
+         "Models: `mlp` is an MLP 64-32-10 with dict input and dataclass output; `transformer` a 2-layer"
+         " TransformerEncoder (d=128, 4 heads, seq 64) with a padding mask; resnet18 at 224x224, weights=None.",
+         "The int8 artifact is verified at its own tolerance (rtol 0.05), so it is not a candidate for the"
+         " fastest artifact at the default tolerance."],
+        args.doc,
+    )  # fmt: skip
+    publish(
+        "runtime",
+        "Runtime: latency per call, each artifact raw in its runtime and through load()",
+        ["model", "batch", "runtime", "median ms", "p90 ms", "items/s", "eager / this", "over raw µs"],
+        _latency_rows(rows, medians),
+        [f"Python {sys.version.split()[0]}, torch {torch.__version__}; {threads}."],
+        args.doc,
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.core.module import _jit_is_scripting
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
+from torch.utils.data import DataLoader
 from typing_extensions import override
 
 from lightning_deploy.engine import export
@@ -38,7 +39,9 @@ class ModelExport(Callback):
     """Export the best checkpoint at the end of ``fit``, verified in every runtime.
 
     Args:
-        formats: any of ``"torchscript"``, ``"onnx"``, ``"pt2"``.
+        formats: any of ``"torchscript"``, ``"onnx"``, ``"pt2"``, ``"onnx-optimized"`` (fused for
+            ONNX Runtime) and ``"onnx-int8"`` (int8 weights; its top-1 accuracy on the validation
+            loader is recorded beside the checkpoint's where batches are ``(inputs, class indices)``).
         method: ``"auto"``, ``"trace"``, ``"script"`` or ``"export"``.
         input_sample: nested tensors (Python only); default ``pl_module.example_input_array``.
         input_spec: the YAML form of a sample, e.g. ``{"shape": [2, 3, 64, 64], "dtype": "float32"}``
@@ -56,6 +59,7 @@ class ModelExport(Callback):
         preflight: dry-run the export of the untrained model in ``setup``.
         strict: raise at fit end (and at preflight) if any artifact failed.
         opset: ONNX opset; ``None`` for the exporter's default.
+        int8_rtol: ``rtol`` of the ``onnx-int8`` artifact's verification.
 
     Raises:
         ConfigurationError: at construction or ``setup``, naming the argument and the fix.
@@ -69,7 +73,10 @@ class ModelExport(Callback):
 
     def __init__(
         self,
-        formats: Sequence[Literal["torchscript", "onnx", "pt2"]] = ("torchscript", "onnx"),
+        formats: Sequence[Literal["torchscript", "onnx", "pt2", "onnx-optimized", "onnx-int8"]] = (
+            "torchscript",
+            "onnx",
+        ),
         method: Literal["auto", "trace", "script", "export"] = "auto",
         input_sample: Any = None,
         input_spec: dict[str, Any] | None = None,
@@ -84,9 +91,10 @@ class ModelExport(Callback):
         preflight: bool = True,
         strict: bool = False,
         opset: int | None = None,
+        int8_rtol: float = 0.05,
     ) -> None:
         self.options = ExportOptions(
-            formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, owner="ModelExport"
+            formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol, owner="ModelExport"
         )
         self._check_choices(input_sample, input_spec, submodule, checkpoint, dirpath, preflight, strict)
         self.input_sample = input_sample
@@ -179,13 +187,24 @@ class ModelExport(Callback):
         stem = Path(ckpt_path).stem if ckpt_path else self.FINAL_STEM
         try:
             copied = self._rebuild(trainer, model, ckpt_path)
-            self.manifest = self._export(self._target(copied), self._sample(copied), dirpath, stem, ckpt_path)
+            accuracy_data = self._accuracy_data(trainer)
+            self.manifest = self._export(
+                self._target(copied), self._sample(copied), dirpath, stem, ckpt_path, accuracy_data
+            )
         except Exception as err:  # noqa: BLE001 - fit must end normally; the error goes to the manifest
             self.manifest = failure_manifest(dirpath, stem, ckpt_path, self.options.formats, err)
         print_report(self.manifest, dirpath)
         return self.manifest
 
-    def _export(self, target: nn.Module, sample: Any, dirpath: Path, stem: str, checkpoint: str | None) -> dict:
+    def _export(
+        self,
+        target: nn.Module,
+        sample: Any,
+        dirpath: Path,
+        stem: str,
+        checkpoint: str | None,
+        accuracy_data: DataLoader | None = None,
+    ) -> dict:
         """Call the engine with this callback's options.
 
         ``_jit_is_scripting`` is Lightning's own workaround (used by ``to_torchscript``) that lets
@@ -195,7 +214,15 @@ class ModelExport(Callback):
         with _jit_is_scripting():
             return export(target, sample, dirpath, stem, formats=o.formats, method=o.method,
                           dynamic_batch=o.dynamic_batch, dynamic_axes=o.dynamic_axes, verify=o.verify,
-                          atol=o.atol, rtol=o.rtol, opset=o.opset, checkpoint=checkpoint)  # fmt: skip
+                          atol=o.atol, rtol=o.rtol, opset=o.opset, checkpoint=checkpoint, int8_rtol=o.int8_rtol,
+                          accuracy_data=accuracy_data)  # fmt: skip
+
+    def _accuracy_data(self, trainer: pl.Trainer | None) -> DataLoader | None:
+        """The fit's validation loader, on which the int8 artifact's accuracy is measured (one loader only)."""
+        if trainer is None or "onnx-int8" not in self.options.formats:
+            return None
+        loaders = trainer.val_dataloaders
+        return loaders if isinstance(loaders, DataLoader) else None
 
     def _checkpoint_callback(self, trainer: pl.Trainer) -> pl.callbacks.ModelCheckpoint:
         callback = trainer.checkpoint_callback

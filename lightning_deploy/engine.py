@@ -12,13 +12,14 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from lightning_deploy.accuracy import accuracy_delta
 from lightning_deploy.adapters import CallSpec, FlatAdapter, FlatTree, bind_sample, flatten_tree
 from lightning_deploy.dynamic import (
     DynamicDims,
@@ -29,9 +30,11 @@ from lightning_deploy.dynamic import (
 )
 from lightning_deploy.errors import ConfigurationError, ExportError
 from lightning_deploy.exporters import EXPORTERS, Capture, ExportContext
-from lightning_deploy.files import move_into_place, sha256_file, staging_dir, write_json_atomic
-from lightning_deploy.manifest import MANIFEST_SUFFIX, artifact_name, header, json_safe, versions
+from lightning_deploy.files import link_files, move_into_place, sha256_file, staging_dir, write_json_atomic
+from lightning_deploy.manifest import MANIFEST_SUFFIX, ONNX_FORMATS, artifact_name, header, json_safe, versions
+from lightning_deploy.onnx_passes import DERIVED_FORMATS
 from lightning_deploy.options import ExportOptions, methods_for
+from lightning_deploy.runtimes import runtime_module
 from lightning_deploy.verify import Verification, verify_artifact, verify_native
 
 __all__ = ["export"]
@@ -53,6 +56,8 @@ def export(
     rtol: float = 1e-3,
     opset: int | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
+    int8_rtol: float = 0.05,
+    accuracy_data: Iterable[Any] | None = None,
 ) -> dict[str, Any]:
     """Export ``module`` to verified artifacts ``dirpath/stem.*`` and a manifest.
 
@@ -62,7 +67,8 @@ def export(
             positional arguments, a dict keyword arguments, anything else is the one argument.
         dirpath: the folder of the artifacts (created if missing).
         stem: the artifacts' common file name stem (``STEM.onnx``, ``STEM.export.json``).
-        formats: any of ``"torchscript"``, ``"onnx"``, ``"pt2"``.
+        formats: any of ``"torchscript"``, ``"onnx"``, ``"pt2"``, and the faster ONNX files
+            ``"onnx-optimized"`` (fused for ONNX Runtime) and ``"onnx-int8"`` (int8 weights).
         method: ``"trace"``, ``"script"``, ``"export"`` or ``"auto"`` (ONNX: export, then
             trace, then script; TorchScript: trace, then script where tracing warned or did
             not verify; pt2: export).
@@ -73,6 +79,10 @@ def export(
         rtol: see ``atol``.
         opset: ONNX opset; ``None`` for the exporter's default.
         checkpoint: the checkpoint the weights came from, recorded in the manifest.
+        int8_rtol: ``rtol`` of the ``onnx-int8`` artifact's verification.
+        accuracy_data: labelled batches ``(input_sample, class indices)``, e.g. a validation
+            ``DataLoader``: the ``onnx-int8`` artifact's top-1 accuracy is measured on them
+            beside the eager model's, and the delta recorded under ``accuracy``.
 
     Returns:
         The manifest, also written to ``dirpath/stem.export.json``.
@@ -86,16 +96,14 @@ def export(
         True
 
     """
-    options = ExportOptions(formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset)
+    options = ExportOptions(formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol)
     dirpath = _checked_target(module, dirpath, stem)
     with _eval_mode(module), torch.no_grad():
         plan = _prepare(module, input_sample, options)
         dirpath.mkdir(parents=True, exist_ok=True)
-        captures: dict[str, Capture | Exception] = {}
         with staging_dir(dirpath, stem) as staging:
-            artifacts = [
-                _export_format(fmt, plan, options, staging, dirpath, stem, captures) for fmt in options.formats
-            ]
+            work = _Work(plan, options, staging, stem, accuracy_data)
+            artifacts = [_export_format(fmt, work, dirpath) for fmt in options.formats]
     # A JSON round trip, so that the returned dict is exactly what the file holds (str keys).
     manifest = json.loads(json.dumps(_manifest(plan, options, artifacts, dirpath, checkpoint), allow_nan=False))
     write_json_atomic(dirpath / (stem + MANIFEST_SUFFIX), manifest)
@@ -132,12 +140,55 @@ class _Plan:
 
 
 @dataclasses.dataclass
+class _Work:
+    """One export's shared state: what is captured and saved once per method is kept here."""
+
+    plan: _Plan
+    options: ExportOptions
+    staging: Path
+    stem: str
+    accuracy_data: Iterable[Any] | None
+    captures: dict[str, Capture | Exception] = dataclasses.field(default_factory=dict)
+    onnx_files: dict[str, Path | Exception] = dataclasses.field(default_factory=dict)
+
+    def capture(self, method: str) -> Capture:
+        """The method's capture of the flat adapter, made on first use (a failure is kept and re-raised)."""
+        if method not in self.captures:
+            try:
+                self.captures[method] = EXPORTERS[method].capture(self.plan.ctx)
+            except Exception as err:  # noqa: BLE001 - any exporter failure is recorded, others go on
+                self.captures[method] = err
+        return _result(self.captures[method])
+
+    def onnx_file(self, method: str) -> Path:
+        """The method's plain ONNX file, saved once into staging; every ONNX format starts from it."""
+        if method not in self.onnx_files:
+            folder = self.staging / f"onnx-source-{method}"
+            folder.mkdir()
+            path = folder / artifact_name(self.stem, "onnx")
+            try:
+                EXPORTERS[method].save(self.capture(method), "onnx", path, self.plan.ctx)
+                self.onnx_files[method] = path
+            except Exception as err:  # noqa: BLE001 - recorded by every ONNX format that needs it
+                self.onnx_files[method] = err
+        return _result(self.onnx_files[method])
+
+
+def _result(value: Any) -> Any:
+    if isinstance(value, Exception):
+        raise value
+    return value
+
+
+@dataclasses.dataclass
 class _Attempt:
     """One method's try at one format."""
 
     method: str
     folder: Path
     verification: Verification | None = None
+    derived: dict[str, Any] | None = None  # what an ONNX pass did (fusions, quantised nodes)
+    accuracy: dict[str, Any] | None = None
     error: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -218,19 +269,12 @@ def _output_dims(names: Sequence[str], first: Sequence[torch.Tensor], second: Se
     return dims
 
 
-def _export_format(
-    fmt: str,
-    plan: _Plan,
-    options: ExportOptions,
-    staging: Path,
-    dirpath: Path,
-    stem: str,
-    captures: dict[str, Capture | Exception],
-) -> dict[str, Any]:
+def _export_format(fmt: str, work: _Work, dirpath: Path) -> dict[str, Any]:
     """Try the format's methods in order; move the chosen file(s) into place; describe them."""
+    plan, stem = work.plan, work.stem
     attempts: list[_Attempt] = []
-    for method in methods_for(fmt, options.method):
-        attempts.append(_attempt(fmt, method, plan, options, staging, stem, captures))
+    for method in methods_for(fmt, work.options.method):
+        attempts.append(_attempt(fmt, method, work))
         if attempts[-1].clean:
             break
     chosen = next((a for a in attempts if a.clean), None) or next((a for a in attempts if a.ok), None)
@@ -252,59 +296,79 @@ def _export_format(
         "max_rel_diff": json_safe(verification.max_rel_diff) if verification else None,
         "checked_shapes": verification.checked_shapes if verification else [],
         "detections": verification.detections if verification else None,
+        "tolerance": dict(zip(("atol", "rtol"), work.options.tolerance(fmt))),
+        "derived": chosen.derived if chosen else None,
+        "accuracy": chosen.accuracy if chosen else None,
         "error": chosen.error if chosen else attempts[-1].error,
         "warnings": chosen.warnings if chosen else [],
         "attempts": [_describe_attempt(a) for a in attempts],
     }
 
 
-def _attempt(
-    fmt: str,
-    method: str,
-    plan: _Plan,
-    options: ExportOptions,
-    staging: Path,
-    stem: str,
-    captures: dict[str, Capture | Exception],
-) -> _Attempt:
+def _attempt(fmt: str, method: str, work: _Work) -> _Attempt:
     """Capture (once per method), save, and verify from disk; errors are recorded, not raised."""
-    attempt = _Attempt(method, staging / f"{fmt}-{method}")
+    attempt = _Attempt(method, work.staging / f"{fmt}-{method}")
     attempt.folder.mkdir()
-    path = attempt.folder / artifact_name(stem, fmt)
-    exporter = EXPORTERS[method]
+    path = attempt.folder / artifact_name(work.stem, fmt)
     try:
-        if method not in captures:
-            start = time.perf_counter()
-            try:
-                captures[method] = exporter.capture(plan.ctx)
-            except Exception as err:  # noqa: BLE001 - any exporter failure is recorded, others go on
-                captures[method] = err
-            attempt.seconds["capture"] = time.perf_counter() - start
-        capture = captures[method]
-        if isinstance(capture, Exception):
-            raise capture
+        with _timed(attempt, "capture", skip=method in work.captures):
+            capture = work.capture(method)
         attempt.warnings = capture.warnings
-        start = time.perf_counter()
-        exporter.save(capture, fmt, path, plan.ctx)
+        with _timed(attempt, "save"):
+            _save(fmt, method, capture, path, work, attempt)
         attempt.written = True
-        attempt.seconds["save"] = time.perf_counter() - start
-        if options.verify:
-            start = time.perf_counter()
-            attempt.verification = _verify(fmt, method, path, plan, options)
-            attempt.seconds["verify"] = time.perf_counter() - start
+        if work.options.verify:
+            with _timed(attempt, "verify"):
+                attempt.verification = _verify(fmt, method, path, work.plan, work.options)
             attempt.error = attempt.verification.error
+        if fmt == "onnx-int8" and work.accuracy_data is not None and attempt.error is None:
+            with _timed(attempt, "accuracy"):
+                attempt.accuracy = _accuracy(path, work)
     except Exception as err:  # noqa: BLE001 - recorded in the manifest; the next method or format goes on
         attempt.error = _error_text(err)  # a half-written file stays in staging, which is removed
     return attempt
 
 
+@contextlib.contextmanager
+def _timed(attempt: _Attempt, step: str, skip: bool = False) -> Iterator[None]:
+    """Record the wall time of ``step`` in the attempt (not when ``skip``: the work was done before)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if not skip:
+            attempt.seconds[step] = attempt.seconds.get(step, 0.0) + time.perf_counter() - start
+
+
+def _save(fmt: str, method: str, capture: Capture, path: Path, work: _Work, attempt: _Attempt) -> None:
+    """Write ``fmt`` at ``path``: ONNX formats start from the method's ONNX file, saved once."""
+    if fmt not in ONNX_FORMATS:
+        EXPORTERS[method].save(capture, fmt, path, work.plan.ctx)
+    elif fmt == "onnx":
+        link_files(work.onnx_file(method).parent, path.parent)  # the source stays for the derived formats
+    else:
+        attempt.derived = DERIVED_FORMATS[fmt](work.onnx_file(method), path)
+
+
 def _verify(fmt: str, method: str, path: Path, plan: _Plan, options: ExportOptions) -> Verification:
+    atol, rtol = options.tolerance(fmt)
     if _native_io(fmt, method, plan):
-        return verify_native(path, *plan.native_checks(), options.atol, options.rtol)
+        return verify_native(path, *plan.native_checks(), atol, rtol)
     ctx = plan.ctx
-    return verify_artifact(
-        fmt, path, ctx.input_names, ctx.output_names, plan.samples, plan.expected, options.atol, options.rtol
+    return verify_artifact(fmt, path, ctx.input_names, ctx.output_names, plan.samples, plan.expected, atol, rtol)
+
+
+def _accuracy(path: Path, work: _Work) -> dict[str, Any]:
+    """The artifact's top-1 accuracy on ``accuracy_data`` beside the eager model's (a failure is recorded)."""
+    ctx = work.plan.ctx
+    runner = runtime_module("onnx").open_runner(
+        str(path), ctx.input_names, ctx.output_names, providers=["CPUExecutionProvider"]
     )
+    try:
+        return accuracy_delta(ctx.adapter.module, lambda leaves: ctx.adapter(*leaves),
+                              lambda leaves: runner([t.numpy() for t in leaves]), work.accuracy_data)  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - the artifact verified; a wrong dataset must not fail it
+        return {"error": _error_text(err)}
 
 
 def _native_io(fmt: str, method: str, plan: _Plan) -> bool:
@@ -360,6 +424,7 @@ def _manifest(
             "verify": options.verify,
             "atol": options.atol,
             "rtol": options.rtol,
+            "int8_rtol": options.int8_rtol,
             "opset": options.opset,
         },
         "artifacts": artifacts,

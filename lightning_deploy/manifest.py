@@ -20,6 +20,7 @@ from lightning_deploy.files import write_json_atomic
 __all__ = [
     "MANIFEST_SUFFIX",
     "MANIFEST_VERSION",
+    "ONNX_FORMATS",
     "SUFFIXES",
     "artifact_name",
     "failure_manifest",
@@ -32,7 +33,14 @@ __all__ = [
 
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".export.json"
-SUFFIXES = {"torchscript": ".torchscript.pt", "onnx": ".onnx", "pt2": ".pt2"}
+SUFFIXES = {
+    "torchscript": ".torchscript.pt",
+    "onnx": ".onnx",
+    "pt2": ".pt2",
+    "onnx-optimized": ".optimized.onnx",
+    "onnx-int8": ".int8.onnx",
+}
+ONNX_FORMATS = ("onnx", "onnx-optimized", "onnx-int8")  # run in ONNX Runtime
 _PACKAGES = ("lightning-deploy", "torch", "lightning", "onnx", "onnxruntime", "onnxscript", "numpy")
 
 
@@ -117,6 +125,9 @@ def failure_manifest(
         "max_rel_diff": None,
         "checked_shapes": [],
         "detections": None,
+        "tolerance": None,
+        "derived": None,
+        "accuracy": None,
         "error": text,
         "warnings": [],
     }  # fmt: skip  (the same keys as an artifact entry of export())

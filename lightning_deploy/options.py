@@ -15,7 +15,7 @@ from lightning_deploy.errors import ConfigurationError
 
 __all__ = ["FORMATS", "METHODS", "ExportOptions", "methods_for"]
 
-FORMATS = ("torchscript", "onnx", "pt2")
+FORMATS = ("torchscript", "onnx", "pt2", "onnx-optimized", "onnx-int8")
 METHODS = ("auto", "trace", "script", "export")
 
 # Which methods can produce each format, in the order "auto" tries them.
@@ -23,6 +23,8 @@ _CANDIDATES = {
     "torchscript": ("trace", "script"),
     "onnx": ("export", "trace", "script"),
     "pt2": ("export",),
+    "onnx-optimized": ("export", "trace", "script"),  # derived from that method's ONNX file
+    "onnx-int8": ("export", "trace", "script"),
 }
 
 
@@ -44,6 +46,8 @@ class ExportOptions:
         atol: absolute tolerance of the comparison.
         rtol: tolerance relative to each output leaf's largest magnitude.
         opset: ONNX opset; ``None`` for the exporter's default.
+        int8_rtol: ``rtol`` of the ``onnx-int8`` artifact, whose int8 weights differ from the
+            float model by about 1% of each output's scale (its accuracy is measured apart).
         owner: the call named in error messages (``export`` or ``ModelExport``).
 
     Raises:
@@ -59,6 +63,7 @@ class ExportOptions:
     atol: float = 1e-4
     rtol: float = 1e-3
     opset: int | None = None
+    int8_rtol: float = 0.05
     owner: str = "export"
 
     def __post_init__(self) -> None:
@@ -68,12 +73,16 @@ class ExportOptions:
         for name in ("dynamic_batch", "verify"):
             if not isinstance(getattr(self, name), bool):
                 self._fail(name, "must be True or False", f"pass {name}=True or {name}=False")
-        for name in ("atol", "rtol"):
+        for name in ("atol", "rtol", "int8_rtol"):
             self._check_tolerance(name)
         set_("dynamic_axes", self._checked_dynamic_axes())
         opset = self.opset
         if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or not 7 <= opset <= 30):
             self._fail("opset", "must be an ONNX opset number (7 to 30) or None", "pass e.g. opset=18, or None")
+
+    def tolerance(self, fmt: str) -> tuple[float, float]:
+        """``(atol, rtol)`` for an artifact of ``fmt``."""
+        return (self.atol, self.int8_rtol if fmt == "onnx-int8" else self.rtol)
 
     def _fail(self, name: str, rule: str, fix: str) -> None:
         raise ConfigurationError(f"{self.owner}({name}={getattr(self, name)!r}): {name} {rule}. HINT: {fix}.")

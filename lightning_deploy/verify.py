@@ -18,6 +18,7 @@ import torch.utils._pytree as pytree
 from lightning_deploy.adapters import flatten_tree
 from lightning_deploy.compare import LeafDiff, compare_detections, compare_leaves, detection_groups
 from lightning_deploy.errors import ExportError
+from lightning_deploy.manifest import ONNX_FORMATS
 from lightning_deploy.runtimes import runtime_module
 
 __all__ = ["Verification", "verify_artifact", "verify_native"]
@@ -52,11 +53,12 @@ def verify_artifact(
     or run are reported in ``error``, not raised.
     """
     runtime = runtime_module(fmt)
-    if fmt == "onnx":
+    onnx_format = fmt in ONNX_FORMATS
+    if onnx_format:
         import onnx  # only the verifier needs the checker; load() stays onnx-free
 
         onnx.checker.check_model(str(path))
-    cpu = {"providers": ["CPUExecutionProvider"]} if fmt == "onnx" else {}  # the reference runtime
+    cpu = {"providers": ["CPUExecutionProvider"]} if onnx_format else {}  # the reference runtime
     runner = runtime.open_runner(str(path), input_names, output_names, **cpu)
     result = Verification(ok=True, runtime=runtime.RUNTIME, max_abs_diff=0.0, max_rel_diff=0.0)
     for sample, want in zip(samples, expected):

@@ -21,6 +21,8 @@ RUNTIME_MODULES = {
     "onnx": "lightning_deploy.runtimes.onnxruntime",
     "torchscript": "lightning_deploy.runtimes.torchscript",
     "pt2": "lightning_deploy.runtimes.pt2",
+    "onnx-optimized": "lightning_deploy.runtimes.onnxruntime",
+    "onnx-int8": "lightning_deploy.runtimes.onnxruntime",
 }
 
 
