@@ -14,6 +14,8 @@ by both paths comes first, so that neither pays torch's one-time imports and ini
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import tempfile
 import time
 import warnings
@@ -27,6 +29,7 @@ import onnxruntime as ort
 import torch
 import torchvision
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.core.module import _jit_is_scripting
 from perfdoc import publish
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -103,7 +106,7 @@ def _bare_calls(ckpt: Path, folder: Path, onnx_method: str) -> dict[str, float]:
 
     model = step("load checkpoint", load_model)
     samples = [torch.randn(2, 3, 224, 224), torch.randn(3, 3, 224, 224)]
-    with torch.no_grad():
+    with torch.no_grad(), _jit_is_scripting():  # Lightning's own switch for tracing a LightningModule
         expected = step("eager at 2 shapes", lambda: [model(s).numpy() for s in samples])
         traced = step("jit.trace", lambda: torch.jit.trace(model, samples[0], check_trace=False))
         step("save TorchScript", lambda: traced.save(str(folder / "bare.pt")))
@@ -116,7 +119,8 @@ def _bare_calls(ckpt: Path, folder: Path, onnx_method: str) -> dict[str, float]:
         else:
             onnx_call = lambda: torch.onnx.export(model, (samples[0],), str(folder / "bare.onnx"), dynamo=False,  # noqa: E731
                                                   input_names=["x"], dynamic_axes={"x": {0: "batch"}})  # fmt: skip
-        step(f"torch.onnx.export ({onnx_method})", onnx_call)
+        with contextlib.redirect_stdout(io.StringIO()):  # the dynamo exporter prints its progress
+            step(f"torch.onnx.export ({onnx_method})", onnx_call)
     cpu = ["CPUExecutionProvider"]
     session = step("ONNX Runtime session", lambda: ort.InferenceSession(str(folder / "bare.onnx"), providers=cpu))
     name = session.get_inputs()[0].name

@@ -30,7 +30,7 @@ from lightning_deploy.dynamic import (
 )
 from lightning_deploy.errors import ConfigurationError, ExportError
 from lightning_deploy.exporters import EXPORTERS, Capture, ExportContext
-from lightning_deploy.files import link_files, move_into_place, sha256_file, staging_dir, write_json_atomic
+from lightning_deploy.files import copy_files, move_into_place, sha256_file, staging_dir, write_json_atomic
 from lightning_deploy.manifest import MANIFEST_SUFFIX, ONNX_FORMATS, artifact_name, header, json_safe, versions
 from lightning_deploy.onnx_passes import DERIVED_FORMATS
 from lightning_deploy.options import ExportOptions, methods_for
@@ -291,6 +291,7 @@ def _export_format(fmt: str, work: _Work, dirpath: Path) -> dict[str, Any]:
         "verified": bool(verification and verification.ok),
         "sha256": sha256_file(dirpath / name) if chosen else None,
         "files": files,
+        "side_files_sha256": {f: sha256_file(dirpath / f) for f in files if f != name},
         "runtime": verification.runtime if verification else None,
         "max_abs_diff": json_safe(verification.max_abs_diff) if verification else None,
         "max_rel_diff": json_safe(verification.max_rel_diff) if verification else None,
@@ -341,11 +342,12 @@ def _timed(attempt: _Attempt, step: str, skip: bool = False) -> Iterator[None]:
 
 
 def _save(fmt: str, method: str, capture: Capture, path: Path, work: _Work, attempt: _Attempt) -> None:
-    """Write ``fmt`` at ``path``: ONNX formats start from the method's ONNX file, saved once."""
-    if fmt not in ONNX_FORMATS:
+    """Write ``fmt`` at ``path``; with derived ONNX formats asked for, all ONNX formats share one export per method."""
+    derived = any(f in DERIVED_FORMATS for f in work.options.formats)
+    if fmt not in ONNX_FORMATS or (fmt == "onnx" and not derived):
         EXPORTERS[method].save(capture, fmt, path, work.plan.ctx)
     elif fmt == "onnx":
-        link_files(work.onnx_file(method).parent, path.parent)  # the source stays for the derived formats
+        copy_files(work.onnx_file(method).parent, path.parent)  # the source stays for the derived formats
     else:
         attempt.derived = DERIVED_FORMATS[fmt](work.onnx_file(method), path)
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["link_files", "move_into_place", "sha256_file", "staging_dir", "write_json_atomic"]
+__all__ = ["copy_files", "move_into_place", "sha256_file", "staging_dir", "write_json_atomic"]
 
 
 @contextlib.contextmanager
@@ -42,13 +42,14 @@ def move_into_place(folder: Path, dirpath: Path) -> list[Path]:
     return moved
 
 
-def link_files(folder: Path, target: Path) -> None:
-    """Hard-link every file of ``folder`` into ``target`` (a copy where links are refused): no bytes written."""
+def copy_files(folder: Path, target: Path) -> None:
+    """Copy every file of ``folder`` into ``target``.
+
+    Not hard links: ``onnx.checker`` refuses external weights (``STEM.onnx.data``) that have
+    more than one link, as a guard against link attacks.
+    """
     for file in folder.iterdir():
-        try:
-            os.link(file, target / file.name)
-        except OSError:
-            shutil.copy2(file, target / file.name)
+        shutil.copy2(file, target / file.name)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -49,7 +49,8 @@ def load(
 
     Raises:
         LoadError: for a missing manifest or artifact, or one recorded as failed.
-        IntegrityError: when the artifact's sha256 differs from the manifest's.
+        IntegrityError: when the sha256 of the artifact (or of a side file such as
+            ``STEM.onnx.data``) differs from the manifest's.
 
     Example:
         >>> model = load("checkpoints/best.onnx")  # doctest: +SKIP
@@ -68,13 +69,21 @@ def load(
     artifact = manifest_file.parent / entry["path"]
     if not artifact.is_file():
         raise LoadError(f"Artifact {artifact} is missing. HINT: copy it along with {manifest_file.name}.")
-    digest = sha256_file(artifact)
-    if digest != entry.get("sha256"):
+    _check_sha256(artifact, entry.get("sha256"))
+    for name, recorded in entry.get("side_files_sha256", {}).items():  # e.g. STEM.onnx.data, the weights
+        _check_sha256(artifact.parent / name, recorded)
+    return ExportedModel(manifest, entry, artifact, threads, providers)
+
+
+def _check_sha256(path: Path, recorded: str | None) -> None:
+    if not path.is_file():
+        raise LoadError(f"{path} is missing. HINT: copy it along with the artifact and its manifest.")
+    digest = sha256_file(path)
+    if digest != recorded:
         raise IntegrityError(
-            f"{artifact}: sha256 mismatch: the file has {digest}, the manifest records {entry.get('sha256')}."
+            f"{path}: sha256 mismatch: the file has {digest}, the manifest records {recorded}."
             " The file was changed or replaced after export. HINT: re-export it, or restore the original."
         )
-    return ExportedModel(manifest, entry, artifact, threads, providers)
 
 
 def _select_artifact(manifest: Mapping[str, Any], manifest_file: Path, path: Path, fmt: str | None) -> dict:

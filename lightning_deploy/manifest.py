@@ -120,6 +120,7 @@ def failure_manifest(
         "verified": False,
         "sha256": None,
         "files": [],
+        "side_files_sha256": {},
         "runtime": None,
         "max_abs_diff": None,
         "max_rel_diff": None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -61,6 +62,31 @@ def test_one_changed_byte_is_refused(exported, tmp_path):
     data[len(data) // 2] ^= 0x01
     (tmp_path / "model.onnx").write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="sha256 mismatch"):
+        load(tmp_path / "model.onnx")
+
+
+def test_external_onnx_weights_are_loaded_and_their_bytes_checked(tmp_path, monkeypatch):
+    from lightning_deploy.exporters import torch_export
+
+    monkeypatch.setattr(torch_export, "EXTERNAL_DATA_BYTES", 256)  # the StructuredModel has 848 bytes
+    export(StructuredModel(), structured_sample(2), tmp_path, "model", formats=["onnx", "onnx-optimized"],
+           method="export")  # fmt: skip
+    manifest = json.loads((tmp_path / "model.export.json").read_text())
+    onnx_entry, optimized = manifest["artifacts"]
+    assert onnx_entry["ok"] and optimized["ok"], (onnx_entry["error"], optimized["error"])
+    assert onnx_entry["files"] == ["model.onnx.data", "model.onnx"]
+    assert list(onnx_entry["side_files_sha256"]) == ["model.onnx.data"]
+    assert optimized["files"] == ["model.optimized.onnx"] and optimized["side_files_sha256"] == {}
+    sample = structured_sample(5)
+    want = StructuredModel().eval()(*sample).logits.detach().numpy()
+    np.testing.assert_allclose(load(tmp_path / "model.onnx")(*sample).logits, want, atol=1e-5)
+    data = bytearray((tmp_path / "model.onnx.data").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tmp_path / "model.onnx.data").write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=r"model.onnx.data: sha256 mismatch"):
+        load(tmp_path / "model.onnx")
+    (tmp_path / "model.onnx.data").unlink()
+    with pytest.raises(LoadError, match=r"model.onnx.data is missing"):
         load(tmp_path / "model.onnx")
 
 
