@@ -1,6 +1,6 @@
 """Cold start: a fresh process that ``load()``s an ONNX artifact and runs it once, against a raw ONNX Runtime script.
 
-Run: ``.venv/bin/python benchmarks/cold_start.py [--repeats 7] [--doc docs/performance.md]`` (prints a table; asserts
+Run: ``.venv/bin/python benchmarks/cold_start.py [--repeats 15] [--doc docs/performance.md]`` (prints a table; asserts
 nothing). Both child processes import what they need, open the model, build the same input
 and run it once; the wall time of each whole process is measured, the median of
 ``--repeats`` runs taken. Also printed: the import time of ``lightning_deploy.load`` on top
@@ -60,7 +60,7 @@ def _wall(code: str) -> float:
 def main() -> None:
     """Export resnet18 to ONNX, then time both child processes alternately."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--doc", type=Path, default=None, help="write the table into this page (docs/performance.md)")
     args = parser.parse_args()
