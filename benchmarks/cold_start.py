@@ -9,7 +9,6 @@ of ``onnxruntime`` (the torch-free path), and whether torch was imported.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import torch
 import torchvision
-from perfdoc import publish
+from perfdoc import argument_parser, publish
 
 from lightning_deploy import export
 
@@ -59,10 +58,8 @@ def _wall(code: str) -> float:
 
 def main() -> None:
     """Export resnet18 to ONNX, then time both child processes alternately."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argument_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--doc", type=Path, default=None, help="write the table into this page (docs/performance.md)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     shape = (1, 3, 224, 224)

@@ -13,7 +13,6 @@ by both paths comes first, so that neither pays torch's one-time imports and ini
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import tempfile
@@ -30,7 +29,7 @@ import torch
 import torchvision
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.core.module import _jit_is_scripting
-from perfdoc import publish
+from perfdoc import argument_parser, publish
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -149,9 +148,7 @@ def _our_split(manifest: dict[str, Any]) -> dict[str, float]:
 
 def main() -> None:
     """Fit with the callback, then the bare calls; print the totals and both splits."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--doc", type=Path, default=None, help="write the tables into this page (docs/performance.md)")
+    parser = argument_parser(__doc__)
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)

@@ -9,20 +9,18 @@ resident memory (``ru_maxrss``). The figure is (peak - baseline) / weights.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-from perfdoc import publish
+from perfdoc import argument_parser, publish
 
 CHILD = """
 import json, resource, sys, tempfile, warnings
 warnings.filterwarnings("ignore")
 import torch, torchvision
 from lightning_deploy import export
-torch.set_num_threads(2)
+torch.set_num_threads({threads})
 
 def rss():
     with open("/proc/self/statm") as f:
@@ -51,13 +49,12 @@ CONFIGS = [
 
 def main() -> None:
     """One fresh process per configuration; print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--doc", type=Path, default=None, help="write the table into this page (docs/performance.md)")
+    parser = argument_parser(__doc__)
     args = parser.parse_args()
     rows = []
     for formats, method in CONFIGS:
-        done = subprocess.run([sys.executable, "-c", CHILD.format(formats=formats, method=method)], check=True,
-                              capture_output=True, text=True)  # fmt: skip
+        code = CHILD.format(formats=formats, method=method, threads=args.threads)
+        done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
         result = json.loads(done.stdout.strip().splitlines()[-1])
         above = result["peak"] - result["baseline"]
         made = ", ".join(f"{fmt} by {how}{'' if ok else ' (FAILED)'}" for fmt, how, ok in result["artifacts"])

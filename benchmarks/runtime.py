@@ -9,7 +9,6 @@ then a summary: the fastest artifact verified at the default tolerance against e
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from perfdoc import publish
+from perfdoc import argument_parser, publish
 from torch import nn
 
 from lightning_deploy import export, load
@@ -91,17 +90,20 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[int], tuple], tuple[i
 
 
 def _timed(runners: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of every runner: warm-up calls first, then ``repeats`` rounds, one call each.
+    """Seconds per call of every runner, one runner at a time: warm-up calls, then ``repeats`` timed calls.
 
-    Interleaving the runners call by call spreads the machine's drift (other processes, clock
-    changes) over all of them alike, which matters for ratios near 1.
+    Not interleaved call by call: ONNX Runtime's and torch's worker threads spin for a while
+    after each call, and would take the CPU from whichever runner comes next (measured here:
+    eager resnet18 three times slower when interleaved with six sessions). For the same reason
+    each block starts after a short pause.
     """
-    for run in runners.values():
+    times: dict[str, list[float]] = {}
+    for name, run in runners.items():
+        time.sleep(0.3)
         for _ in range(3):
             run()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(repeats):
-        for name, run in runners.items():
+        times[name] = []
+        for _ in range(repeats):
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
@@ -152,9 +154,15 @@ def _runners(model: nn.Module, sample: tuple, folder: Path, threads: int) -> dic
     return runners
 
 
+# Calls per runner, as multiples of --repeats: the fast models get more, so that their medians
+# of tens of microseconds are stable against the machine's noise.
+REPEAT_SCALE = {"mlp": 20, "transformer": 4, "resnet18": 1}
+
+
 def bench_model(name: str, repeats: int, threads: int) -> list[dict[str, Any]]:
     """Export ``name`` once, then time every runner at both batch sizes."""
     build, make_sample, batches, options = MODELS[name]
+    repeats *= REPEAT_SCALE[name]
     torch.manual_seed(0)
     model = build().eval()
     rows = []
@@ -203,11 +211,9 @@ def _summary_rows(medians: dict) -> list[list[str]]:
 
 def main() -> None:
     """Time every model; print (and with --doc write) the latency table and the summary."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argument_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--doc", type=Path, default=None, help="write the tables into this page (docs/performance.md)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
@@ -220,7 +226,8 @@ def main() -> None:
         ["model", "batch", "eager ms", "fastest artifact (default tolerance)", "its ms", "eager / it",
          "onnx load() over raw session", "int8 ms", "eager / int8", "onnx / int8"],
         _summary_rows(medians),
-        [f"Median of {args.repeats} calls per runner, the runners interleaved call by call; {threads}.",
+        [f"Median of {args.repeats} calls per runner (x{REPEAT_SCALE} by model), one runner after another;"
+         f" {threads}.",
          "Models: `mlp` is an MLP 64-32-10 with dict input and dataclass output; `transformer` a 2-layer"
          " TransformerEncoder (d=128, 4 heads, seq 64) with a padding mask; resnet18 at 224x224, weights=None.",
          "The int8 artifact is verified at its own tolerance (rtol 0.05), so it is not a candidate for the"

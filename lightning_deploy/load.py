@@ -7,6 +7,7 @@ compiling the schema, opening the runtime) is done here, not per call.
 
 from __future__ import annotations
 
+import operator
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -184,7 +185,7 @@ class ExportedModel:
 
     def _run_flat(self, leaves: list[Any]) -> list[Any]:
         """Check and run the input leaves; outputs come back in the inputs' array type."""
-        torch_in = _is_torch(leaves[0]) if leaves else False
+        numpy_in = not leaves or type(leaves[0]) is np.ndarray or not _is_torch(leaves[0])
         if self._arrays == "numpy":  # the common case first, without a call per leaf
             arrays = [x if type(x) is np.ndarray else _convert(x, "numpy") for x in leaves]
         else:
@@ -192,8 +193,9 @@ class ExportedModel:
         for array, check in zip(arrays, self._checks):
             check(array)
         outputs = self._run(arrays)
-        wanted = "torch" if torch_in else "numpy"
-        return outputs if wanted == self._arrays else [_convert(o, wanted) for o in outputs]
+        if numpy_in == (self._arrays == "numpy"):
+            return outputs
+        return [_convert(o, "numpy" if numpy_in else "torch") for o in outputs]
 
     @property
     def input_names(self) -> list[str]:
@@ -278,21 +280,25 @@ def _leaf_checks(inputs: Mapping[str, Any]) -> list[_LeafCheck]:
 class _LeafCheck:
     """One input leaf's dtype and static dims; calling it checks an array (a few hundred ns)."""
 
-    __slots__ = ("dtype", "dynamic", "name", "numpy_dtype", "shape", "static", "static_sizes")
+    __slots__ = ("dtype", "dynamic", "name", "ndim", "numpy_dtype", "pick_static", "shape", "static_sizes")
 
     def __init__(self, name: str, dtype: str, shape: list[int], dynamic: set[int]) -> None:
-        self.name, self.dtype, self.shape, self.dynamic = name, dtype, shape, dynamic
+        self.name, self.dtype, self.shape, self.dynamic, self.ndim = name, dtype, shape, dynamic, len(shape)
         self.numpy_dtype = _numpy_dtype(dtype)
-        self.static = [d for d in range(len(shape)) if d not in dynamic]
-        self.static_sizes = [shape[d] for d in self.static]
+        static = [d for d in range(len(shape)) if d not in dynamic]
+        # itemgetter picks the static dims in C; comparing what it picks of the exported shape
+        # with what it picks of an array's shape is the whole check.
+        self.pick_static = operator.itemgetter(*static) if static else (lambda shape: ())
+        self.static_sizes = self.pick_static(tuple(shape))
 
     def __call__(self, array: Any) -> None:
-        if array.dtype != self.numpy_dtype and (got := _dtype_name(array)) != self.dtype:
+        dtype = array.dtype
+        if dtype is not self.numpy_dtype and dtype != self.numpy_dtype and (got := _dtype_name(array)) != self.dtype:
             raise StructureError(
                 f"input '{self.name}': dtype {got}, the model was exported with {self.dtype}. HINT: cast it."
             )
         got = array.shape
-        if len(got) != len(self.shape) or [got[d] for d in self.static] != self.static_sizes:
+        if len(got) != self.ndim or self.pick_static(tuple(got)) != self.static_sizes:
             wanted = ", ".join("*" if d in self.dynamic else str(s) for d, s in enumerate(self.shape))
             raise StructureError(
                 f"input '{self.name}': shape {list(got)} does not fit the exported shape [{wanted}] (* = dynamic)."

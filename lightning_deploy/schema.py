@@ -24,6 +24,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from lightning_deploy.errors import LoadError, StructureError
 
 __all__ = ["SCHEMA_VERSION", "Structure", "check_schema_version", "leaf_names"]
@@ -151,7 +153,7 @@ class Structure:
 
 def _flatten_leaf(path: str) -> Flattener:
     def flatten(value: Any, out: list) -> None:
-        if value is None or isinstance(value, (Mapping, list, tuple, str)):
+        if type(value) is not np.ndarray and (value is None or isinstance(value, (Mapping, list, tuple, str))):
             raise StructureError(
                 f"{path}: expected an array or tensor, got {type(value).__name__}."
                 " HINT: pass the same structure as the model's forward."
@@ -189,12 +191,14 @@ def _flatten_sequence(path: str, children: list[Flattener]) -> Flattener:
 
 
 def _flatten_mapping(path: str, keys: list, children: list[Flattener]) -> Flattener:
+    key_set = frozenset(keys)
+
     def flatten(value: Any, out: list) -> None:
-        if not isinstance(value, Mapping):
+        if type(value) is not dict and not isinstance(value, Mapping):
             raise StructureError(f"{path}: expected a dict, got {type(value).__name__}.")
-        missing = [k for k in keys if k not in value]
-        extra = [k for k in value if k not in keys]
-        if missing or extra:
+        if value.keys() != key_set:
+            missing = [k for k in keys if k not in value]
+            extra = [k for k in value if k not in key_set]
             raise StructureError(
                 f"{path}: keys do not match the exported model: missing {missing}, extra {extra}."
                 f" HINT: pass exactly the keys {keys}."
