@@ -151,6 +151,9 @@ class ExportedModel:
         self.format = entry["format"]
         self.path = artifact
         self._call = inputs["schema"]["call"]
+        # forward(a, b, ...) without *args/**kwargs, called positionally: the common case, bound by one zip
+        plain = self._call["var_positional"] is None and self._call["var_keyword"] is None
+        self._positional = tuple(self._call["parameters"]) if plain else None
         self._inputs = Structure(inputs["schema"]["tree"], root="input")
         self._outputs = Structure(outputs["schema"]["tree"], root="output")
         self._checks = _leaf_checks(inputs)
@@ -198,6 +201,14 @@ class ExportedModel:
         return [_convert(o, "numpy" if numpy_in else "torch") for o in outputs]
 
     @property
+    def session(self) -> Any:
+        """The ONNX Runtime ``InferenceSession`` of an ONNX artifact (``None`` for the torch runtimes).
+
+        For what ``load()`` does not wrap: profiling, I/O binding, the session's metadata.
+        """
+        return getattr(getattr(self, "_run", None), "session", None)
+
+    @property
     def input_names(self) -> list[str]:
         """The input leaves' names, in the artifact's order."""
         return self._inputs.names
@@ -235,6 +246,8 @@ class ExportedModel:
 
         Written by hand because the signature is known only from the manifest's JSON.
         """
+        if not kwargs and self._positional is not None and len(args) == len(self._positional):
+            return dict(zip(self._positional, args))
         params, var_pos, var_kw = self._call["parameters"], self._call["var_positional"], self._call["var_keyword"]
         arguments: dict[str, Any] = {}
         remaining = list(args)

@@ -34,17 +34,27 @@ def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
             "-" if diff is None else f"{diff:.2e}",
             checks or "-",
             (a.get("sha256") or "-")[:12],
-            a["path"] if a["ok"] else (a["error"] or "")[:300],
+            _file_note(a) if a["ok"] else (a["error"] or "")[:300],
         )
     Console(width=max(120, Console().width)).print(table)
 
 
+def _file_note(artifact: dict[str, Any]) -> str:
+    """The file, with the int8 accuracy delta where one was measured."""
+    accuracy = artifact.get("accuracy") or {}
+    if "delta" not in accuracy:
+        return artifact["path"]
+    return f"{artifact['path']}\ntop-1 {accuracy['artifact']:.4f} vs {accuracy['eager']:.4f} ({accuracy['delta']:+.4f})"
+
+
 def log_headlines(trainer: pl.Trainer, manifest: dict[str, Any]) -> None:
-    """Log ``export/<format>_ok`` and ``export/<format>_max_abs_diff`` to the trainer's loggers."""
+    """Log ``export/<format>_ok``, ``export/<format>_max_abs_diff`` (and ``_accuracy_delta``) to the loggers."""
     metrics: dict[str, float] = {}
     for a in manifest["artifacts"]:
         metrics[f"export/{a['format']}_ok"] = float(a["ok"])
         if a.get("max_abs_diff") is not None:
             metrics[f"export/{a['format']}_max_abs_diff"] = float(a["max_abs_diff"])
+        if "delta" in (a.get("accuracy") or {}):
+            metrics[f"export/{a['format']}_accuracy_delta"] = float(a["accuracy"]["delta"])
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=trainer.global_step)
