@@ -96,6 +96,13 @@ def test_missing_manifest(exported, tmp_path):
         load(tmp_path / "model.onnx")
 
 
+def test_session_is_the_onnx_runtime_session_of_onnx_artifacts_only(exported):
+    model = load(exported / "model.onnx", threads=1)
+    assert [i.name for i in model.session.get_inputs()] == ["batch.x", "batch.mask"]
+    assert model.session.get_session_options().intra_op_num_threads == 1
+    assert load(exported / "model.torchscript.pt").session is None
+
+
 def test_manifest_path_picks_onnx_first(exported):
     assert load(exported / "model.export.json").format == "onnx"
     assert load(exported / "model.export.json", format="torchscript").format == "torchscript"
