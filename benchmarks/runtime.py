@@ -110,14 +110,14 @@ def _timed(runners: dict[str, Callable[[], Any]], repeats: int) -> dict[str, lis
     return times
 
 
-def _paired_overhead(folder: Path, sample: tuple, threads: int, repeats: int) -> tuple[float, float]:
+def _paired_overhead(folder: Path, sample: tuple, threads: int) -> tuple[float, float]:
     """``load()``'s per-call time over its own ONNX Runtime session, from alternating timed blocks.
 
     One session serves both, so what differs is exactly the work ``load()`` adds (binding,
     flattening, checks, rebuilding the output structure). Twenty alternating blocks spread the
-    machine's drift over both; within a block each path stays hot, as in a serving loop. Per
-    path the fastest block's mean is taken (``timeit``'s rule: noise only ever adds time, and
-    on this shared 2-core machine it adds tens of microseconds at random).
+    machine's drift over both; within a block (about 50 ms of calls) each path stays hot, as in
+    a serving loop. Per path the fastest block's mean is taken (``timeit``'s rule: noise only
+    ever adds time, and on this shared 2-core machine it adds tens of microseconds at random).
     Returns (difference in s, ratio).
     """
     model = load(folder / "model.export.json", format="onnx", threads=threads)
@@ -126,7 +126,9 @@ def _paired_overhead(folder: Path, sample: tuple, threads: int, repeats: int) ->
     feed = {i.name: leaves[i.name] for i in model.session.get_inputs()}
     names = [o.name for o in model.session.get_outputs()]
     calls = {"load": lambda: model(*numpy_sample), "session": lambda: model.session.run(names, feed)}
-    block = max(repeats // 10, 3)
+    start = time.perf_counter()
+    calls["session"]()
+    block = max(1, round(0.05 / (time.perf_counter() - start)))
     best = {name: float("inf") for name in calls}
     for _ in range(20):
         for name, run in calls.items():
@@ -203,7 +205,7 @@ def bench_model(name: str, repeats: int, threads: int) -> list[dict[str, Any]]:
             runners = _runners(model, make_sample(batch), Path(folder), threads)
             for runtime, times in _timed(runners, repeats).items():
                 rows.append({"model": name, "batch": batch, "runtime": runtime, "times": times})
-            overhead = _paired_overhead(Path(folder), make_sample(batch), threads, repeats)
+            overhead = _paired_overhead(Path(folder), make_sample(batch), threads)
             rows.append({"model": name, "batch": batch, "runtime": "load() over its session", "times": overhead})
     return rows
 
@@ -260,7 +262,8 @@ def main() -> None:
         [f"Median of {args.repeats} calls per runner (times " + ", ".join(f"{k} x{v}" for k, v in REPEAT_SCALE.items())
          + f"), one runner after another; {threads}.",
          "load()'s overhead: load() and a direct run() of the same ONNX Runtime session, twenty alternating"
-         " timed blocks each; difference and ratio of the fastest blocks' per-call means (timeit's rule).",
+         " timed blocks of about 50 ms each; difference and ratio of the fastest blocks' per-call means"
+         " (timeit's rule).",
          "Models: `mlp` is an MLP 64-32-10 with dict input and dataclass output; `transformer` a 2-layer"
          " TransformerEncoder (d=128, 4 heads, seq 64) with a padding mask; resnet18 at 224x224, weights=None.",
          "The int8 artifact is verified at its own tolerance (rtol 0.05), so it is not a candidate for the"
