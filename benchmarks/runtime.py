@@ -89,24 +89,25 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[int], tuple], tuple[i
 }
 
 
-def _timed(runners: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
-    """Seconds per call of every runner, one runner at a time: warm-up calls, then ``repeats`` timed calls.
+def _timed(runners: dict[str, Callable[[], Any]], repeats: int, rounds: int = 5) -> dict[str, list[float]]:
+    """Seconds per call of every runner: ``rounds`` rounds, in each a block of calls per runner.
 
-    Not interleaved call by call: ONNX Runtime's and torch's worker threads spin for a while
-    after each call, and would take the CPU from whichever runner comes next (measured here:
-    eager resnet18 three times slower when interleaved with six sessions). For the same reason
-    each block starts after a short pause.
+    Blocks, not calls, alternate: ONNX Runtime's and torch's worker threads spin for a while
+    after each call and would take the CPU from whichever runner comes next (measured here:
+    eager resnet18 three times slower when interleaved call by call with six sessions), so
+    each block starts after a short pause and a warm-up call. Rounds spread this shared
+    machine's drift in speed (seen: the same eager MLP at 0.08 and 0.18 ms minutes apart) over
+    all runners alike.
     """
-    times: dict[str, list[float]] = {}
-    for name, run in runners.items():
-        time.sleep(0.3)
-        for _ in range(3):
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            time.sleep(0.2)
             run()
-        times[name] = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(max(repeats // rounds, 1)):
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
     return times
 
 
@@ -260,7 +261,7 @@ def main() -> None:
          "onnx load() over its own session", "int8 ms", "eager / int8", "onnx / int8"],
         _summary_rows(medians, overheads),
         [f"Median of {args.repeats} calls per runner (times " + ", ".join(f"{k} x{v}" for k, v in REPEAT_SCALE.items())
-         + f"), one runner after another; {threads}.",
+         + f"), in five rounds of one block per runner; {threads}.",
          "load()'s overhead: load() and a direct run() of the same ONNX Runtime session, twenty alternating"
          " timed blocks of about 50 ms each; difference and ratio of the fastest blocks' per-call means"
          " (timeit's rule).",
