@@ -24,8 +24,9 @@ from lightning_deploy.schema import Structure, check_schema_version
 
 __all__ = ["ExportedModel", "load"]
 
-# A manifest's artifact by default: the fused ONNX (same numbers, faster), then the plain ones, int8 last.
-_PREFERENCE = ("onnx-optimized", "onnx", "torchscript", "pt2", "onnx-int8")
+# A manifest's artifact by default: the plain formats first. The derived ONNX files run only when
+# named: int8 changes the numbers, and fusion is not always faster (docs/performance.md).
+_PREFERENCE = ("onnx", "torchscript", "pt2", "onnx-optimized", "onnx-int8")
 
 
 def load(

@@ -106,10 +106,12 @@ def test_int8_onnx_has_int8_weights_and_stays_within_its_tolerance(encoder_expor
     assert 1e-4 * scale < np.abs(got - want).max() <= 0.05 * scale
 
 
-def test_load_of_the_manifest_prefers_the_optimized_onnx_and_never_int8_by_default(encoder_export):
+def test_load_of_the_manifest_takes_plain_onnx_and_derived_files_only_by_name(encoder_export):
     _, dirpath, _ = encoder_export
-    assert load(dirpath / "model.export.json").format == "onnx-optimized"
+    assert load(dirpath / "model.export.json").format == "onnx"
+    assert load(dirpath / "model.export.json", format="onnx-optimized").format == "onnx-optimized"
     assert load(dirpath / "model.export.json", format="onnx-int8").format == "onnx-int8"
+    assert load(dirpath / "model.int8.onnx").format == "onnx-int8"
 
 
 def test_int8_fails_verification_at_a_tolerance_it_cannot_meet(tmp_path):
