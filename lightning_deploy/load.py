@@ -78,14 +78,22 @@ def load(
     if missing:
         raise LoadError(f"{missing[0]} is missing. HINT: copy it along with the artifact and its manifest.")
     digests = _sha256_in_background(list(recorded))
-    model = ExportedModel(manifest, entry, artifact, threads, providers)
-    for path, digest in digests().items():
+    try:
+        model = ExportedModel(manifest, entry, artifact, threads, providers)
+    except Exception:
+        _check_digests(digests(), recorded)  # a changed file explains a failure to open it: say so instead
+        raise
+    _check_digests(digests(), recorded)
+    return model
+
+
+def _check_digests(digests: Mapping[Path, str], recorded: Mapping[Path, str | None]) -> None:
+    for path, digest in digests.items():
         if digest != recorded[path]:
             raise IntegrityError(
                 f"{path}: sha256 mismatch: the file has {digest}, the manifest records {recorded[path]}."
                 " The file was changed or replaced after export. HINT: re-export it, or restore the original."
-            )
-    return model
+            ) from None
 
 
 def _sha256_in_background(paths: list[Path]) -> Callable[[], dict[Path, str]]:
