@@ -161,7 +161,7 @@ class _Work:
         return _result(self.captures[method])
 
     def onnx_file(self, method: str) -> Path:
-        """The method's plain ONNX file, saved once into staging; every ONNX format starts from it."""
+        """The method's plain ONNX file, saved once into staging, for the derived ONNX formats (and a copy for onnx)."""
         if method not in self.onnx_files:
             folder = self.staging / f"onnx-source-{method}"
             folder.mkdir()
