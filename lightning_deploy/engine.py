@@ -151,6 +151,11 @@ class _Work:
     captures: dict[str, Capture | Exception] = dataclasses.field(default_factory=dict)
     onnx_files: dict[str, Path | Exception] = dataclasses.field(default_factory=dict)
 
+    @property
+    def shares_onnx(self) -> bool:
+        """Whether derived ONNX formats were asked for, so that one ONNX file per method serves them all."""
+        return any(fmt in DERIVED_FORMATS for fmt in self.options.formats)
+
     def capture(self, method: str) -> Capture:
         """The method's capture of the flat adapter, made on first use (a failure is kept and re-raised)."""
         if method not in self.captures:
@@ -343,8 +348,7 @@ def _timed(attempt: _Attempt, step: str, skip: bool = False) -> Iterator[None]:
 
 def _save(fmt: str, method: str, capture: Capture, path: Path, work: _Work, attempt: _Attempt) -> None:
     """Write ``fmt`` at ``path``; with derived ONNX formats asked for, all ONNX formats share one export per method."""
-    derived = any(f in DERIVED_FORMATS for f in work.options.formats)
-    if fmt not in ONNX_FORMATS or (fmt == "onnx" and not derived):
+    if fmt not in ONNX_FORMATS or (fmt == "onnx" and not work.shares_onnx):
         EXPORTERS[method].save(capture, fmt, path, work.plan.ctx)
     elif fmt == "onnx":
         copy_files(work.onnx_file(method).parent, path.parent)  # the source stays for the derived formats
