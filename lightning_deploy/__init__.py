@@ -11,6 +11,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# Eager, not lazy: importing the submodule ``lightning_deploy.load`` (the verifier does) would
+# otherwise leave the package attribute ``load`` bound to that module instead of the function.
+# It is torch-free (numpy and, for ONNX, onnxruntime only when an artifact is opened).
+from lightning_deploy.load import load
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -27,7 +32,6 @@ __all__ = [
 
 _LAZY = {
     "export": "lightning_deploy.engine",
-    "load": "lightning_deploy.load",
     "ModelExport": "lightning_deploy.callback",
     "ConfigurationError": "lightning_deploy.errors",
     "ExportError": "lightning_deploy.errors",
@@ -48,7 +52,6 @@ if TYPE_CHECKING:
         LoadError,
         StructureError,
     )
-    from lightning_deploy.load import load
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,7 @@ from torch import nn
 from lightning_deploy.errors import ConfigurationError, ExportError
 from lightning_deploy.schema import SCHEMA_VERSION
 
-__all__ = ["CallSpec", "FlatAdapter", "FlatTree", "bind_sample", "flatten_tree"]
+__all__ = ["CallSpec", "FlatAdapter", "FlatTree", "bind_sample", "describe", "flatten_tree", "keyed_children"]
 
 _DICT_TYPES = (dict, collections.OrderedDict)
 
@@ -111,25 +111,25 @@ class FlatTree:
         return pytree.tree_unflatten(leaves, self.spec)
 
     def tensors(self, value: Any) -> tuple[torch.Tensor, ...]:
-        """The tensor leaves of ``value``, which must have this tree's structure."""
+        """The tensor leaves of ``value``, which must have this tree's structure.
+
+        A structure that differs only in what the schema does not record passes (a scripted
+        module returns a ``dict`` where eager code returned an ``OrderedDict``).
+        """
         leaves, spec = pytree.tree_flatten(value)
-        if spec != self.spec and not self._same_shape(spec, leaves):
+        if spec != self.spec and not self._same_schema(value):
             raise ExportError(
                 f"The structure changed between calls: expected {self.spec}, got {spec}."
                 " HINT: make the output structure independent of the input's values and shapes."
             )
         return tuple(leaves[p] for p in self.tensor_positions)
 
-    def _same_shape(self, spec: pytree.TreeSpec, leaves: list) -> bool:
-        """Whether ``spec`` differs only in what the schema does not record.
-
-        A scripted module returns a ``dict`` where eager code returned an ``OrderedDict``.
-        """
-        names = iter(None if leaf is None else "" for leaf in leaves)
+    def _same_schema(self, value: Any) -> bool:
         try:
-            return _strip_names(_describe(spec, names, "output", ExportError)) == _strip_names(self.schema["tree"])
+            node = describe(value, [], [], "output", ExportError)
         except ExportError:
             return False
+        return _strip_names(node) == _strip_names(self.schema["tree"])
 
 
 def flatten_tree(value: Any, root: str | None, what: str, error: type[Exception]) -> tuple[FlatTree, tuple]:
@@ -140,27 +140,13 @@ def flatten_tree(value: Any, root: str | None, what: str, error: type[Exception]
     ``None`` raise ``error`` naming the leaf; ``what`` names the value in that message.
     """
     _register_dataclasses(value)
-    pairs, spec = pytree.tree_flatten_with_path(value)
-    names, positions, tensors = [], [], []
+    leaves, spec = pytree.tree_flatten(value)
     leaf_names: list[str | None] = []
-    for position, (path, leaf) in enumerate(pairs):
-        name = ".".join([root] * (root is not None) + [_key_name(k) for k in path]) or "out"
-        if leaf is None:
-            leaf_names.append(None)
-            continue
-        if not isinstance(leaf, torch.Tensor):
-            raise error(
-                f"{what} leaf '{name}' is a {type(leaf).__name__}, but exported graphs carry only"
-                " tensors (and None). HINT: make it a tensor, or bind the constant inside the"
-                " module (a default argument or an attribute)."
-            )
-        names.append(name)
-        positions.append(position)
-        tensors.append(leaf)
-        leaf_names.append(name)
-    node = _describe(spec, iter(leaf_names), what, error)
-    tree = FlatTree(spec, tuple(names), tuple(positions), {"schema_version": SCHEMA_VERSION, "tree": node})
-    return tree, tuple(tensors)
+    node = describe(value, [] if root is None else [root], leaf_names, what, error)
+    positions = tuple(i for i, name in enumerate(leaf_names) if name is not None)
+    names = tuple(leaf_names[i] for i in positions)
+    tree = FlatTree(spec, names, positions, {"schema_version": SCHEMA_VERSION, "tree": node})
+    return tree, tuple(leaves[i] for i in positions)
 
 
 class FlatAdapter(nn.Module):
@@ -205,32 +191,64 @@ def _key_name(key: Any) -> str:
     return str(key)
 
 
-def _describe(spec: pytree.TreeSpec, leaf_names: Any, what: str, error: type[Exception]) -> dict[str, Any]:
-    """Translate a pytree spec into the plain-JSON node of ``schema.py``."""
-    if spec.is_leaf():
-        name = next(leaf_names)
-        return {"kind": "none"} if name is None else {"kind": "tensor", "name": name}
-    items = [_describe(child, leaf_names, what, error) for child in spec.children()]
-    if spec.type in _DICT_TYPES:
-        keys = list(spec.context)
+def keyed_children(value: Any) -> tuple[list[Any], list[Any]] | None:
+    """The keys and children of a pytree node by its registered functions; ``None`` for a leaf.
+
+    A type registered without ``flatten_with_keys_fn`` (torch documents that form, and
+    ``tree_flatten_with_path`` refuses it) gets its children's indices as keys.
+    """
+    handler = pytree.SUPPORTED_NODES.get(pytree._get_node_type(value))
+    if handler is None:
+        return None
+    if handler.flatten_with_keys_fn is not None:
+        pairs, _ = handler.flatten_with_keys_fn(value)
+        return [k for k, _ in pairs], [c for _, c in pairs]
+    children, _ = handler.flatten_fn(value)
+    return list(range(len(children))), list(children)
+
+
+def describe(value: Any, path: list[str], leaf_names: list[str | None], what: str, error: type[Exception]) -> dict:
+    """The plain-JSON schema node of ``value``, walking pytree's registry in its leaf order.
+
+    Appends each pytree leaf's name to ``leaf_names`` (``None`` for a ``None`` leaf). Dicts,
+    lists, tuples and named tuples keep their kinds; a dataclass that is not a mapping keeps
+    all its fields (``None`` ones too); every other node (transformers' ``ModelOutput``, a
+    type registered with ``register_pytree_node``) is a ``record`` of its keys and children.
+    """
+    keyed = keyed_children(value)
+    if keyed is None:
+        name = ".".join(path) or "out"
+        if value is None:
+            leaf_names.append(None)
+            return {"kind": "none"}
+        if not isinstance(value, torch.Tensor):
+            raise error(
+                f"{what} leaf '{name}' is a {type(value).__name__}, but exported graphs carry only"
+                " tensors (and None). HINT: make it a tensor, or bind the constant inside the"
+                " module (a default argument or an attribute)."
+            )
+        leaf_names.append(name)
+        return {"kind": "tensor", "name": name}
+    keys, children = keyed
+    fields = [_key_name(k) for k in keys]
+    items = [describe(c, [*path, f], leaf_names, what, error) for f, c in zip(fields, children)]
+    cls = type(value)
+    if cls in _DICT_TYPES or isinstance(value, collections.defaultdict):
+        keys = [k.key for k in keys]
         if not all(isinstance(k, (str, int)) for k in keys):
             raise error(f"{what} has a dict with keys {keys}; only str and int keys are supported.")
         return {"kind": "dict", "keys": keys, "items": items}
-    if spec.type in (list, tuple):
-        return {"kind": spec.type.__name__, "items": items}
-    if spec.type is collections.namedtuple:
-        cls = spec.context
+    if cls in (list, tuple, collections.deque):
+        return {"kind": "tuple" if cls is tuple else "list", "items": items}
+    if pytree._get_node_type(value) is collections.namedtuple:
         return {"kind": "namedtuple", "class": _qualified(cls), "fields": list(cls._fields), "items": items}
-    if dataclasses.is_dataclass(spec.type):
-        # pytree keeps None-valued fields out of the children (context = [fields, none_fields]).
-        by_field = dict(zip(spec.context[0], items))
-        fields = [f.name for f in dataclasses.fields(spec.type) if f.name in by_field or f.name in spec.context[1]]
-        items = [by_field.get(f, {"kind": "none"}) for f in fields]
-        return {"kind": "dataclass", "class": _qualified(spec.type), "fields": fields, "items": items}
-    raise error(
-        f"{what} contains a {spec.type!r}, a container this package cannot describe."
-        " HINT: use dicts, lists, tuples, named tuples or dataclasses."
-    )
+    if dataclasses.is_dataclass(value) and not isinstance(value, Mapping):
+        # pytree keeps None-valued fields out of the children; the schema lists every field.
+        by_field = dict(zip(fields, items))
+        names = [f.name for f in dataclasses.fields(value)]
+        items = [by_field.get(f, {"kind": "none"}) for f in names]
+        return {"kind": "dataclass", "class": _qualified(cls), "fields": names, "items": items}
+    return {"kind": "record", "class": _qualified(cls), "fields": fields, "items": items}
 
 
 def _strip_names(node: dict[str, Any]) -> dict[str, Any]:

@@ -8,11 +8,14 @@ precision). NaNs match NaNs in the same places. numpy only, so ``load`` can shar
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-__all__ = ["LeafDiff", "compare_leaves"]
+from lightning_deploy.schema import Record
+
+__all__ = ["LeafDiff", "compare_leaves", "named_leaves"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,6 +28,10 @@ class LeafDiff:
     max_rel: float
     scale: float
     reason: str | None = None
+
+    def vacuous(self, atol: float, rtol: float) -> bool:
+        """Whether the comparison proved nothing: the tolerance admits an all-zero output (e.g. scale ~1e-16)."""
+        return self.reason is None and self.scale <= atol + rtol * self.scale
 
     def describe(self, atol: float, rtol: float) -> str:
         """One line naming the leaf, the differences and the tolerances."""
@@ -43,6 +50,35 @@ def compare_leaves(
     if len(got) != len(want):
         return [LeafDiff("*", False, float("inf"), float("inf"), 0.0, f"{len(got)} outputs, expected {len(want)}")]
     return [_compare(name, np.asarray(g), np.asarray(w), atol, rtol) for name, g, w in zip(names, got, want)]
+
+
+def named_leaves(value: Any, prefix: str) -> dict[str, Any]:
+    """The leaves of a structured value by path (``out.logits``, ``out.parts.0.first``), ``None`` left out.
+
+    The paths are those that ``torch.utils._pytree`` key paths give on the export side: dict keys,
+    sequence indices, named tuple and dataclass fields, and a :class:`Record`'s or mapping's keys.
+    """
+    found: dict[str, Any] = {}
+    _collect(value, prefix, found)
+    return found
+
+
+def _collect(value: Any, path: str, found: dict[str, Any]) -> None:
+    if value is None:
+        return
+    if isinstance(value, (Record, Mapping)):
+        children: Any = value.items()
+    elif isinstance(value, tuple) and hasattr(value, "_fields"):
+        children = zip(value._fields, value)
+    elif isinstance(value, (list, tuple)):
+        children = enumerate(value)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        children = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
+    else:
+        found[path] = value
+        return
+    for key, child in children:
+        _collect(child, f"{path}.{key}", found)
 
 
 def _compare(name: str, got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> LeafDiff:

@@ -11,7 +11,9 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,26 +22,23 @@ import torch
 from torch import nn
 
 from lightning_deploy.accuracy import accuracy_delta
-from lightning_deploy.adapters import CallSpec, FlatAdapter, FlatTree, bind_sample, flatten_tree
-from lightning_deploy.dynamic import (
-    DynamicDims,
-    export_and_check_samples,
-    list_length_samples,
-    longest_list,
-    resolve_dynamic_dims,
-)
-from lightning_deploy.errors import ConfigurationError, ExportError
-from lightning_deploy.exporters import EXPORTERS, Capture, ExportContext
+from lightning_deploy.eager import attention_fast_path
+from lightning_deploy.errors import ConfigurationError
+from lightning_deploy.exporters import EXPORTERS, Capture
 from lightning_deploy.files import copy_files, move_into_place, sha256_file, staging_dir, write_json_atomic
 from lightning_deploy.manifest import MANIFEST_SUFFIX, ONNX_FORMATS, artifact_name, header, json_safe, versions
 from lightning_deploy.onnx_passes import DERIVED_FORMATS
 from lightning_deploy.options import ExportOptions, methods_for
+from lightning_deploy.plan import Plan, make_plan
+from lightning_deploy.requires import required_packages
 from lightning_deploy.runtimes import runtime_module
-from lightning_deploy.verify import Verification, verify_artifact, verify_native
+from lightning_deploy.verify import Verification, verify_artifact
 
 __all__ = ["export"]
 
 _MAX_ERROR_CHARS = 2000
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_FLAT_ARGUMENT = re.compile(r"\btensors_(\d+)\b")  # FlatAdapter.forward(*tensors), as torch.export names it
 
 
 def export(
@@ -98,8 +97,9 @@ def export(
     """
     options = ExportOptions(formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol)
     dirpath = _checked_target(module, dirpath, stem)
-    with _eval_mode(module), torch.no_grad():
-        plan = _prepare(module, input_sample, options)
+    # Captures and the eager reference take the plain attention path (eager.py); eval mode, no autograd.
+    with _eval_mode(module), torch.no_grad(), attention_fast_path(False):
+        plan = make_plan(module, input_sample, options)
         dirpath.mkdir(parents=True, exist_ok=True)
         with staging_dir(dirpath, stem) as staging:
             work = _Work(plan, options, staging, stem, accuracy_data)
@@ -111,45 +111,20 @@ def export(
 
 
 @dataclasses.dataclass
-class _Plan:
-    """Everything decided before the first exporter runs."""
-
-    inputs: FlatTree
-    call: CallSpec
-    outputs: FlatTree
-    ctx: ExportContext
-    samples: list[tuple[torch.Tensor, ...]]
-    expected: list[tuple[torch.Tensor, ...]]
-    _native_checks: tuple[list[dict], list[Any]] | None = None
-
-    def native_checks(self) -> tuple[list[dict], list[Any]]:
-        """Structured samples and eager outputs for an artifact with native I/O (computed once).
-
-        The export and check samples, then every list cut to one item and grown by one.
-        """
-        if self._native_checks is None:
-            export_args, check_args = (self.inputs.unflatten(s) for s in self.samples)
-            extra = list_length_samples(export_args, check_args)
-            module = self.ctx.adapter.module
-            outputs = [self.outputs.unflatten(e) for e in self.expected]
-            for arguments in extra:
-                args, kwargs = self.call.split(arguments)
-                outputs.append(module(*args, **kwargs))
-            self._native_checks = ([export_args, check_args, *extra], outputs)
-        return self._native_checks
-
-
-@dataclasses.dataclass
 class _Work:
     """One export's shared state: what is captured and saved once per method is kept here."""
 
-    plan: _Plan
+    plan: Plan
     options: ExportOptions
     staging: Path
     stem: str
     accuracy_data: Iterable[Any] | None
     captures: dict[str, Capture | Exception] = dataclasses.field(default_factory=dict)
     onnx_files: dict[str, Path | Exception] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # What load() will read from the manifest, through JSON as it will be written.
+        self.io_manifest: dict[str, Any] = json.loads(json.dumps(self.plan.io_manifest()))
 
     @property
     def shares_onnx(self) -> bool:
@@ -196,6 +171,7 @@ class _Attempt:
     accuracy: dict[str, Any] | None = None
     error: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
+    requires: list[str] = dataclasses.field(default_factory=list)  # operator libraries the file calls
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     written: bool = False
 
@@ -234,46 +210,6 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
             m.training = training
 
 
-def _prepare(module: nn.Module, input_sample: Any, options: ExportOptions) -> _Plan:
-    """Flatten the sample, run eager at both shapes, and fix every name and dynamic dim."""
-    if input_sample is None:
-        raise ConfigurationError("export(input_sample=None): a sample input is needed to export. HINT: pass one.")
-    arguments, call = bind_sample(module, input_sample)
-    inputs, tensors = flatten_tree(arguments, None, "input_sample", ConfigurationError)
-    if not tensors:
-        raise ConfigurationError("export(input_sample=...): the sample holds no tensor. HINT: pass tensors.")
-    input_dims = resolve_dynamic_dims(inputs.names, tensors, options.dynamic_batch, options.dynamic_axes)
-    export_args, check_args = export_and_check_samples(tensors, input_dims)
-    export_arguments = inputs.unflatten(export_args)
-    args, kwargs = call.split(export_arguments)
-    outputs, expected = flatten_tree(module(*args, **kwargs), "out", "The model's output", ExportError)
-    if not expected:
-        raise ExportError(f"{type(module).__name__} returned no tensor; there is nothing to export.")
-    adapter = FlatAdapter(module, inputs, call, outputs)
-    check_expected = adapter(*check_args)
-    ctx = ExportContext(
-        adapter=adapter,
-        args=export_args,
-        input_names=inputs.names,
-        output_names=outputs.names,
-        input_dims=input_dims,
-        output_dims=_output_dims(outputs.names, expected, check_expected),
-        opset=options.opset,
-        native=longest_list(export_arguments) > 0,
-    )
-    return _Plan(inputs, call, outputs, ctx, [export_args, check_args], [expected, check_expected])
-
-
-def _output_dims(names: Sequence[str], first: Sequence[torch.Tensor], second: Sequence[torch.Tensor]) -> DynamicDims:
-    """Output dims that changed between the two samples are dynamic."""
-    dims: DynamicDims = []
-    for name, a, b in zip(names, first, second):
-        if a.dim() != b.dim():
-            raise ExportError(f"Output '{name}' has {a.dim()} dims at one input shape and {b.dim()} at another.")
-        dims.append({d: f"{name}_{d}" for d in range(a.dim()) if a.shape[d] != b.shape[d]})
-    return dims
-
-
 def _export_format(fmt: str, work: _Work, dirpath: Path) -> dict[str, Any]:
     """Try the format's methods in order; move the chosen file(s) into place; describe them."""
     plan, stem = work.plan, work.stem
@@ -287,11 +223,16 @@ def _export_format(fmt: str, work: _Work, dirpath: Path) -> dict[str, Any]:
     name = artifact_name(stem, fmt)
     files = [p.name for p in move_into_place(chosen.folder, dirpath)] if chosen else []
     verification = chosen.verification if chosen else None
+    vacuous = verification.vacuous if verification else []
+    notes = [_vacuous_warning(fmt, vacuous)] if vacuous else []
+    for note in notes:
+        warnings.warn(note, UserWarning, stacklevel=2)
     return {
         "format": fmt,
         "path": name,
         "method": chosen.method if chosen else None,
         "io": "native" if chosen and _native_io(fmt, chosen.method, plan) else "flat",
+        "requires": chosen.requires if chosen else [],
         "ok": bool(chosen and chosen.ok),
         "verified": bool(verification and verification.ok),
         "sha256": sha256_file(dirpath / name) if chosen else None,
@@ -302,11 +243,13 @@ def _export_format(fmt: str, work: _Work, dirpath: Path) -> dict[str, Any]:
         "max_rel_diff": json_safe(verification.max_rel_diff) if verification else None,
         "checked_shapes": verification.checked_shapes if verification else [],
         "detections": verification.detections if verification else None,
+        "vacuous": bool(vacuous),
+        "vacuous_leaves": vacuous,
         "tolerance": dict(zip(("atol", "rtol"), work.options.tolerance(fmt))),
         "derived": chosen.derived if chosen else None,
         "accuracy": chosen.accuracy if chosen else None,
         "error": chosen.error if chosen else attempts[-1].error,
-        "warnings": chosen.warnings if chosen else [],
+        "warnings": (chosen.warnings if chosen else []) + notes,
         "attempts": [_describe_attempt(a) for a in attempts],
     }
 
@@ -323,15 +266,17 @@ def _attempt(fmt: str, method: str, work: _Work) -> _Attempt:
         with _timed(attempt, "save"):
             _save(fmt, method, capture, path, work, attempt)
         attempt.written = True
+        attempt.requires = required_packages(fmt, path)
         if work.options.verify:
             with _timed(attempt, "verify"):
-                attempt.verification = _verify(fmt, method, path, work.plan, work.options)
+                attempt.verification = _verify(fmt, method, path, attempt.requires, work)
             attempt.error = attempt.verification.error
         if fmt == "onnx-int8" and work.accuracy_data is not None and attempt.error is None:
             with _timed(attempt, "accuracy"):
                 attempt.accuracy = _accuracy(path, work)
     except Exception as err:  # noqa: BLE001 - recorded in the manifest; the next method or format goes on
-        attempt.error = _error_text(err)  # a half-written file stays in staging, which is removed
+        # a half-written file stays in staging, which is removed
+        attempt.error = _error_text(err, work.plan.ctx.input_names)
     return attempt
 
 
@@ -356,12 +301,21 @@ def _save(fmt: str, method: str, capture: Capture, path: Path, work: _Work, atte
         attempt.derived = DERIVED_FORMATS[fmt](work.onnx_file(method), path)
 
 
-def _verify(fmt: str, method: str, path: Path, plan: _Plan, options: ExportOptions) -> Verification:
-    atol, rtol = options.tolerance(fmt)
-    if _native_io(fmt, method, plan):
-        return verify_native(path, *plan.native_checks(), atol, rtol)
-    ctx = plan.ctx
-    return verify_artifact(fmt, path, ctx.input_names, ctx.output_names, plan.samples, plan.expected, atol, rtol)
+def _verify(fmt: str, method: str, path: Path, requires: list[str], work: _Work) -> Verification:
+    """Verify through ``load()``'s path, with the manifest's inputs and outputs as they will be written."""
+    native = _native_io(fmt, method, work.plan)
+    entry = {"format": fmt, "io": "native" if native else "flat", "requires": requires}
+    samples, expected = work.plan.checks(native)
+    atol, rtol = work.options.tolerance(fmt)
+    return verify_artifact(entry, path, work.io_manifest, work.plan.call, samples, expected, atol, rtol)
+
+
+def _vacuous_warning(fmt: str, leaves: list[str]) -> str:
+    return (
+        f"{fmt}: the comparison of {leaves[:5]} proves nothing: their largest eager value is within the"
+        " tolerance of zero (an untrained head, outputs near 1e-16), so any output near zero would match."
+        " HINT: verify with trained weights or inputs that make these outputs non-trivial."
+    )
 
 
 def _accuracy(path: Path, work: _Work) -> dict[str, Any]:
@@ -377,14 +331,25 @@ def _accuracy(path: Path, work: _Work) -> dict[str, Any]:
         return {"error": _error_text(err)}
 
 
-def _native_io(fmt: str, method: str, plan: _Plan) -> bool:
+def _native_io(fmt: str, method: str, plan: Plan) -> bool:
     """Whether this artifact takes ``forward``'s own arguments (scripted TorchScript, inputs with lists)."""
     return fmt == "torchscript" and method == "script" and plan.ctx.native
 
 
-def _error_text(err: BaseException) -> str:
-    text = f"{type(err).__name__}: {err}"
+def _error_text(err: BaseException, input_names: tuple[str, ...] = ()) -> str:
+    """Plain text for the manifest and reports.
+
+    ANSI colour codes (torch.onnx's errors carry them) are removed, and the flat adapter's
+    argument names (``tensors_0``, in torch.export's guard messages) name the input leaves.
+    """
+    text = _ANSI.sub("", f"{type(err).__name__}: {err}")
+    text = _FLAT_ARGUMENT.sub(lambda m: _leaf_name(m, input_names), text)
     return text if len(text) <= _MAX_ERROR_CHARS else text[:_MAX_ERROR_CHARS] + " ..."
+
+
+def _leaf_name(match: re.Match, input_names: tuple[str, ...]) -> str:
+    index = int(match.group(1))
+    return f"<input {input_names[index]}>" if index < len(input_names) else match.group(0)
 
 
 def _describe_attempt(attempt: _Attempt) -> dict[str, Any]:
@@ -398,30 +363,17 @@ def _describe_attempt(attempt: _Attempt) -> dict[str, Any]:
 
 
 def _manifest(
-    plan: _Plan,
+    plan: Plan,
     options: ExportOptions,
     artifacts: list[dict[str, Any]],
     dirpath: Path,
     checkpoint: str | os.PathLike[str] | None,
 ) -> dict[str, Any]:
-    ctx = plan.ctx
     return {
         **header(dirpath, checkpoint),
         "ok": all(a["ok"] for a in artifacts),
-        "inputs": {
-            "schema": {**plan.inputs.schema, "call": plan.call.to_json()},
-            "names": list(ctx.input_names),
-            "shapes": [list(t.shape) for t in ctx.args],
-            "dtypes": [_dtype_name(t) for t in ctx.args],
-            "dynamic_axes": {n: dims for n, dims in zip(ctx.input_names, ctx.input_dims) if dims},
-        },
-        "outputs": {
-            "schema": plan.outputs.schema,
-            "names": list(ctx.output_names),
-            "shapes": [list(t.shape) for t in plan.expected[0]],
-            "dtypes": [_dtype_name(t) for t in plan.expected[0]],
-            "dynamic_axes": {n: dims for n, dims in zip(ctx.output_names, ctx.output_dims) if dims},
-        },
+        **plan.io_manifest(),
+        "attention_fast_path": plan.fast_path,
         "options": {
             "formats": list(options.formats),
             "method": options.method,
@@ -436,7 +388,3 @@ def _manifest(
         "artifacts": artifacts,
         "versions": versions(),
     }
-
-
-def _dtype_name(tensor: torch.Tensor) -> str:
-    return str(tensor.dtype).removeprefix("torch.")

@@ -7,6 +7,7 @@ compiling the schema, opening the runtime) is done here, not per call.
 
 from __future__ import annotations
 
+import importlib
 import operator
 import sys
 import threading
@@ -180,6 +181,8 @@ class ExportedModel:
             raise LoadError(
                 f"Running a {self.format} artifact needs {err.name}. HINT: pip install {err.name}."
             ) from None
+        _import_requirements(entry.get("requires") or [], artifact)
+        self.runtime: str = runtime.RUNTIME
         self._arrays = runtime.ARRAYS
         self._native = entry.get("io") == "native"
         if self._native:
@@ -288,6 +291,26 @@ class ExportedModel:
         if missing:
             raise StructureError(f"Missing argument(s) {missing}: the model was exported with {params}.")
         return arguments
+
+
+def _import_requirements(packages: Sequence[str], artifact: Path) -> None:
+    """Import the operator libraries the artifact calls (``torchvision`` for ``torchvision::nms``).
+
+    Importing registers their operators with torch; without it TorchScript fails with "Unknown
+    builtin op". ``onnx-domain:`` entries name custom ONNX domains: nothing to import.
+    """
+    for package in packages:
+        if package.startswith("onnx-domain:"):
+            continue
+        if not package.isidentifier():
+            raise LoadError(f"{artifact.name}: the manifest's requires lists {package!r}, not a package name.")
+        try:
+            importlib.import_module(package)
+        except ImportError as err:
+            raise LoadError(
+                f"{artifact.name} calls operators of {package!r}, which cannot be imported here ({err})."
+                f" HINT: pip install {package}."
+            ) from None
 
 
 def _by_name(outputs: Any) -> dict[str, Any]:

@@ -12,8 +12,14 @@ Node kinds::
     {"kind": "none"}
     {"kind": "list" | "tuple", "items": [node, ...]}
     {"kind": "dict", "keys": [key, ...], "items": [node, ...]}
-    {"kind": "namedtuple" | "dataclass", "class": "module.QualName",
+    {"kind": "namedtuple" | "dataclass" | "record", "class": "module.QualName",
      "fields": [name, ...], "items": [node, ...]}
+
+``record`` (schema version 2) is any other pytree node: transformers' ``ModelOutput`` (only
+the fields that were set), or a type registered with ``register_pytree_node`` (fields named by
+its keys, or by child index where it has none). ``load`` rebuilds a dataclass or a
+``ModelOutput`` as its own class where that class is already imported, and everything else as
+a :class:`Record`: attribute access by field, key access by field name or position.
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ import numpy as np
 
 from lightning_deploy.errors import LoadError, StructureError
 
-__all__ = ["SCHEMA_VERSION", "Structure", "check_schema_version", "leaf_names"]
+__all__ = ["SCHEMA_VERSION", "Record", "Structure", "check_schema_version", "leaf_names"]
 
-SCHEMA_VERSION = 1
-KNOWN_SCHEMA_VERSIONS = (1,)
+SCHEMA_VERSION = 2
+KNOWN_SCHEMA_VERSIONS = (1, 2)  # 2 added the record kind
 
 Flattener = Callable[[Any, list], None]
 Builder = Callable[[Any], Any]
@@ -57,27 +63,69 @@ def leaf_names(node: Mapping[str, Any]) -> list[str]:
     return names
 
 
-def _resolve_class(node: Mapping[str, Any]) -> type:
-    """The recorded named tuple or dataclass type, or a look-alike with the same fields.
+class Record:
+    """A structured output whose class is not at hand: fields by attribute, by key and by position.
+
+    ``out.logits``, ``out["logits"]`` and ``out[0]`` are the same value, as on a Hugging Face
+    ``ModelOutput``; iterating yields the field names, like a mapping's keys.
+    """
+
+    _fields: tuple[str, ...] = ()
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+    def __getitem__(self, key: str | int) -> Any:
+        if isinstance(key, int):
+            return self.__dict__[self._fields[key]]
+        return self.__dict__[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._fields)
+
+    def __len__(self) -> int:
+        return len(self._fields)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._fields
+
+    def keys(self) -> list[str]:
+        """The field names, in order."""
+        return list(self._fields)
+
+    def values(self) -> list[Any]:
+        """The field values, in order."""
+        return [self.__dict__[f] for f in self._fields]
+
+    def items(self) -> list[tuple[str, Any]]:
+        """``(field, value)`` pairs, in order."""
+        return [(f, self.__dict__[f]) for f in self._fields]
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{f}={type(v).__name__}" for f, v in self.items())
+        return f"{type(self).__name__}({inner})"
+
+
+def _resolve_class(node: Mapping[str, Any]) -> Callable[..., Any]:
+    """The recorded class, or a look-alike with the same fields.
 
     The original class is used only when its module is already imported (no import is
-    triggered by a manifest); otherwise a class of the same name and fields is made, so that
-    attribute access works without the training code.
+    triggered by a manifest) and it can be built from its fields by keyword (a named tuple
+    positionally); otherwise a :class:`Record` subclass of the same name is made.
     """
     module_name, _, qualname = node["class"].rpartition(".")
     target: Any = sys.modules.get(module_name)
     for part in qualname.split("."):
         target = getattr(target, part, None)
     fields = list(node["fields"])
-    if isinstance(target, type):
-        if node["kind"] == "namedtuple" and list(getattr(target, "_fields", ())) == fields:
-            return target
-        if node["kind"] == "dataclass" and dataclasses.is_dataclass(target):
-            return target
     name = qualname.rsplit(".", 1)[-1] or "Record"
     if node["kind"] == "namedtuple":
+        if isinstance(target, type) and list(getattr(target, "_fields", ())) == fields:
+            return target
         return collections.namedtuple(name, fields)  # type: ignore[misc]
-    return dataclasses.make_dataclass(name, fields)
+    if isinstance(target, type) and dataclasses.is_dataclass(target):
+        return target
+    return type(name, (Record,), {"_fields": tuple(fields), "__module__": __name__})
 
 
 class Structure:

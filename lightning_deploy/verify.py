@@ -1,7 +1,11 @@
-"""Smoke-test an artifact: load it from disk in its own runtime, compare with eager.
+"""Smoke-test an artifact through ``load()``'s own path and compare with eager, leaf by leaf.
 
-The artifact runs at every check sample (the export shape and the second shape); it is
-``ok`` only if every output leaf matches at all of them.
+Each artifact is opened as an :class:`~lightning_deploy.load.ExportedModel` from the manifest
+that will be written beside it, called with the model's structured arguments, and its
+structured output (rebuilt by the saved schema) compared with the eager output: the same leaf
+paths, and every leaf within tolerance. So "ok" means what a user of ``load()`` will get. It
+runs at every check sample (the export shape and the second shape) and is ``ok`` only if every
+output leaf matches at all of them.
 """
 
 from __future__ import annotations
@@ -15,13 +19,13 @@ import numpy as np
 import torch
 import torch.utils._pytree as pytree
 
-from lightning_deploy.adapters import flatten_tree
-from lightning_deploy.compare import LeafDiff, compare_detections, compare_leaves, detection_groups
+from lightning_deploy.adapters import CallSpec, flatten_tree
+from lightning_deploy.compare import LeafDiff, compare_detections, compare_leaves, detection_groups, named_leaves
 from lightning_deploy.errors import ExportError
+from lightning_deploy.load import ExportedModel
 from lightning_deploy.manifest import ONNX_FORMATS
-from lightning_deploy.runtimes import runtime_module
 
-__all__ = ["Verification", "verify_artifact", "verify_native"]
+__all__ = ["Verification", "verify_artifact"]
 
 
 @dataclasses.dataclass
@@ -35,78 +39,68 @@ class Verification:
     checked_shapes: list[list[list[int]]] = dataclasses.field(default_factory=list)
     error: str | None = None
     detections: dict[str, int] | None = None  # matched/unmatched counts, for outputs with boxes and scores
+    vacuous: list[str] = dataclasses.field(default_factory=list)  # leaves whose scale is within the tolerance
 
 
 def verify_artifact(
-    fmt: str,
+    entry: Mapping[str, Any],
     path: Path,
-    input_names: Sequence[str],
-    output_names: Sequence[str],
-    samples: Sequence[Sequence[torch.Tensor]],
-    expected: Sequence[Sequence[torch.Tensor]],
-    atol: float,
-    rtol: float,
-) -> Verification:
-    """Run ``path`` at each sample and compare with the eager ``expected`` outputs.
-
-    ``checked_shapes`` holds, per sample, the shapes of the input leaves. Failures to load
-    or run are reported in ``error``, not raised.
-    """
-    runtime = runtime_module(fmt)
-    onnx_format = fmt in ONNX_FORMATS
-    if onnx_format:
-        import onnx  # only the verifier needs the checker; load() stays onnx-free
-
-        onnx.checker.check_model(str(path))
-    cpu = {"providers": ["CPUExecutionProvider"]} if onnx_format else {}  # the reference runtime
-    runner = runtime.open_runner(str(path), input_names, output_names, **cpu)
-    result = Verification(ok=True, runtime=runtime.RUNTIME, max_abs_diff=0.0, max_rel_diff=0.0)
-    for sample, want in zip(samples, expected):
-        shapes = [list(t.shape) for t in sample]
-        got = runner([_as(runtime.ARRAYS, t) for t in sample])
-        diffs = _compare_outputs(result, output_names, [_numpy(g) for g in got], [_numpy(w) for w in want], atol, rtol)
-        result.checked_shapes.append(shapes)
-        _accumulate(result, diffs, shapes, atol, rtol)
-    return result
-
-
-def verify_native(
-    path: Path,
+    io_manifest: Mapping[str, Any],
+    call: CallSpec,
     samples: Sequence[Mapping[str, Any]],
     expected: Sequence[Any],
     atol: float,
     rtol: float,
 ) -> Verification:
-    """Run a TorchScript artifact that takes ``forward``'s own arguments at each sample.
+    """Open ``path`` as ``load()`` does and compare its outputs with eager at each sample.
 
-    ``samples`` are ``{parameter: value}``; ``expected`` the eager outputs. The outputs are
-    flattened and compared leaf by leaf by name, so a list of detections may have any length.
+    Args:
+        entry: the artifact's manifest entry as far as it is known (``format``, ``io``, ``requires``).
+        path: the artifact.
+        io_manifest: the manifest's ``inputs`` and ``outputs`` (what ``load()`` reads).
+        call: how the bound arguments are passed to ``forward`` (and so to the loaded model).
+        samples: ``{parameter: value}`` per check, the export sample first.
+        expected: the eager model's structured output per sample.
+        atol: absolute tolerance.
+        rtol: tolerance relative to each output leaf's largest magnitude.
+
+    Returns:
+        The verification; failures to load or run are reported in ``error``, not raised.
+
     """
-    from lightning_deploy.runtimes.torchscript import RUNTIME, open_native
+    if entry["format"] in ONNX_FORMATS:
+        import onnx  # only the verifier needs the checker; load() stays onnx-free
 
-    run = open_native(str(path))
-    result = Verification(ok=True, runtime=RUNTIME, max_abs_diff=0.0, max_rel_diff=0.0)
-    for sample, want in zip(samples, expected):
-        shapes = [list(t.shape) for t in pytree.tree_leaves(sample) if isinstance(t, torch.Tensor)]
-        got_tree, got = flatten_tree(run(**sample), "out", "The artifact's output", ExportError)
-        want_tree, want_leaves = flatten_tree(want, "out", "The model's output", ExportError)
-        if got_tree.names == want_tree.names:
-            got_arrays, want_arrays = [_numpy(g) for g in got], [_numpy(w) for w in want_leaves]
-            diffs = _compare_outputs(result, want_tree.names, got_arrays, want_arrays, atol, rtol)
-        else:
-            reason = f"output leaves {list(got_tree.names)}, expected {list(want_tree.names)}"
-            diffs = [LeafDiff("out", False, float("inf"), float("inf"), 0.0, reason)]
+        onnx.checker.check_model(str(path))
+    cpu = {"providers": ["CPUExecutionProvider"]} if entry["format"] in ONNX_FORMATS else {}  # the reference runtime
+    model = ExportedModel(io_manifest, entry, path, **cpu)
+    result = Verification(ok=True, runtime=model.runtime, max_abs_diff=0.0, max_rel_diff=0.0)
+    for arguments, want in zip(samples, expected):
+        shapes = [list(t.shape) for t in pytree.tree_leaves(arguments) if isinstance(t, torch.Tensor)]
+        args, kwargs = call.split(arguments)
+        diffs = _compare_structures(result, model(*args, **kwargs), want, atol, rtol)
         result.checked_shapes.append(shapes)
         _accumulate(result, diffs, shapes, atol, rtol)
     return result
+
+
+def _compare_structures(result: Verification, got: Any, want: Any, atol: float, rtol: float) -> list[LeafDiff]:
+    """The loaded model's structured output against eager's: the same leaf paths, then the leaves' values."""
+    want_tree, want_leaves = flatten_tree(want, "out", "The model's output", ExportError)
+    got_by_name = named_leaves(got, "out")
+    names = list(want_tree.names)
+    missing, extra = [n for n in names if n not in got_by_name], [n for n in got_by_name if n not in names]
+    if missing or extra:
+        reason = f"the structure differs from eager: leaves missing {missing[:5]}, unexpected {extra[:5]}"
+        return [LeafDiff("out", False, float("inf"), float("inf"), 0.0, reason)]
+    got_arrays = [_numpy(got_by_name[n]) for n in names]
+    return _compare_outputs(result, names, got_arrays, [_numpy(w) for w in want_leaves], atol, rtol)
 
 
 def _compare_outputs(
     result: Verification, names: Sequence[str], got: list[np.ndarray], want: list[np.ndarray], atol: float, rtol: float
 ) -> list[LeafDiff]:
     """Detection sets are compared order-insensitively, every other leaf element-wise."""
-    if len(got) != len(want):
-        return compare_leaves(names, got, want, atol, rtol)
     groups = detection_groups(names)
     grouped = {i for indices in groups.values() for i in indices}
     plain = [i for i in range(len(names)) if i not in grouped]
@@ -127,16 +121,14 @@ def _accumulate(result: Verification, diffs: list[LeafDiff], shapes: list, atol:
     for diff in diffs:
         result.max_abs_diff = max(result.max_abs_diff, diff.max_abs)
         result.max_rel_diff = max(result.max_rel_diff, diff.max_rel)
+        if diff.vacuous(atol, rtol) and diff.name not in result.vacuous:
+            result.vacuous.append(diff.name)
     failed = [d for d in diffs if not d.ok]
     if failed and result.ok:
         result.ok = False
         result.error = f"mismatch in {result.runtime} at input shapes {shapes}: " + "; ".join(
             d.describe(atol, rtol) for d in failed
         )
-
-
-def _as(kind: str, tensor: torch.Tensor) -> Any:
-    return tensor.detach().cpu().numpy() if kind == "numpy" else tensor.detach().cpu()
 
 
 def _numpy(value: Any) -> np.ndarray:

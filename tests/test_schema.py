@@ -51,9 +51,9 @@ def test_single_tensor_is_named_by_its_root():
 
 
 def test_unsupported_container_is_named():
-    value = collections.defaultdict(list, a=torch.ones(1))
-    with pytest.raises(ConfigurationError, match="cannot describe"):
-        flatten_tree({"x": value}, None, "input_sample", ConfigurationError)
+    value = frozenset({1, 2})  # not a pytree node: a leaf that is not a tensor
+    with pytest.raises(ConfigurationError, match=r"leaf 'x.a' is a frozenset"):
+        flatten_tree({"x": {"a": value}}, None, "input_sample", ConfigurationError)
 
 
 def test_a_scripted_dict_matches_an_eager_ordered_dict():
