@@ -38,7 +38,8 @@ __all__ = ["export"]
 
 _MAX_ERROR_CHARS = 2000
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-_FLAT_ARGUMENT = re.compile(r"\btensors_(\d+)\b")  # FlatAdapter.forward(*tensors), as torch.export names it
+# FlatAdapter.forward(*tensors)'s arguments, as torch.export's messages name them
+_FLAT_ARGUMENT = re.compile(r"\btensors_(\d+)\b|L\['tensors'\]\[(\d+)\]")
 
 
 def export(
@@ -348,8 +349,8 @@ def _error_text(err: BaseException, input_names: tuple[str, ...] = ()) -> str:
 
 
 def _leaf_name(match: re.Match, input_names: tuple[str, ...]) -> str:
-    index = int(match.group(1))
-    return f"<input {input_names[index]}>" if index < len(input_names) else match.group(0)
+    index = int(match.group(1) or match.group(2))
+    return f"input '{input_names[index]}'" if index < len(input_names) else match.group(0)
 
 
 def _describe_attempt(attempt: _Attempt) -> dict[str, Any]:
