@@ -40,11 +40,16 @@ def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
 
 
 def _file_note(artifact: dict[str, Any]) -> str:
-    """The file, with the int8 accuracy delta where one was measured."""
+    """The file, with what it needs at run time, vacuous leaves and the int8 accuracy delta where measured."""
+    lines = [artifact["path"]]
+    if artifact.get("requires"):
+        lines.append(f"requires {', '.join(artifact['requires'])}")
+    if artifact.get("vacuous"):
+        lines.append(f"[yellow]vacuous check: {', '.join(artifact['vacuous_leaves'][:3])}[/]")
     accuracy = artifact.get("accuracy") or {}
-    if "delta" not in accuracy:
-        return artifact["path"]
-    return f"{artifact['path']}\ntop-1 {accuracy['artifact']:.4f} vs {accuracy['eager']:.4f} ({accuracy['delta']:+.4f})"
+    if "delta" in accuracy:
+        lines.append(f"top-1 {accuracy['artifact']:.4f} vs {accuracy['eager']:.4f} ({accuracy['delta']:+.4f})")
+    return "\n".join(lines)
 
 
 def log_headlines(trainer: pl.Trainer, manifest: dict[str, Any]) -> None:

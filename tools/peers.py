@@ -91,6 +91,11 @@ def _wav2vec2_sample(batch: int, length: int) -> dict[str, torch.Tensor]:
     return {"input_values": torch.randn(batch, 40 * length, generator=torch.Generator().manual_seed(3))}
 
 
+def _mel_features(batch: int, length: int) -> dict[str, torch.Tensor]:
+    """Log-mel features of Whisper's fixed length (2 x max_source_positions frames)."""
+    return {"input_features": torch.randn(batch, 8, 32, generator=torch.Generator().manual_seed(4))}
+
+
 class WhisperEncoder(nn.Module):
     """Whisper's encoder alone (the audio half that users export apart from decoding)."""
 
@@ -126,7 +131,7 @@ HF_MODELS = {
         Peer(
             "deberta-v2",
             _hf("DebertaV2Model", "DebertaV2Config", max_position_embeddings=64, relative_attention=True,
-                pos_att_type=["p2c", "c2p"], **_SMALL),  # fmt: skip
+                pos_att_type=["p2c", "c2p"], **_SMALL),
             _text,
             TEXT_AXES,
         ),
@@ -139,14 +144,14 @@ HF_MODELS = {
         Peer(
             "llama",
             _hf("LlamaForCausalLM", "LlamaConfig", num_key_value_heads=2, max_position_embeddings=64,
-                use_cache=False, **_SMALL),  # fmt: skip
+                use_cache=False, **_SMALL),
             _text,
             TEXT_AXES,
         ),
         Peer(
             "t5",
             _hf("T5ForConditionalGeneration", "T5Config", d_model=32, d_ff=37, d_kv=8, num_layers=2, num_heads=4,
-                use_cache=False),  # fmt: skip
+                use_cache=False),
             _seq2seq,
             SEQ2SEQ_AXES,
         ),
@@ -154,7 +159,7 @@ HF_MODELS = {
             "bart",
             _hf("BartForConditionalGeneration", "BartConfig", d_model=32, encoder_layers=2, decoder_layers=2,
                 encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=37, decoder_ffn_dim=37,
-                max_position_embeddings=64, use_cache=False),  # fmt: skip
+                max_position_embeddings=64, use_cache=False),
             _seq2seq,
             SEQ2SEQ_AXES,
         ),
@@ -163,14 +168,14 @@ HF_MODELS = {
         Peer(
             "wav2vec2",
             _hf("Wav2Vec2Model", "Wav2Vec2Config", conv_dim=(32, 32), conv_stride=(5, 2), conv_kernel=(10, 3),
-                num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, **_SMALL),  # fmt: skip
+                num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, **_SMALL),
             _wav2vec2_sample,
             {"dynamic_axes": {"input_values": {1: "samples"}}},
         ),
         Peer(
             "whisper-encoder",
             WhisperEncoder,
-            lambda batch, length: {"input_features": torch.randn(batch, 8, 32, generator=torch.Generator().manual_seed(4))},
+            _mel_features,
             sequence=False,
         ),
     )
@@ -213,10 +218,10 @@ LIGHTNING_DEMOS = {
     for peer in (
         Peer("Transformer (batch dynamic)", _demo_transformer, lambda b, n: (_ids(b, n, 7), _ids(b, n, 8))),
         Peer("Transformer (batch and sequence dynamic)", _demo_transformer,
-             lambda b, n: (_ids(b, n, 7), _ids(b, n, 8)), TRANSFORMER_SEQUENCE),  # fmt: skip
+             lambda b, n: (_ids(b, n, 7), _ids(b, n, 8)), TRANSFORMER_SEQUENCE),
         Peer("SimpleLSTM", _demo_lstm, _lstm_sample, LSTM_AXES),
         Peer("BoringModel", _boring, lambda b, n: torch.randn(b, 32, generator=torch.Generator().manual_seed(9)),
-             sequence=False),  # fmt: skip
+             sequence=False),
     )
 }
 
