@@ -8,13 +8,12 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from peers import TEXT_AXES  # tools/peers.py
 from torch.utils.data import DataLoader, TensorDataset
 
-transformers = pytest.importorskip("transformers")
-
-from peers import TEXT_AXES  # tools/peers.py
-
 from lightning_deploy import ModelExport, load
+
+transformers = pytest.importorskip("transformers")
 
 
 class SentimentModule(pl.LightningModule):
@@ -56,8 +55,10 @@ def test_fit_exports_the_best_checkpoint_of_a_hugging_face_model(tmp_path):
     module = SentimentModule()
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_acc", mode="max")
     export_cb = ModelExport(formats=["onnx", "torchscript"], dynamic_axes=TEXT_AXES["dynamic_axes"], strict=True)
-    trainer = pl.Trainer(default_root_dir=tmp_path, max_epochs=3, callbacks=[checkpoint, export_cb], logger=False,
-                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)  # fmt: skip
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path, max_epochs=3, callbacks=[checkpoint, export_cb], logger=False,
+        enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1,
+    )  # fmt: skip
     trainer.fit(module, *_loaders())
     best = tmp_path / "ckpt" / checkpoint.best_model_path.rsplit("/", 1)[-1]
     stem = best.name.removesuffix(".ckpt")

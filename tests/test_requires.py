@@ -25,7 +25,8 @@ class Suppress(nn.Module):
 def _boxes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     corner = torch.rand(n, 2, generator=generator) * 50
-    return torch.cat([corner, corner + 10 + torch.rand(n, 2, generator=generator) * 20], -1), torch.rand(n, generator=generator)
+    size = 10 + torch.rand(n, 2, generator=generator) * 20
+    return torch.cat([corner, corner + size], -1), torch.rand(n, generator=generator)
 
 
 def test_torchvision_ops_are_recorded_and_load_imports_them_in_a_fresh_process(tmp_path):
