@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["HF_MODELS", "LIGHTNING_DEMOS", "TIMM_MODELS", "Peer"]
+__all__ = ["HF_MODELS", "LIGHTNING_DEMOS", "TIMM_MODELS", "Peer", "call_like_forward", "relative_difference"]
 
 
 @dataclasses.dataclass
@@ -32,6 +32,35 @@ class Peer:
     sample: Callable[[int, int], Any]
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     sequence: bool = True
+
+
+def call_like_forward(model: Any, sample: Any) -> Any:
+    """Call ``model`` (eager or ``load()``'s) by ``example_input_array``'s convention, without autograd."""
+    with torch.no_grad():
+        if isinstance(sample, tuple):
+            return model(*sample)
+        if isinstance(sample, dict):
+            return model(**sample)
+        return model(sample)
+
+
+def relative_difference(got: Any, want: Any) -> float:
+    """The largest leaf difference relative to the leaf's scale; ``inf`` when the structures differ.
+
+    Leaves are matched by path (``named_leaves``), so a wrong key or field is a difference too.
+    """
+    from lightning_deploy.compare import named_leaves
+
+    got_leaves, want_leaves = named_leaves(got, "out"), named_leaves(want, "out")
+    if list(got_leaves) != list(want_leaves) or not want_leaves:
+        return float("inf")
+    worst = 0.0
+    for name, w in want_leaves.items():
+        g, w = torch.as_tensor(got_leaves[name]).double(), w.double()
+        if g.shape != w.shape:
+            return float("inf")
+        worst = max(worst, float((g - w).abs().max()) / max(float(w.abs().max()), 1e-12))
+    return worst
 
 
 def _ids(batch: int, length: int, seed: int, vocab: int = 99) -> torch.Tensor:
@@ -216,7 +245,8 @@ LSTM_AXES = {"dynamic_batch": False, "dynamic_axes": {"input": {0: "batch", 1: "
 LIGHTNING_DEMOS = {
     peer.name: peer
     for peer in (
-        Peer("Transformer (batch dynamic)", _demo_transformer, lambda b, n: (_ids(b, n, 7), _ids(b, n, 8))),
+        Peer("Transformer (batch dynamic)", _demo_transformer, lambda b, n: (_ids(b, 8, 7), _ids(b, 8, 8)),
+             sequence=False),
         Peer("Transformer (batch and sequence dynamic)", _demo_transformer,
              lambda b, n: (_ids(b, n, 7), _ids(b, n, 8)), TRANSFORMER_SEQUENCE),
         Peer("SimpleLSTM", _demo_lstm, _lstm_sample, LSTM_AXES),
