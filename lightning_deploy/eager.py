@@ -27,7 +27,7 @@ from lightning_deploy.dynamic import DynamicDims
 from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.options import ExportOptions
 
-__all__ = ["attention_fast_path", "fast_path_agreement", "run_eager"]
+__all__ = ["attention_fast_path", "changed_dims", "fast_path_agreement", "run_eager"]
 
 
 @contextlib.contextmanager
@@ -85,6 +85,10 @@ def changed_dims(
     ]
 
 
+def _numpy(tensor: torch.Tensor) -> Any:
+    return tensor.detach().cpu().float().numpy()
+
+
 def fast_path_agreement(
     module: nn.Module,
     call: CallSpec,
@@ -107,8 +111,7 @@ def fast_path_agreement(
         for arguments, want in zip(samples, plain):
             args, kwargs = call.split(arguments)
             got = outputs.tensors(module(*args, **kwargs))
-            diffs += compare_leaves(outputs.names, [g.float().numpy() for g in got],
-                                    [w.float().numpy() for w in want], atol, rtol)  # fmt: skip
+            diffs += compare_leaves(outputs.names, [_numpy(g) for g in got], [_numpy(w) for w in want], atol, rtol)
     failed = [d for d in diffs if not d.ok]
     error = None
     if failed:

@@ -106,7 +106,7 @@ def export(
             work = _Work(plan, options, staging, stem, accuracy_data)
             artifacts = [_export_format(fmt, work, dirpath) for fmt in options.formats]
     # A JSON round trip, so that the returned dict is exactly what the file holds (str keys).
-    manifest = json.loads(json.dumps(_manifest(plan, options, artifacts, dirpath, checkpoint), allow_nan=False))
+    manifest = json.loads(json.dumps(_manifest(work, artifacts, dirpath, checkpoint), allow_nan=False))
     write_json_atomic(dirpath / (stem + MANIFEST_SUFFIX), manifest)
     return manifest
 
@@ -364,17 +364,17 @@ def _describe_attempt(attempt: _Attempt) -> dict[str, Any]:
 
 
 def _manifest(
-    plan: Plan,
-    options: ExportOptions,
+    work: _Work,
     artifacts: list[dict[str, Any]],
     dirpath: Path,
     checkpoint: str | os.PathLike[str] | None,
 ) -> dict[str, Any]:
+    options = work.options
     return {
         **header(dirpath, checkpoint),
         "ok": all(a["ok"] for a in artifacts),
-        **plan.io_manifest(),
-        "attention_fast_path": plan.fast_path,
+        **work.io_manifest,
+        "attention_fast_path": work.plan.fast_path,
         "options": {
             "formats": list(options.formats),
             "method": options.method,

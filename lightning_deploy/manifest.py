@@ -121,6 +121,7 @@ def failure_manifest(
     artifact = {
         "method": None,
         "io": "flat",
+        "requires": [],
         "ok": False,
         "verified": False,
         "sha256": None,
@@ -131,6 +132,8 @@ def failure_manifest(
         "max_rel_diff": None,
         "checked_shapes": [],
         "detections": None,
+        "vacuous": False,
+        "vacuous_leaves": [],
         "tolerance": None,
         "derived": None,
         "accuracy": None,
