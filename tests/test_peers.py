@@ -78,3 +78,17 @@ def test_simple_lstm_default_options_name_the_fix_before_anything_is_written(tmp
 
 def test_simple_lstm_with_the_batch_in_dim_1_of_its_state(tmp_path):
     check_peer(LIGHTNING_DEMOS["SimpleLSTM"], tmp_path)
+
+
+def test_lightning_demo_transformer_with_the_batch_dynamic_matches_at_batch_4(tmp_path):
+    peer = LIGHTNING_DEMOS["Transformer (batch dynamic)"]
+    manifest = check_peer(peer, tmp_path)
+    assert manifest["attention_fast_path"]["ok"]  # eager's fused path agrees with the math path that was exported
+    sample = peer.sample(4, 8)
+    got = call_like_forward(load(tmp_path / "model.onnx"), sample)
+    assert relative_difference(got, call_like_forward(peer.build(), sample)) <= 2e-3
+
+
+@pytest.mark.slow
+def test_lightning_demo_transformer_with_batch_and_sequence_dynamic(tmp_path):
+    check_peer(LIGHTNING_DEMOS["Transformer (batch and sequence dynamic)"], tmp_path)

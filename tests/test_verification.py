@@ -132,3 +132,22 @@ def test_fast_path_agreement_is_recorded_for_attention_models(tmp_path):
     assert trace["method"] == "trace" and trace["ok"], trace  # the math path's trace verifies at two lengths
     assert torch.backends.mha.get_fastpath_enabled()  # the switch is restored
     assert export(nn.Linear(2, 2), torch.randn(2, 2), tmp_path, "n", formats=["onnx"])["attention_fast_path"] is None
+
+
+class SplitHeads(nn.Module):
+    """nn.MultiheadAttention's packed projection pattern: unflatten, then a transpose with a negative dim."""
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        return q.unflatten(-1, (3, q.size(-1) // 3)).unsqueeze(0).transpose(0, -2).contiguous()
+
+
+def test_unflatten_then_negative_transpose_exports_through_the_traced_onnx_path(tmp_path):
+    from torch.onnx._internal.torchscript_exporter.registration import registry
+
+    manifest = export(SplitHeads(), torch.randn(2, 5, 12), tmp_path, "m", formats=["onnx"], method="trace",
+                      dynamic_axes={"q": {1: "seq"}})  # fmt: skip
+    (artifact,) = manifest["artifacts"]
+    assert artifact["ok"], artifact["error"]
+    x = torch.randn(3, 7, 12)
+    torch.testing.assert_close(load(tmp_path / "m.onnx")(x), SplitHeads()(x))
+    assert not registry.get_function_group("aten::unflatten").get(13).__module__.startswith("lightning_deploy")

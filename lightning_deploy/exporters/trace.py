@@ -9,6 +9,7 @@ from typing import ClassVar
 import torch
 
 from lightning_deploy.exporters.base import Capture, ExportContext, Exporter
+from lightning_deploy.exporters.onnx_symbolics import known_rank_unflatten
 
 __all__ = ["TraceExporter", "trace_flat"]
 
@@ -49,7 +50,7 @@ class TraceExporter(Exporter):
             for name, dims in zip(ctx.input_names + ctx.output_names, ctx.input_dims + ctx.output_dims)
             if dims
         }
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), known_rank_unflatten():
             warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": chosen on purpose
             torch.onnx.export(
                 capture.program,
