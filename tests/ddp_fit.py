@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
+import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning_models import DigitsClassifier, NotExportable, digits_loaders
 
@@ -29,3 +30,8 @@ if __name__ == "__main__":
     )  # fmt: skip
     trainer.fit(model, *digits_loaders())
     print(f"rank {trainer.global_rank} finished", flush=True)
+    # PyTorch's documented shutdown: without it, gloo's worker threads can still hold work at
+    # interpreter exit and abort the process (SIGABRT, "terminate called without an active
+    # exception"; pytorch/pytorch#190489), after everything, export included, has finished.
+    if dist.is_initialized():
+        dist.destroy_process_group()
