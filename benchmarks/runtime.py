@@ -1,10 +1,13 @@
 """Inference latency side by side: eager, each artifact raw in its runtime, and each through ``load()``.
 
-Run: ``.venv/bin/python benchmarks/runtime.py [--repeats 30] [--models mlp ...] [--doc docs/performance.md]``
-(prints tables; asserts nothing). Every runtime uses the same number of threads (``--threads``,
-default 2). Per model and batch size it prints the median and p90 latency, the throughput, the
-speed-up over eager, and ``load()``'s overhead over the raw runtime (per call, in microseconds);
-then a summary: the fastest artifact verified at the default tolerance against eager, and int8.
+Run: ``.venv/bin/python benchmarks/runtime.py [--repeats 30] [--models mlp ...] [--device cuda]
+[--doc docs/performance.md]`` (prints tables; asserts nothing). Every runtime uses the same
+number of threads (``--threads``, default 2). ``--device cuda`` exports on the GPU and times
+the torch artifacts there (TorchScript, pt2, AOTInductor; ONNX where ONNX Runtime has CUDA),
+synchronising after every call, at batch 1 and 32. Per model and batch size it prints the
+median and p90 latency, the throughput, the speed-up over eager, and ``load()``'s overhead
+over the raw runtime (per call, in microseconds); then a summary: the fastest artifact
+verified at the default tolerance against eager, AOTInductor, and int8.
 """
 
 from __future__ import annotations
@@ -26,8 +29,19 @@ from torch import nn
 
 from lightning_deploy import export, load
 
-FORMATS = ["onnx", "torchscript", "pt2", "onnx-optimized", "onnx-int8"]
+FORMATS = ["onnx", "torchscript", "pt2", "aoti", "onnx-optimized", "onnx-int8"]
 ONNX_FILES = {"onnx": "model.onnx", "onnx-optimized": "model.optimized.onnx", "onnx-int8": "model.int8.onnx"}
+GPU_BATCHES = (1, 32)
+
+
+def formats_for(device: str) -> list[str]:
+    """What is timed on ``device``: everything on the CPU; on a GPU the torch artifacts, and ONNX with CUDA."""
+    if device == "cpu":
+        return FORMATS
+    import onnxruntime as ort
+
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    return ["torchscript", "pt2", "aoti", *(["onnx"] if has_cuda else [])]
 
 
 @dataclasses.dataclass
@@ -111,7 +125,7 @@ def _timed(runners: dict[str, Callable[[], Any]], repeats: int, rounds: int = 5)
     return times
 
 
-def _paired_overhead(folder: Path, sample: tuple, threads: int) -> tuple[float, float]:
+def _paired_overhead(folder: Path, sample: tuple, threads: int) -> tuple[float, float]:  # CPU only
     """``load()``'s per-call time over its own ONNX Runtime session, from alternating timed blocks.
 
     One session serves both, so what differs is exactly the work ``load()`` adds (binding,
@@ -141,47 +155,56 @@ def _paired_overhead(folder: Path, sample: tuple, threads: int) -> tuple[float, 
     return best["load"] - best["session"], best["load"] / best["session"]
 
 
-def _runners(model: nn.Module, sample: tuple, folder: Path, threads: int) -> dict[str, Callable[[], Any]]:
-    """Every way to run ``model`` on ``sample``, each ready to call."""
+def _runners(model: nn.Module, sample: tuple, folder: Path, threads: int, device: str) -> dict[str, Callable[[], Any]]:
+    """Every way to run ``model`` on ``sample`` (on ``device``), each ready to call; GPU calls synchronise."""
     import onnxruntime as ort
 
-    loaded = {fmt: load(folder / "model.export.json", format=fmt, threads=threads) for fmt in FORMATS}
+    formats = formats_for(device)
+    manifest = folder / "model.export.json"
+    loaded = {fmt: load(manifest, format=fmt, threads=threads if fmt in ONNX_FILES else None, device=device)
+              for fmt in formats}  # fmt: skip
     leaves = [t for t in torch.utils._pytree.tree_leaves(sample) if isinstance(t, torch.Tensor)]
-    numpy_sample = torch.utils._pytree.tree_map(lambda t: t.numpy(), sample)
+    numpy_sample = torch.utils._pytree.tree_map(lambda t: t.cpu().numpy(), sample)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    providers = ["CPUExecutionProvider"] if device == "cpu" else ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
     def session(fmt: str) -> Callable[[], Any]:
-        opened = ort.InferenceSession(str(folder / ONNX_FILES[fmt]), options, providers=["CPUExecutionProvider"])
-        feed = {i.name: leaves[loaded[fmt].input_names.index(i.name)].numpy() for i in opened.get_inputs()}
+        opened = ort.InferenceSession(str(folder / ONNX_FILES[fmt]), options, providers=providers)
+        feed = {i.name: leaves[loaded[fmt].input_names.index(i.name)].cpu().numpy() for i in opened.get_inputs()}
         return lambda: opened.run(None, feed)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        scripted = torch.jit.load(str(folder / "model.torchscript.pt"))
+        scripted = torch.jit.load(str(folder / "model.torchscript.pt"), map_location=device)
     program = torch.export.load(str(folder / "model.pt2")).module()
+    from torch._inductor import aoti_load_package
 
-    def eager() -> Any:
-        with torch.no_grad():
-            return model(*sample)
+    compiled = aoti_load_package(str(folder / "model.aoti.pt2"))
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
 
-    def raw(module: Callable[..., Any]) -> Callable[[], Any]:
+    def timed_call(call: Callable[[], Any]) -> Callable[[], Any]:
         def run() -> Any:
             with torch.no_grad():
-                return module(*leaves)
+                out = call()
+            sync()
+            return out
 
         return run
 
     runners = {
-        "eager": eager,
-        "torchscript (raw)": raw(scripted),
-        "torchscript (load)": lambda: loaded["torchscript"](*sample),
-        "pt2 (raw)": raw(program),
-        "pt2 (load)": lambda: loaded["pt2"](*sample),
+        "eager": timed_call(lambda: model(*sample)),
+        "torchscript (raw)": timed_call(lambda: scripted(*leaves)),
+        "torchscript (load)": timed_call(lambda: loaded["torchscript"](*sample)),
+        "pt2 (raw)": timed_call(lambda: program(*leaves)),
+        "pt2 (load)": timed_call(lambda: loaded["pt2"](*sample)),
+        "aoti (raw)": timed_call(lambda: compiled(*leaves)),
+        "aoti (load)": timed_call(lambda: loaded["aoti"](*sample)),
     }
     for fmt in ONNX_FILES:
-        runners[f"{fmt} (raw)"] = session(fmt)
-        runners[f"{fmt} (load)"] = lambda fmt=fmt: loaded[fmt](*numpy_sample)
+        if fmt in formats:
+            runners[f"{fmt} (raw)"] = session(fmt)
+            runners[f"{fmt} (load)"] = lambda fmt=fmt: loaded[fmt](*numpy_sample)
     return runners
 
 
@@ -190,24 +213,29 @@ def _runners(model: nn.Module, sample: tuple, folder: Path, threads: int) -> dic
 REPEAT_SCALE = {"mlp": 20, "transformer": 4, "resnet18": 1}
 
 
-def bench_model(name: str, repeats: int, threads: int) -> list[dict[str, Any]]:
-    """Export ``name`` once, then time every runner at both batch sizes."""
+def bench_model(name: str, repeats: int, threads: int, device: str = "cpu") -> list[dict[str, Any]]:
+    """Export ``name`` once on ``device``, then time every runner at both batch sizes."""
     build, make_sample, batches, options = MODELS[name]
     repeats *= REPEAT_SCALE[name]
     torch.manual_seed(0)
-    model = build().eval()
+    model = build().eval().to(device)
+    on_device = lambda batch: torch.utils._pytree.tree_map(lambda t: t.to(device), make_sample(batch))  # noqa: E731
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        manifest = export(model, make_sample(2), folder, "model", formats=FORMATS, **options)
+        manifest = export(model, on_device(2), folder, "model", formats=formats_for(device), **options)
         failed = [a["format"] for a in manifest["artifacts"] if not a["ok"]]
         if failed:
             raise RuntimeError(f"{name}: {failed} did not verify")
-        for batch in batches:
-            runners = _runners(model, make_sample(batch), Path(folder), threads)
+        aoti = next(a for a in manifest["artifacts"] if a["format"] == "aoti")
+        compile_s = aoti["attempts"][-1]["seconds"]["compile"]
+        print(f"{name}: exported on {device}; AOTInductor compiled in {compile_s:.1f} s", flush=True)
+        for batch in batches if device == "cpu" else GPU_BATCHES:
+            runners = _runners(model, on_device(batch), Path(folder), threads, device)
             for runtime, times in _timed(runners, repeats).items():
                 rows.append({"model": name, "batch": batch, "runtime": runtime, "times": times})
-            overhead = _paired_overhead(Path(folder), make_sample(batch), threads)
-            rows.append({"model": name, "batch": batch, "runtime": "load() over its session", "times": overhead})
+            if device == "cpu":
+                overhead = _paired_overhead(Path(folder), make_sample(batch), threads)
+                rows.append({"model": name, "batch": batch, "runtime": "load() over its session", "times": overhead})
     return rows
 
 
@@ -226,18 +254,26 @@ def _latency_rows(rows: list[dict[str, Any]], medians: dict) -> list[list[str]]:
 
 
 def _summary_rows(medians: dict, overheads: dict) -> list[list[str]]:
-    """Per model and batch: the fastest artifact through load() at the default tolerance, and int8."""
+    """Per model and batch: the fastest artifact through load() at the default tolerance, AOTInductor, int8.
+
+    On a GPU there is neither int8 nor the ONNX overhead column (``-``).
+    """
     table = []
     for model, batch in dict.fromkeys((m, b) for m, b, _ in medians):
         eager = medians[(model, batch, "eager")]
         loads = {r: t for (m, b, r), t in medians.items() if (m, b) == (model, batch) and r.endswith("(load)")}
         best = min((r for r in loads if not r.startswith("onnx-int8")), key=loads.get)
-        over, ratio = overheads[(model, batch)]
-        int8 = loads["onnx-int8 (load)"]
-        table.append([model, str(batch), f"{eager * 1e3:.3f}", best, f"{loads[best] * 1e3:.3f}",
-                      f"{eager / loads[best]:.2f}x", f"{over * 1e6:+.1f} µs ({ratio:.3f}x)",
-                      f"{int8 * 1e3:.3f}", f"{eager / int8:.2f}x",
-                      f"{medians[(model, batch, 'onnx (load)')] / int8:.2f}x"])  # fmt: skip
+        aoti = loads["aoti (load)"]
+        row = [model, str(batch), f"{eager * 1e3:.3f}", best, f"{loads[best] * 1e3:.3f}", f"{eager / loads[best]:.2f}x",
+               f"{aoti * 1e3:.3f}", f"{eager / aoti:.2f}x"]  # fmt: skip
+        if (model, batch) in overheads:
+            over, ratio = overheads[(model, batch)]
+            int8 = loads["onnx-int8 (load)"]
+            row += [f"{over * 1e6:+.1f} µs ({ratio:.3f}x)", f"{int8 * 1e3:.3f}", f"{eager / int8:.2f}x",
+                    f"{medians[(model, batch, 'onnx (load)')] / int8:.2f}x"]  # fmt: skip
+        else:
+            row += ["-"] * 4
+        table.append(row)
     return table
 
 
@@ -246,19 +282,25 @@ def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="export and time on this device")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
-    rows = [row for name in args.models for row in bench_model(name, args.repeats, args.threads)]
+    rows = [row for name in args.models for row in bench_model(name, args.repeats, args.threads, args.device)]
     overheads = {(r["model"], r["batch"]): r.pop("times") for r in rows if r["runtime"] == "load() over its session"}
     rows = [r for r in rows if r["runtime"] != "load() over its session"]
     medians = {(r["model"], r["batch"], r["runtime"]): statistics.median(r["times"]) for r in rows}
     threads = f"{args.threads} threads everywhere (torch.set_num_threads, ONNX Runtime intra-op)"
+    gpu = args.device != "cpu"
+    where = f" on {torch.cuda.get_device_name()} (CUDA, a synchronise after every call)" if gpu else ""
+    if gpu:
+        threads += f"; GPU: {torch.cuda.get_device_name()}, timed formats {formats_for(args.device)}"
+    suffix = "-cuda" if gpu else ""
     publish(
-        "runtime-summary",
-        "Runtime: the fastest verified artifact against eager, load()'s overhead, int8",
-        ["model", "batch", "eager ms", "fastest artifact (default tolerance)", "its ms", "eager / it",
-         "onnx load() over its own session", "int8 ms", "eager / int8", "onnx / int8"],
+        f"runtime{suffix}-summary",
+        f"Runtime{where}: the fastest verified artifact against eager, AOTInductor, load()'s overhead, int8",
+        ["model", "batch", "eager ms", "fastest artifact (default tolerance)", "its ms", "eager / it", "aoti ms",
+         "eager / aoti", "onnx load() over its own session", "int8 ms", "eager / int8", "onnx / int8"],
         _summary_rows(medians, overheads),
         [f"Median of {args.repeats} calls per runner (times " + ", ".join(f"{k} x{v}" for k, v in REPEAT_SCALE.items())
          + f"), in five rounds of one block per runner; {threads}.",
@@ -272,8 +314,8 @@ def main() -> None:
         args.doc,
     )  # fmt: skip
     publish(
-        "runtime",
-        "Runtime: latency per call, each artifact raw in its runtime and through load()",
+        f"runtime{suffix}",
+        f"Runtime{where}: latency per call, each artifact raw in its runtime and through load()",
         ["model", "batch", "runtime", "median ms", "p90 ms", "items/s", "eager / this", "over raw µs"],
         _latency_rows(rows, medians),
         [f"Python {sys.version.split()[0]}, torch {torch.__version__}; {threads}."],

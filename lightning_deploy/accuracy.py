@@ -38,7 +38,7 @@ def accuracy_delta(module: torch.nn.Module, eager: FlatModel, artifact: FlatMode
         arguments, _ = bind_sample(module, sample, "accuracy_data")
         _, leaves = flatten_tree(arguments, None, "accuracy_data's input", ConfigurationError)
         for name, predict in (("eager", eager), ("artifact", artifact)):
-            scores = torch.as_tensor(predict(leaves)[0])
+            scores = torch.as_tensor(predict(leaves)[0]).cpu()
             if scores.shape[:1] != labels.shape or scores.dim() != 2:
                 raise ConfigurationError(
                     f"accuracy_data: the first output has shape {list(scores.shape)} for {labels.shape[0]} labels;"

@@ -39,7 +39,9 @@ class ModelExport(Callback):
     """Export the best checkpoint at the end of ``fit``, verified in every runtime.
 
     Args:
-        formats: any of ``"torchscript"``, ``"onnx"``, ``"pt2"``, ``"onnx-optimized"`` (fused for
+        formats: any of ``"torchscript"``, ``"onnx"``, ``"pt2"``, ``"aoti"`` (AOTInductor, compiled
+            for the training device; the preflight checks its ``torch.export`` capture only,
+            since compiling takes tens of seconds), ``"onnx-optimized"`` (fused for
             ONNX Runtime) and ``"onnx-int8"`` (int8 weights; its top-1 accuracy on the validation
             loader is recorded beside the checkpoint's where batches are ``(inputs, class indices)``).
         method: ``"auto"``, ``"trace"``, ``"script"`` or ``"export"``.
@@ -73,7 +75,7 @@ class ModelExport(Callback):
 
     def __init__(
         self,
-        formats: Sequence[Literal["torchscript", "onnx", "pt2", "onnx-optimized", "onnx-int8"]] = (
+        formats: Sequence[Literal["torchscript", "onnx", "pt2", "aoti", "onnx-optimized", "onnx-int8"]] = (
             "torchscript",
             "onnx",
         ),
@@ -172,7 +174,11 @@ class ModelExport(Callback):
     def export_checkpoint(
         self, model: pl.LightningModule, ckpt_path: str | None, trainer: pl.Trainer | None = None
     ) -> dict[str, Any]:
-        """Export ``ckpt_path``'s weights, loaded into a CPU copy of ``model``, next to the checkpoint.
+        """Export ``ckpt_path``'s weights, loaded into a copy of ``model``, next to the checkpoint.
+
+        The copy lives on the device the trainer trained on (Lightning has moved ``model``
+        itself back to the CPU by ``on_fit_end``), so a GPU-trained model is exported and
+        verified on its GPU; without a trainer, where ``model`` lives.
 
         With ``ckpt_path=None`` the model's own weights are exported into ``dirpath`` as ``final``.
         Used at fit end and by the command line; failures become a manifest, which is returned
@@ -204,15 +210,21 @@ class ModelExport(Callback):
         stem: str,
         checkpoint: str | None,
         accuracy_data: DataLoader | None = None,
+        preflight: bool = False,
     ) -> dict:
         """Call the engine with this callback's options.
 
         ``_jit_is_scripting`` is Lightning's own workaround (used by ``to_torchscript``) that lets
         TorchScript inspect a LightningModule whose ``trainer`` property would otherwise raise.
+        The preflight checks ``aoti`` by its ``torch.export`` capture (``pt2``) instead of
+        compiling it: what can fail there is the capture, and compiling takes tens of seconds.
         """
         o = self.options
+        formats = o.formats
+        if preflight and "aoti" in formats:
+            formats = tuple(dict.fromkeys("pt2" if f == "aoti" else f for f in formats))
         with _jit_is_scripting():
-            return export(target, sample, dirpath, stem, formats=o.formats, method=o.method,
+            return export(target, sample, dirpath, stem, formats=formats, method=o.method,
                           dynamic_batch=o.dynamic_batch, dynamic_axes=o.dynamic_axes, verify=o.verify,
                           atol=o.atol, rtol=o.rtol, opset=o.opset, checkpoint=checkpoint, int8_rtol=o.int8_rtol,
                           accuracy_data=accuracy_data)  # fmt: skip
@@ -244,12 +256,16 @@ class ModelExport(Callback):
         return callback.best_model_path or callback.last_model_path
 
     def _rebuild(self, trainer: pl.Trainer | None, pl_module: nn.Module, path: str | None) -> nn.Module:
-        """A CPU copy of ``pl_module`` holding the checkpoint's weights (the trainer is shared, not copied)."""
-        model = copy.deepcopy(pl_module, {id(trainer): trainer} if trainer is not None else None).cpu()
+        """A copy of ``pl_module`` on the training device, holding the checkpoint's weights.
+
+        The trainer is shared, not copied; ``pl_module`` itself is neither moved nor changed.
+        """
+        device = trainer.strategy.root_device if trainer is not None else _device_of(pl_module)
+        model = copy.deepcopy(pl_module, {id(trainer): trainer} if trainer is not None else None)
         if path:
             state = load_checkpoint(path, map_location="cpu")
             model.load_state_dict(state["state_dict"])
-        return model
+        return model.to(device)
 
     def _target(self, model: nn.Module) -> nn.Module:
         if self.submodule is None:
@@ -273,8 +289,7 @@ class ModelExport(Callback):
                 f" {type(pl_module).__name__}.example_input_array is not set. HINT: set example_input_array in"
                 " the LightningModule, or pass input_sample (Python) or input_spec (YAML)."
             )
-        device = next((p.device for p in pl_module.parameters()), torch.device("cpu"))
-        return move_data_to_device(sample, device)
+        return move_data_to_device(sample, _device_of(pl_module))
 
     def _preflight(self, trainer: pl.Trainer, target: nn.Module, sample: Any) -> None:
         """Export the untrained model into a temporary folder, so problems show before training."""
@@ -283,7 +298,7 @@ class ModelExport(Callback):
         if trainer.is_global_zero:
             with tempfile.TemporaryDirectory(prefix="lightning-deploy-preflight-") as folder:
                 try:
-                    manifest = self._export(target, sample, Path(folder), "preflight", None)
+                    manifest = self._export(target, sample, Path(folder), "preflight", None, preflight=True)
                     failed = [a for a in manifest["artifacts"] if not a["ok"]]
                     failure = "; ".join(f"{a['format']}: {a['error']}" for a in failed) or None
                 except ConfigurationError as err:
@@ -304,3 +319,8 @@ class ModelExport(Callback):
             raise ExportError(message)
         rank_zero_warn(message)
         rank_zero_info("ModelExport: training goes on; the export at fit end will report the same failure.")
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    """Where ``module``'s first parameter lives (the CPU for a module without parameters)."""
+    return next((p.device for p in module.parameters()), torch.device("cpu"))

@@ -62,12 +62,15 @@ def export(
     """Export ``module`` to verified artifacts ``dirpath/stem.*`` and a manifest.
 
     Args:
-        module: any ``nn.Module``; exported in eval mode (its modes are restored after).
+        module: any ``nn.Module``; exported in eval mode (its modes are restored after) on the
+            device it lives on: the sample is moved there, and every artifact is verified there
+            (ONNX on a GPU only where ONNX Runtime has its CUDA provider, else on the CPU).
         input_sample: nested tensors by ``example_input_array``'s convention: a tuple holds
             positional arguments, a dict keyword arguments, anything else is the one argument.
         dirpath: the folder of the artifacts (created if missing).
         stem: the artifacts' common file name stem (``STEM.onnx``, ``STEM.export.json``).
-        formats: any of ``"torchscript"``, ``"onnx"``, ``"pt2"``, and the faster ONNX files
+        formats: any of ``"torchscript"``, ``"onnx"``, ``"pt2"``, ``"aoti"`` (an AOTInductor
+            package compiled for the module's device), and the faster ONNX files
             ``"onnx-optimized"`` (fused for ONNX Runtime) and ``"onnx-int8"`` (int8 weights).
         method: ``"trace"``, ``"script"``, ``"export"`` or ``"auto"`` (ONNX: export, then
             trace, then script; TorchScript: trace, then script where tracing warned or did
@@ -173,6 +176,8 @@ class _Attempt:
     error: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
     requires: list[str] = dataclasses.field(default_factory=list)  # operator libraries the file calls
+    device: str | None = None  # where it was verified
+    device_note: str | None = None  # why that is not the module's device
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
     written: bool = False
 
@@ -226,6 +231,8 @@ def _export_format(fmt: str, work: _Work, dirpath: Path) -> dict[str, Any]:
     verification = chosen.verification if chosen else None
     vacuous = verification.vacuous if verification else []
     notes = [_vacuous_warning(fmt, vacuous)] if vacuous else []
+    if chosen and chosen.device_note:
+        notes.append(chosen.device_note)
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     return {
@@ -234,6 +241,7 @@ def _export_format(fmt: str, work: _Work, dirpath: Path) -> dict[str, Any]:
         "method": chosen.method if chosen else None,
         "io": "native" if chosen and _native_io(fmt, chosen.method, plan) else "flat",
         "requires": chosen.requires if chosen else [],
+        "device": (chosen.device if chosen else None) or plan.device,
         "ok": bool(chosen and chosen.ok),
         "verified": bool(verification and verification.ok),
         "sha256": sha256_file(dirpath / name) if chosen else None,
@@ -264,13 +272,14 @@ def _attempt(fmt: str, method: str, work: _Work) -> _Attempt:
         with _timed(attempt, "capture", skip=method in work.captures):
             capture = work.capture(method)
         attempt.warnings = capture.warnings
-        with _timed(attempt, "save"):
+        with _timed(attempt, "compile" if fmt == "aoti" else "save"):
             _save(fmt, method, capture, path, work, attempt)
         attempt.written = True
         attempt.requires = required_packages(fmt, path)
         if work.options.verify:
+            attempt.device, attempt.device_note = _verification_device(fmt, work.plan.device)
             with _timed(attempt, "verify"):
-                attempt.verification = _verify(fmt, method, path, attempt.requires, work)
+                attempt.verification = _verify(fmt, method, path, attempt.device, attempt.requires, work)
             attempt.error = attempt.verification.error
         if fmt == "onnx-int8" and work.accuracy_data is not None and attempt.error is None:
             with _timed(attempt, "accuracy"):
@@ -302,13 +311,25 @@ def _save(fmt: str, method: str, capture: Capture, path: Path, work: _Work, atte
         attempt.derived = DERIVED_FORMATS[fmt](work.onnx_file(method), path)
 
 
-def _verify(fmt: str, method: str, path: Path, requires: list[str], work: _Work) -> Verification:
-    """Verify through ``load()``'s path, with the manifest's inputs and outputs as they will be written."""
+def _verification_device(fmt: str, device: str) -> tuple[str, str | None]:
+    """The device to verify ``fmt`` on, and a note when it is not the module's.
+
+    The module's device, unless the runtime cannot run there (ONNX Runtime without its CUDA
+    provider): then the CPU, and the entry's ``device`` and a warning say so.
+    """
+    runtime = runtime_module(fmt)
+    if device == "cpu" or runtime.has_device(device):
+        return device, None
+    return "cpu", f"{fmt}: verified on the CPU, not on {device} where the model lives: {runtime.MISSING_DEVICE_HINT}"
+
+
+def _verify(fmt: str, method: str, path: Path, device: str, requires: list[str], work: _Work) -> Verification:
+    """Verify through ``load()``'s path on ``device``, with the manifest's inputs and outputs as written."""
     native = _native_io(fmt, method, work.plan)
-    entry = {"format": fmt, "io": "native" if native else "flat", "requires": requires}
+    entry = {"format": fmt, "io": "native" if native else "flat", "requires": requires, "device": device}
     samples, expected = work.plan.checks(native)
     atol, rtol = work.options.tolerance(fmt)
-    return verify_artifact(entry, path, work.io_manifest, work.plan.call, samples, expected, atol, rtol)
+    return verify_artifact(entry, path, work.io_manifest, work.plan.call, samples, expected, atol, rtol, device)
 
 
 def _vacuous_warning(fmt: str, leaves: list[str]) -> str:
@@ -322,12 +343,11 @@ def _vacuous_warning(fmt: str, leaves: list[str]) -> str:
 def _accuracy(path: Path, work: _Work) -> dict[str, Any]:
     """The artifact's top-1 accuracy on ``accuracy_data`` beside the eager model's (a failure is recorded)."""
     ctx = work.plan.ctx
-    runner = runtime_module("onnx").open_runner(
-        str(path), ctx.input_names, ctx.output_names, providers=["CPUExecutionProvider"]
-    )
+    runner = runtime_module("onnx").open_runner(str(path), ctx.input_names, ctx.output_names, "cpu")
+    device = work.plan.device
     try:
-        return accuracy_delta(ctx.adapter.module, lambda leaves: ctx.adapter(*leaves),
-                              lambda leaves: runner([t.numpy() for t in leaves]), work.accuracy_data)  # fmt: skip
+        return accuracy_delta(ctx.adapter.module, lambda leaves: ctx.adapter(*(t.to(device) for t in leaves)),
+                              lambda leaves: runner([t.cpu().numpy() for t in leaves]), work.accuracy_data)  # fmt: skip
     except Exception as err:  # noqa: BLE001 - the artifact verified; a wrong dataset must not fail it
         return {"error": _error_text(err)}
 

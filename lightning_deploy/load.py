@@ -20,6 +20,7 @@ import numpy as np
 from lightning_deploy.errors import IntegrityError, LoadError, StructureError
 from lightning_deploy.files import sha256_file
 from lightning_deploy.manifest import ONNX_FORMATS, SUFFIXES, manifest_path, read_manifest
+from lightning_deploy.placement import choose_device
 from lightning_deploy.runtimes import runtime_module
 from lightning_deploy.schema import Structure, check_schema_version
 
@@ -27,7 +28,7 @@ __all__ = ["ExportedModel", "load"]
 
 # A manifest's artifact by default: the plain formats first. The derived ONNX files run only when
 # named: int8 changes the numbers, and fusion is not always faster (docs/performance.md).
-_PREFERENCE = ("onnx", "torchscript", "pt2", "onnx-optimized", "onnx-int8")
+_PREFERENCE = ("onnx", "torchscript", "pt2", "aoti", "onnx-optimized", "onnx-int8")
 
 
 def load(
@@ -36,23 +37,31 @@ def load(
     verified_only: bool = True,
     threads: int | None = None,
     providers: Sequence[str] | None = None,
+    device: str | None = None,
 ) -> ExportedModel:
     """Open an artifact (or the best one a manifest lists) as a callable with structured I/O.
 
     Args:
-        path: ``STEM.onnx``, ``STEM.torchscript.pt``, ``STEM.pt2`` or ``STEM.export.json``.
+        path: ``STEM.onnx``, ``STEM.torchscript.pt``, ``STEM.pt2``, ``STEM.aoti.pt2`` or
+            ``STEM.export.json``.
         format: with a manifest path, which artifact to run (default: the first ``ok`` of
-            onnx, torchscript, pt2).
+            onnx, torchscript, pt2, aoti).
         verified_only: refuse an artifact that the manifest records as failed.
         threads: ONNX Runtime's intra-op threads (default: its own, one per physical core).
             torch runtimes follow ``torch.set_num_threads``, which is the process's to set.
-        providers: ONNX Runtime execution providers (default: CUDA first where installed).
+        providers: ONNX Runtime execution providers, for what ``device`` does not cover
+            (TensorRT, OpenVINO); not together with ``device``.
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"``: the artifact runs there, inputs are
+            moved there and torch outputs come back there. Default: the device the manifest
+            records for the artifact when this machine has it, else the CPU. Never another
+            device than asked: a missing GPU (or ONNX Runtime without CUDA) raises.
 
     Returns:
         An :class:`ExportedModel`, called like the original ``forward``.
 
     Raises:
-        LoadError: for a missing manifest or artifact, or one recorded as failed.
+        LoadError: for a missing manifest or artifact, one recorded as failed, or a device
+            this machine or runtime lacks (the error names the fix).
         IntegrityError: when the sha256 of the artifact (or of a side file such as
             ``STEM.onnx.data``) differs from the manifest's.
 
@@ -80,7 +89,7 @@ def load(
     recorded = {artifact: entry.get("sha256"), **side_files}
     digests = _sha256_in_background(list(recorded))
     try:
-        model = ExportedModel(manifest, entry, artifact, threads, providers)
+        model = ExportedModel(manifest, entry, artifact, threads, providers, device)
     except Exception:
         _check_digests(digests(), recorded)  # a changed file explains a failure to open it: say so instead
         raise
@@ -149,6 +158,8 @@ class ExportedModel:
     Outputs come back as the array type of the inputs: torch tensors in, torch tensors out;
     numpy arrays in, numpy arrays out.
 
+    Torch outputs come back on :attr:`device`, numpy outputs on the host.
+
     A scripted TorchScript artifact whose inputs hold lists has native I/O (``"io": "native"``
     in the manifest): it takes ``forward``'s own arguments, lists of any length, and returns
     what the scripted module returns (lists, dicts and tuples of tensors).
@@ -161,6 +172,7 @@ class ExportedModel:
         artifact: Path,
         threads: int | None = None,
         providers: Sequence[str] | None = None,
+        device: str | None = None,
     ) -> None:
         inputs, outputs = manifest["inputs"], manifest["outputs"]
         check_schema_version(inputs["schema"])
@@ -183,13 +195,24 @@ class ExportedModel:
             ) from None
         _import_requirements(entry.get("requires") or [], artifact)
         self.runtime: str = runtime.RUNTIME
+        self.device: str = self._choose_device(entry, runtime, device, providers)
         self._arrays = runtime.ARRAYS
         self._native = entry.get("io") == "native"
         if self._native:
-            self._run_native = runtime.open_native(str(artifact))
+            self._run_native = runtime.open_native(str(artifact), self.device)
         else:
             options = {"threads": threads, "providers": providers} if self.format in ONNX_FORMATS else {}
-            self._run = runtime.open_runner(str(artifact), inputs["names"], outputs["names"], **options)
+            self._run = runtime.open_runner(str(artifact), inputs["names"], outputs["names"], self.device, **options)
+
+    def _choose_device(self, entry: Mapping[str, Any], runtime: Any, device: str | None, providers: Any) -> str:
+        """Where the artifact runs (``placement.choose_device``); explicit ONNX providers decide it themselves."""
+        if providers is not None:
+            if self.format not in ONNX_FORMATS:
+                raise LoadError(f"load(providers=...) is for ONNX artifacts; this is {self.format}. HINT: use device=.")
+            if device is not None:
+                raise LoadError("load(device=..., providers=...): pass one of them. HINT: device= for CPU or CUDA.")
+            return "cuda" if providers and providers[0] == "CUDAExecutionProvider" else "cpu"
+        return choose_device(device, entry.get("device"), self.format, runtime.has_device, runtime.MISSING_DEVICE_HINT)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the artifact on structured inputs; returns the structured outputs."""
@@ -203,22 +226,22 @@ class ExportedModel:
 
         leaves = pytree.tree_leaves(arguments)
         wanted = "torch" if leaves and _is_torch(leaves[0]) else "numpy"
-        outputs = self._run_native(**pytree.tree_map(lambda leaf: _convert(leaf, "torch"), arguments))
+        outputs = self._run_native(**pytree.tree_map(lambda leaf: _convert(leaf, "torch", self.device), arguments))
         return outputs if wanted == "torch" else pytree.tree_map(lambda leaf: _convert(leaf, "numpy"), outputs)
 
     def _run_flat(self, leaves: list[Any]) -> list[Any]:
-        """Check and run the input leaves; outputs come back in the inputs' array type."""
+        """Check and run the input leaves; outputs come back in the inputs' array type (torch: on the device)."""
         numpy_in = not leaves or type(leaves[0]) is np.ndarray or not _is_torch(leaves[0])
         if self._arrays == "numpy":  # the common case first, without a call per leaf
             arrays = [x if type(x) is np.ndarray else _convert(x, "numpy") for x in leaves]
         else:
-            arrays = [_convert(x, "torch") for x in leaves]
+            arrays = [_convert(x, "torch", self.device) for x in leaves]
         for array, check in zip(arrays, self._checks):
             check(array)
         outputs = self._run(arrays)
         if numpy_in == (self._arrays == "numpy"):
             return outputs
-        return [_convert(o, "numpy" if numpy_in else "torch") for o in outputs]
+        return [_convert(o, "numpy" if numpy_in else "torch", self.device) for o in outputs]
 
     @property
     def session(self) -> Any:
@@ -259,7 +282,7 @@ class ExportedModel:
         return dict(zip(self._outputs.names, self._run_flat(leaves)))
 
     def __repr__(self) -> str:
-        return f"ExportedModel(path={str(self.path)!r}, format={self.format!r})"
+        return f"ExportedModel(path={str(self.path)!r}, format={self.format!r}, device={self.device!r})"
 
     def _bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """Map ``args``/``kwargs`` onto the exported parameters, like ``inspect.Signature.bind``.
@@ -376,12 +399,12 @@ def _is_torch(value: Any) -> bool:
     return torch is not None and isinstance(value, torch.Tensor)
 
 
-def _convert(value: Any, kind: str) -> Any:
-    """``value`` as a numpy array or a CPU torch tensor, without copying where possible."""
+def _convert(value: Any, kind: str, device: str = "cpu") -> Any:
+    """``value`` as a numpy array or a torch tensor on ``device``, without copying where possible."""
     if kind == "numpy":
         if isinstance(value, np.ndarray):
             return value
         return value.detach().cpu().numpy() if _is_torch(value) else np.asarray(value)
     import torch
 
-    return value.detach().cpu() if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    return value.detach().to(device) if isinstance(value, torch.Tensor) else torch.as_tensor(value, device=device)

@@ -36,6 +36,7 @@ SUFFIXES = {
     "torchscript": ".torchscript.pt",
     "onnx": ".onnx",
     "pt2": ".pt2",
+    "aoti": ".aoti.pt2",
     "onnx-optimized": ".optimized.onnx",
     "onnx-int8": ".int8.onnx",
 }

@@ -15,7 +15,7 @@ from lightning_deploy.errors import ConfigurationError
 
 __all__ = ["FORMATS", "METHODS", "ExportOptions", "methods_for"]
 
-FORMATS = ("torchscript", "onnx", "pt2", "onnx-optimized", "onnx-int8")
+FORMATS = ("torchscript", "onnx", "pt2", "aoti", "onnx-optimized", "onnx-int8")
 METHODS = ("auto", "trace", "script", "export")
 
 # Which methods can produce each format, in the order "auto" tries them.
@@ -23,6 +23,7 @@ _CANDIDATES = {
     "torchscript": ("trace", "script"),
     "onnx": ("export", "trace", "script"),
     "pt2": ("export",),
+    "aoti": ("export",),  # compiled from the same torch.export program as pt2
     "onnx-optimized": ("export", "trace", "script"),  # derived from that method's ONNX file
     "onnx-int8": ("export", "trace", "script"),
 }
@@ -38,7 +39,7 @@ class ExportOptions:
     """The engine's settings; see ``lightning_deploy.export`` for their meaning.
 
     Args:
-        formats: any of ``"torchscript"``, ``"onnx"``, ``"pt2"``.
+        formats: any of :data:`FORMATS`.
         method: ``"auto"``, ``"trace"``, ``"script"`` or ``"export"``.
         dynamic_batch: mark dimension 0 of every input leaf dynamic.
         dynamic_axes: more dynamic dims, ``{leaf or prefix: {dim: name}}``.

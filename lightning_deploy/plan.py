@@ -1,7 +1,8 @@
 """The export plan: everything decided before the first exporter runs.
 
-The sample is bound to ``forward`` and flattened, dynamic dims are resolved, the export and
-check samples are made, and the eager reference is computed at both (``eager.py``). The plan
+The sample is bound to ``forward``, flattened and moved to the module's device, dynamic dims
+are resolved, the export and check samples are made, and the eager reference is computed at
+both (``eager.py``). The plan
 also describes the inputs and outputs as the manifest records them, which is what ``load()``
 (and so verification) reads.
 """
@@ -9,6 +10,7 @@ also describes the inputs and outputs as the manifest records them, which is wha
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,7 +30,7 @@ from lightning_deploy.errors import ConfigurationError, ExportError
 from lightning_deploy.exporters import ExportContext
 from lightning_deploy.options import ExportOptions
 
-__all__ = ["Plan", "make_plan"]
+__all__ = ["Plan", "device_name", "make_plan", "module_device"]
 
 
 @dataclasses.dataclass
@@ -36,7 +38,8 @@ class Plan:
     """The flattened structures, the export context and the eager reference at each check sample.
 
     ``samples`` are ``{parameter: value}`` (the export sample, then the second sample) and
-    ``expected`` the eager model's structured outputs there; ``flat_expected`` their tensor leaves.
+    ``expected`` the eager model's structured outputs there; ``flat_expected`` their tensor
+    leaves. ``device`` is where the module lives and so where everything was captured.
     """
 
     inputs: FlatTree
@@ -46,6 +49,7 @@ class Plan:
     samples: list[dict[str, Any]]
     expected: list[Any]
     flat_expected: list[tuple[torch.Tensor, ...]]
+    device: str = "cpu"
     fast_path: dict[str, Any] | None = None
     _native_checks: tuple[list[dict], list[Any]] | None = None
 
@@ -96,6 +100,8 @@ def make_plan(module: nn.Module, input_sample: Any, options: ExportOptions) -> P
     inputs, tensors = flatten_tree(arguments, None, "input_sample", ConfigurationError)
     if not tensors:
         raise ConfigurationError("export(input_sample=...): the sample holds no tensor. HINT: pass tensors.")
+    device = module_device(module, tensors)
+    tensors = tuple(t.to(device) for t in tensors)
     input_dims = resolve_dynamic_dims(inputs.names, tensors, options.dynamic_batch, options.dynamic_axes)
     export_args, check_args = export_and_check_samples(tensors, input_dims)
     samples = [inputs.unflatten(export_args), inputs.unflatten(check_args)]
@@ -119,7 +125,23 @@ def make_plan(module: nn.Module, input_sample: Any, options: ExportOptions) -> P
     )
     flat_expected = [expected, check_expected]
     fast_path = fast_path_agreement(module, call, samples, outputs, flat_expected, options.atol, options.rtol)
-    return Plan(inputs, call, outputs, ctx, samples, [first, second], flat_expected, fast_path)
+    return Plan(inputs, call, outputs, ctx, samples, [first, second], flat_expected, device_name(device), fast_path)
+
+
+def module_device(module: nn.Module, tensors: Sequence[torch.Tensor]) -> torch.device:
+    """Where ``module`` lives: its first parameter's (or buffer's) device; without either, the sample's.
+
+    The export follows the module, so a CUDA-trained model is captured and verified on CUDA.
+    """
+    first = next(itertools.chain(module.parameters(), module.buffers(), tensors), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """The manifest's word for a device: ``"cpu"``, ``"cuda"`` (GPU 0) or ``"cuda:N"``."""
+    if device.type == "cuda" and device.index not in (None, 0):
+        return f"cuda:{device.index}"
+    return device.type
 
 
 def _output_dims(names: Sequence[str], first: Sequence[torch.Tensor], second: Sequence[torch.Tensor]) -> DynamicDims:
@@ -135,5 +157,3 @@ def _output_dims(names: Sequence[str], first: Sequence[torch.Tensor], second: Se
 def dtype_name(tensor: torch.Tensor) -> str:
     """A tensor's dtype as the manifest writes it (``float32``)."""
     return str(tensor.dtype).removeprefix("torch.")
-
-

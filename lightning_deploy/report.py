@@ -18,10 +18,10 @@ __all__ = ["log_headlines", "print_report"]
 
 
 def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
-    """Print one table: format, method, ok, max difference, checked shapes, sha256 prefix, file or error."""
+    """Print one table: format, method, device, ok, max difference, checked shapes, sha256 prefix, file or error."""
     source = manifest.get("checkpoint") or "in-memory weights"
     table = Table(title=f"lightning-deploy: {source} -> {dirpath}")
-    for column in ("format", "method", "ok", "max abs diff", "checked shapes", "sha256", "file / error"):
+    for column in ("format", "method", "device", "ok", "max abs diff", "checked shapes", "sha256", "file / error"):
         table.add_column(column, overflow="fold")
     for a in manifest["artifacts"]:
         shapes = a.get("checked_shapes", [])
@@ -30,6 +30,7 @@ def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
         table.add_row(
             a["format"],
             a["method"] or "-",
+            a.get("device") or "-",
             "[green]yes[/]" if a["ok"] else "[red]no[/]",
             "-" if diff is None else f"{diff:.2e}",
             checks or "-",

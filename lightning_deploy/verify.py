@@ -51,8 +51,9 @@ def verify_artifact(
     expected: Sequence[Any],
     atol: float,
     rtol: float,
+    device: str = "cpu",
 ) -> Verification:
-    """Open ``path`` as ``load()`` does and compare its outputs with eager at each sample.
+    """Open ``path`` as ``load()`` does, on ``device``, and compare its outputs with eager at each sample.
 
     Args:
         entry: the artifact's manifest entry as far as it is known (``format``, ``io``, ``requires``).
@@ -63,6 +64,7 @@ def verify_artifact(
         expected: the eager model's structured output per sample.
         atol: absolute tolerance.
         rtol: tolerance relative to each output leaf's largest magnitude.
+        device: where the artifact runs (``load(device=...)``); inputs are moved there.
 
     Returns:
         The verification; failures to load or run are reported in ``error``, not raised.
@@ -72,8 +74,7 @@ def verify_artifact(
         import onnx  # only the verifier needs the checker; load() stays onnx-free
 
         onnx.checker.check_model(str(path))
-    cpu = {"providers": ["CPUExecutionProvider"]} if entry["format"] in ONNX_FORMATS else {}  # the reference runtime
-    model = ExportedModel(io_manifest, entry, path, **cpu)
+    model = ExportedModel(io_manifest, entry, path, device=device)
     result = Verification(ok=True, runtime=model.runtime, max_abs_diff=0.0, max_rel_diff=0.0)
     for arguments, want in zip(samples, expected):
         shapes = [list(t.shape) for t in pytree.tree_leaves(arguments) if isinstance(t, torch.Tensor)]

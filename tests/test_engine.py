@@ -166,4 +166,4 @@ def test_exporter_raising_mid_write_leaves_no_file(tmp_path, monkeypatch):
 def test_exporters_conform_to_one_interface():
     for method, exporter in EXPORTERS.items():
         assert exporter.method == method
-        assert set(exporter.formats) <= {"torchscript", "onnx", "pt2"}
+        assert set(exporter.formats) <= {"torchscript", "onnx", "pt2", "aoti"}

@@ -1,4 +1,4 @@
-"""``method="export"``: ``torch.export``; ``.pt2`` by ``torch.export.save``, ONNX by the dynamo exporter."""
+"""``method="export"``: one ``torch.export`` capture for ``.pt2``, ONNX (dynamo) and ``.aoti.pt2``."""
 
 from __future__ import annotations
 
@@ -45,10 +45,10 @@ def _quiet_failure() -> Iterator[None]:
 
 
 class TorchExportExporter(Exporter):
-    """One ``ExportedProgram`` serves both the ``.pt2`` file and the ONNX model."""
+    """One ``ExportedProgram`` serves the ``.pt2`` file, the ONNX model and the AOTInductor package."""
 
     method: ClassVar[str] = "export"
-    formats: ClassVar[tuple[str, ...]] = ("pt2", "onnx")
+    formats: ClassVar[tuple[str, ...]] = ("pt2", "onnx", "aoti")
 
     def capture(self, ctx: ExportContext) -> Capture:
         """``torch.export.export`` with ``Dim.DYNAMIC`` on every dynamic dim.
@@ -62,13 +62,21 @@ class TorchExportExporter(Exporter):
         return Capture(program)
 
     def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> None:
-        """``torch.export.save`` for pt2; ``torch.onnx.export(dynamo=True)`` for ONNX.
+        """``torch.export.save`` for pt2; ``torch.onnx.export(dynamo=True)`` for ONNX; AOTInductor for aoti.
 
         ONNX weights go inline, except above :data:`EXTERNAL_DATA_BYTES` (and always above
-        protobuf's 2 GB limit) where they go to ``STEM.onnx.data`` beside the model.
+        protobuf's 2 GB limit) where they go to ``STEM.onnx.data`` beside the model. The
+        AOTInductor package is compiled (a C++ compiler, tens of seconds) for the device the
+        program's weights are on, keeping its dynamic dims.
         """
         if fmt == "pt2":
             torch.export.save(capture.program, str(path))
+            return
+        if fmt == "aoti":
+            # imported here: torch._inductor takes a second to import and warns where CUDA is absent
+            from torch._inductor import aoti_compile_and_package
+
+            aoti_compile_and_package(capture.program, package_path=str(path))
             return
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
             onnx_program = torch.onnx.export(

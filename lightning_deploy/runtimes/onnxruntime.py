@@ -8,14 +8,34 @@ import numpy as np
 import onnxruntime as ort
 
 from lightning_deploy.errors import LoadError
+from lightning_deploy.placement import device_index
 
-__all__ = ["ARRAYS", "RUNTIME", "open_runner"]
+__all__ = ["ARRAYS", "MISSING_DEVICE_HINT", "RUNTIME", "has_device", "open_runner", "providers_for"]
 
 RUNTIME = "onnxruntime"
 ARRAYS = "numpy"
 
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+MISSING_DEVICE_HINT = (
+    f"ONNX Runtime needs its {_CUDA} for a GPU: pip uninstall onnxruntime && pip install onnxruntime-gpu"
+    " (with a CUDA driver), or pass device='cpu'."
+)
 
-_GPU_FIRST = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+def has_device(device: str) -> bool:
+    """Whether this ONNX Runtime can run on ``device``: the CPU always, a GPU with its CUDA provider.
+
+    Which GPUs exist is only known once a session starts on one (``OnnxRunner`` checks it).
+    """
+    return device == "cpu" or _CUDA in ort.get_available_providers()
+
+
+def providers_for(device: str) -> list:
+    """The providers for ``device``: CUDA on that GPU (the CPU takes nodes CUDA lacks), or the CPU alone."""
+    if device == "cpu":
+        return [_CPU]
+    return [(_CUDA, {"device_id": device_index(device)}), _CPU]
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -33,11 +53,9 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     return options
 
 
-def choose_providers(requested: Sequence[str] | None) -> list[str]:
-    """``requested`` if all are available, else an error; by default CUDA first where installed."""
+def check_providers(requested: Sequence[str]) -> list[str]:
+    """``requested`` if all are available here, else a ``LoadError`` listing what is."""
     available = ort.get_available_providers()
-    if requested is None:
-        return [p for p in _GPU_FIRST if p in available]
     missing = [p for p in requested if p not in available]
     if missing:
         raise LoadError(f"providers={list(requested)}: {missing} not available here; available: {available}.")
@@ -47,8 +65,10 @@ def choose_providers(requested: Sequence[str] | None) -> list[str]:
 class OnnxRunner:
     """A session opened once; each call feeds the inputs the graph kept, by name.
 
-    The session uses :func:`session_options` and :func:`choose_providers`. Exporters drop
-    graph inputs the model never reads, so only those present are fed.
+    The session uses :func:`session_options` and the providers of ``device`` (or
+    ``providers``, given explicitly). ONNX Runtime starts on the CPU alone, with a warning,
+    where the CUDA provider fails to start; that is refused here, since a GPU was asked for.
+    Exporters drop graph inputs the model never reads, so only those present are fed.
     """
 
     def __init__(
@@ -56,10 +76,17 @@ class OnnxRunner:
         path: str,
         input_names: Sequence[str],
         output_names: Sequence[str],
+        device: str = "cpu",
         threads: int | None = None,
         providers: Sequence[str] | None = None,
     ) -> None:
-        self.session = ort.InferenceSession(path, session_options(threads), providers=choose_providers(providers))
+        chosen = check_providers(providers) if providers is not None else providers_for(device)
+        self.session = ort.InferenceSession(path, session_options(threads), providers=chosen)
+        if providers is None and device != "cpu" and self.session.get_providers()[0] != _CUDA:
+            raise LoadError(
+                f"{path}: ONNX Runtime could not start {_CUDA} on {device} and would run on the CPU."
+                f" HINT: check the GPU and the CUDA/cuDNN libraries onnxruntime-gpu needs, or pass device='cpu'."
+            )
         graph_inputs = {i.name for i in self.session.get_inputs()}
         graph_outputs = {o.name for o in self.session.get_outputs()}
         missing = [n for n in output_names if n not in graph_outputs]

@@ -7,16 +7,27 @@ from collections.abc import Sequence
 import torch
 
 from lightning_deploy.runtimes import FlatRunner
+from lightning_deploy.runtimes.torch_device import MISSING_DEVICE_HINT, has_device
 
-__all__ = ["ARRAYS", "RUNTIME", "open_runner"]
+__all__ = ["ARRAYS", "MISSING_DEVICE_HINT", "RUNTIME", "has_device", "open_runner"]
 
 RUNTIME = "torch.export"
 ARRAYS = "torch"
 
 
-def open_runner(path: str, input_names: Sequence[str], output_names: Sequence[str]) -> FlatRunner:
-    """Load ``path``; its module takes and returns flat tensors."""
-    module = torch.export.load(path).module()
+def open_runner(path: str, input_names: Sequence[str], output_names: Sequence[str], device: str = "cpu") -> FlatRunner:
+    """Load ``path``; its weights and device constants are moved to ``device`` where they live elsewhere.
+
+    ``move_to_device_pass`` is torch's own way to re-home an ``ExportedProgram`` (weights,
+    buffers and the ``device=`` arguments recorded in its graph), so a program exported on
+    a GPU runs on the CPU and back.
+    """
+    program = torch.export.load(path)
+    target = torch.device(device)
+    tensors = [*program.state_dict.values(), *program.constants.values()]
+    if any(isinstance(t, torch.Tensor) and t.device != target for t in tensors):
+        program = torch.export.passes.move_to_device_pass(program, target)
+    module = program.module()
 
     def run(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         with torch.no_grad():
