@@ -177,7 +177,10 @@ def _runners(model: nn.Module, sample: tuple, folder: Path, threads: int, device
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         scripted = torch.jit.load(str(folder / "model.torchscript.pt"), map_location=device)
-    program = torch.export.load(str(folder / "model.pt2")).module()
+    # torch.export.load gives CPU weights even for a program saved from a GPU: re-home it, as load() does
+    from torch.export.passes import move_to_device_pass
+
+    program = move_to_device_pass(torch.export.load(str(folder / "model.pt2")), device).module()
     from torch._inductor import aoti_load_package
 
     compiled = aoti_load_package(str(folder / "model.aoti.pt2"))
