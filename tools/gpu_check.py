@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--doc", type=Path, default=None, help="write the latency tables into this page")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--skip-benchmark", action="store_true")
+    parser.add_argument("--models", nargs="*", default=["mlp", "resnet18", "transformer"], help="benchmarked models")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     if not torch.cuda.is_available():
@@ -152,7 +153,7 @@ def main() -> None:
         import runtime
 
         doc = ["--doc", str(args.doc)] if args.doc else []
-        sys.argv = ["runtime.py", "--device", "cuda", "--repeats", str(args.repeats), *doc]
+        sys.argv = ["runtime.py", "--device", "cuda", "--repeats", str(args.repeats), "--models", *args.models, *doc]
         runtime.main()
     print(f"\ngpu_check: {len(FAILURES)} failed check(s)" + "".join(f"\n  - {f}" for f in FAILURES), flush=True)
     sys.exit(1 if FAILURES else 0)
