@@ -85,7 +85,8 @@ def _parser() -> ArgumentParser:
     commands.add_subcommand("show", show, help="print a manifest as a table")
 
     run = _new_parser("Run an artifact through load() and print or save its outputs.")
-    run.add_argument("artifact", help="STEM.onnx, STEM.torchscript.pt, STEM.pt2 or STEM.export.json")
+    run.add_argument("artifact", help="STEM.onnx, STEM.torchscript.pt, STEM.pt2, STEM.aoti.pt2 or STEM.export.json")
+    run.add_argument("--device", help="cpu, cuda or cuda:N (default: the device the manifest records, if present here)")
     run.add_argument(
         "--input",
         required=True,
@@ -211,7 +212,7 @@ def _run(config: Any, argv: list[str]) -> int:
 
     from lightning_deploy.load import load
 
-    model = load(config.artifact)
+    model = load(config.artifact, device=config.device)
     outputs = _run_on_file(model, Path(config.input))
     if config.output:
         np.savez(config.output, **{k: _numpy(v) for k, v in outputs.items()})

@@ -117,9 +117,14 @@ def test_export_show_and_run_on_a_plain_trainer_checkpoint(plain_checkpoint, tmp
     assert "out  shape=[3, 10] dtype=float32" in printed.stdout
     assert f"{eager[0, 0]:.5f}" in printed.stdout
     saved = _deploy("run", str(ckpt.with_suffix(".pt2")), "--input", str(tmp_path / "pixels.npy"),
-                    "--output", str(tmp_path / "out.npz"), cwd=tmp_path)  # fmt: skip
+                    "--output", str(tmp_path / "out.npz"), "--device", "cpu", cwd=tmp_path)  # fmt: skip
     assert saved.returncode == 0, saved.stderr
     np.testing.assert_allclose(np.load(tmp_path / "out.npz")["out"], eager, atol=1e-5)
+    if not torch.cuda.is_available():
+        refused = _deploy("run", str(ckpt.with_suffix(".onnx")), "--input", str(tmp_path / "pixels.npy"),
+                          "--device", "cuda", cwd=tmp_path)  # fmt: skip
+        assert refused.returncode != 0 and "load(device='cuda')" in refused.stderr
+        assert "onnxruntime-gpu" in refused.stderr
 
 
 def _bad_yaml(tmp_path):

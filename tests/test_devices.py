@@ -8,6 +8,9 @@ the digits model through the callback). CUDA tests run only where torch sees a G
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import lightning.pytorch as pl
 import numpy as np
@@ -130,6 +133,16 @@ def test_aoti_of_a_structured_model_is_verified_at_two_shapes(structured_export)
     assert {a["device"] for a in manifest["artifacts"]} == {"cpu"}
     saved = json.loads((folder / "model.export.json").read_text())
     assert saved["artifacts"][3]["device"] == "cpu"
+
+
+def test_show_lists_the_aoti_package_and_each_device(structured_export):
+    _, folder, manifest = structured_export
+    command = [sys.executable, "-m", "lightning_deploy.cli", "show", str(folder / "model.export.json")]
+    shown = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert shown.returncode == 0, shown.stderr
+    rows = [line for line in shown.stdout.splitlines() if line.startswith("│ aoti")]
+    assert rows and "export" in rows[0] and "cpu" in rows[0] and "yes" in rows[0], shown.stdout
+    assert "model.aoti.pt2" in shown.stdout and manifest["artifacts"][3]["sha256"][:12] in shown.stdout
 
 
 @pytest.mark.parametrize("fmt", ALL)
