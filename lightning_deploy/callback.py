@@ -17,7 +17,6 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
-from lightning.fabric.utilities.cloud_io import _load as load_checkpoint
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.core.module import _jit_is_scripting
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -25,8 +24,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
+from lightning_deploy.checkpoints import is_sharded, load_weights, rebuild
 from lightning_deploy.engine import export
-from lightning_deploy.errors import ConfigurationError, ExportError
+from lightning_deploy.errors import CheckpointError, ConfigurationError, ExportError
 from lightning_deploy.input_spec import sample_from_spec
 from lightning_deploy.manifest import failure_manifest
 from lightning_deploy.options import ExportOptions
@@ -256,15 +256,27 @@ class ModelExport(Callback):
         return callback.best_model_path or callback.last_model_path
 
     def _rebuild(self, trainer: pl.Trainer | None, pl_module: nn.Module, path: str | None) -> nn.Module:
-        """A copy of ``pl_module`` on the training device, holding the checkpoint's weights.
+        """A model on the training device holding the checkpoint's weights; ``pl_module`` is neither moved nor changed.
 
-        The trainer is shared, not copied; ``pl_module`` itself is neither moved nor changed.
+        For a checkpoint file, a copy of ``pl_module`` (the trainer is shared, not copied). For a
+        sharded directory (FSDP, ModelParallel), a fresh instance of its class built from the
+        checkpoint's hyperparameters, into which the shards are consolidated: after sharded
+        training ``pl_module``'s parameters may be flattened or DTensors, and a fresh build holds
+        the weights once.
         """
         device = trainer.strategy.root_device if trainer is not None else _device_of(pl_module)
+        if path and is_sharded(path):
+            try:
+                model = rebuild(type(pl_module), path)
+            except TypeError as err:
+                raise CheckpointError(
+                    f"{path}: cannot rebuild {type(pl_module).__name__} from the sharded checkpoint ({err})."
+                    " HINT: call self.save_hyperparameters() in its __init__, so meta.pt records its arguments."
+                ) from None
+            return model.to(device)
         model = copy.deepcopy(pl_module, {id(trainer): trainer} if trainer is not None else None)
         if path:
-            state = load_checkpoint(path, map_location="cpu")
-            model.load_state_dict(state["state_dict"])
+            load_weights(model, path)
         return model.to(device)
 
     def _target(self, model: nn.Module) -> nn.Module:

@@ -107,8 +107,10 @@ def _export(config: Any, argv: list[str]) -> int:
     from lightning_deploy.callback import ModelExport
 
     ckpt = Path(config.ckpt_path)
-    if not ckpt.is_file():
-        raise CommandError(f"--ckpt_path {ckpt}: no such file. HINT: pass the path of a .ckpt file.")
+    if not ckpt.exists():
+        raise CommandError(
+            f"--ckpt_path {ckpt}: no such file or directory. HINT: pass a .ckpt file or a sharded checkpoint directory."
+        )
     yaml_model, yaml_export = _read_config(config.config) if config.config else ({}, {})
     given = {k: v for k, v in config.items() if k in _option_names() and _given(k, argv)}
     callback = ModelExport(**{**yaml_export, **given})
@@ -156,14 +158,11 @@ def _read_config(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _build_model(ckpt: Path, class_path: str | None, yaml_model: dict[str, Any]) -> Any:
-    """The LightningModule of ``ckpt``, rebuilt from its class, hyperparameters and the YAML's init_args."""
-    import torch
+    """The LightningModule of ``ckpt`` (file or sharded directory): its class, hyperparameters, YAML init_args."""
+    from lightning_deploy.checkpoints import is_sharded, read_checkpoint_meta, rebuild
 
-    try:
-        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
-        raise CommandError(f"--ckpt_path {ckpt}: cannot read it as a checkpoint ({type(err).__name__}).") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+    checkpoint = read_checkpoint_meta(ckpt)
+    if not is_sharded(ckpt) and "state_dict" not in checkpoint:
         raise CommandError(f"--ckpt_path {ckpt}: not a Lightning checkpoint (no state_dict).")
     class_path = class_path or yaml_model.get("class_path") or checkpoint.get("hyper_parameters", {}).get("_class_path")
     if not class_path:
@@ -173,7 +172,7 @@ def _build_model(ckpt: Path, class_path: str | None, yaml_model: dict[str, Any])
     cls = _import(class_path)
     init_args = yaml_model.get("init_args", {}) if "class_path" in yaml_model else yaml_model
     try:
-        return cls.load_from_checkpoint(ckpt, map_location="cpu", **init_args)
+        return rebuild(cls, ckpt, **init_args)
     except RuntimeError as err:
         detail = " ".join(str(err).split())[:300]
         raise CommandError(

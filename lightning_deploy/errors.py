@@ -8,6 +8,7 @@ the runtime side raises :class:`LoadError` and its subclasses.
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
     "ConfigurationError",
     "ExportError",
     "IntegrityError",
@@ -23,6 +24,10 @@ class LightningDeployError(Exception):
 
 class ConfigurationError(LightningDeployError, ValueError):
     """An argument is wrong; the message names it, the rule and the fix."""
+
+
+class CheckpointError(LightningDeployError, ValueError):
+    """A checkpoint (file or sharded directory) cannot be read; the message names the path and what is missing."""
 
 
 class ExportError(LightningDeployError, RuntimeError):

@@ -1,0 +1,178 @@
+"""Read a Lightning checkpoint: a ``.ckpt`` file, or the directory a sharded strategy writes.
+
+Lightning's ``FSDPStrategy(state_dict_type="sharded")`` and ``ModelParallelStrategy`` save a
+checkpoint as a torch.distributed.checkpoint (DCP) directory ``STEM.ckpt/``: ``.metadata``,
+one ``__R_0.distcp`` shard file per rank, and ``meta.pt`` with the rest of the checkpoint dict
+(``hyper_parameters`` included). The weights sit under ``"model"`` (FSDP) or ``"state_dict"``
+(ModelParallel) in the shards (read from ``save_checkpoint`` in ``lightning/pytorch/
+strategies/fsdp.py`` and ``model_parallel.py``).
+
+A directory's weights are consolidated by DCP's own reader straight into the parameters of a
+model that is already built (``dcp.load`` copies each saved chunk into the matching slice of
+the tensor it is given, in place), so the full state is held once, in the model: no
+consolidated copy beside it, no optimizer state read. Nothing is written into the directory.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from lightning.fabric.utilities.load import _METADATA_FILENAME
+from torch import nn
+
+from lightning_deploy.errors import CheckpointError
+
+__all__ = ["DCP_METADATA", "WEIGHT_KEYS", "is_sharded", "load_weights", "read_checkpoint_meta", "rebuild"]
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+DCP_METADATA = ".metadata"
+# Where each strategy puts the model's weights inside a DCP directory.
+WEIGHT_KEYS = {"model": "FSDPStrategy(state_dict_type='sharded')", "state_dict": "ModelParallelStrategy"}
+
+
+def is_sharded(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a checkpoint directory (torch.distributed.checkpoint) rather than a file."""
+    return Path(path).is_dir()
+
+
+def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The checkpoint dict without the sharded weights: a file's whole dict, a directory's ``meta.pt``.
+
+    Raises:
+        CheckpointError: naming the path and what is missing or unreadable.
+    """
+    path = Path(path)
+    source = path / _METADATA_FILENAME if is_sharded(path) else path
+    if is_sharded(path):
+        _check_directory(path)
+        if not source.is_file():
+            raise CheckpointError(
+                f"{path}: the checkpoint directory has no {_METADATA_FILENAME} (Lightning writes the hyperparameters"
+                " and the rest of the checkpoint there). HINT: copy the whole directory as training wrote it."
+            )
+    try:
+        checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
+        raise CheckpointError(f"{source}: cannot read it as a checkpoint ({type(err).__name__}: {err}).") from None
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{source}: not a Lightning checkpoint (a {type(checkpoint).__name__}, not a dict).")
+    return checkpoint
+
+
+def rebuild(cls: type[ModuleT], path: str | os.PathLike[str], **init_args: Any) -> ModuleT:
+    """``cls`` built as ``load_from_checkpoint`` builds it, holding the checkpoint's weights.
+
+    A file goes through ``cls.load_from_checkpoint``. ``load_from_checkpoint`` cannot read a
+    directory, so for one the model is built by Lightning's own ``_load_state`` (the same
+    code: ``hyper_parameters`` from ``meta.pt``, ``init_args`` over them, ``configure_model``,
+    ``on_load_checkpoint``) with an empty ``state_dict``, and the weights are then
+    consolidated into it by :func:`load_weights`, so they are held once.
+    """
+    path = Path(path)
+    if not is_sharded(path):
+        return cls.load_from_checkpoint(path, map_location="cpu", **init_args)
+    from lightning.pytorch.core.saving import _load_state
+
+    meta = read_checkpoint_meta(path)
+    with warnings.catch_warnings():  # the weights come next, so "keys not in the checkpoint" is expected here
+        warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in")
+        model = _load_state(cls, {**meta, "state_dict": {}}, strict=False, **init_args)
+    load_weights(model, path)
+    return model
+
+
+def load_weights(module: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load the checkpoint's model weights into ``module`` (strict: every key, no extra).
+
+    A file is read with ``torch.load``; a directory is consolidated into ``module``'s own
+    tensors by ``torch.distributed.checkpoint.load`` without collectives (``no_dist=True``),
+    so it runs on global rank zero alone while the other ranks wait.
+
+    Raises:
+        CheckpointError: for an unreadable file, a partial directory, or weights that do not
+            fit ``module`` (missing or unexpected keys, wrong shapes).
+    """
+    path = Path(path)
+    if not is_sharded(path):
+        checkpoint = read_checkpoint_meta(path)
+        if "state_dict" not in checkpoint:
+            raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict).")
+        _fit(module, checkpoint["state_dict"], path)
+        return
+    key, saved = _check_directory(path)
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    target = module.state_dict()  # tensors that share storage with the parameters and buffers
+    unexpected = sorted(set(saved).difference(target))
+    missing = sorted(set(target).difference(saved))
+    resized = [
+        f"{name} {list(saved[name])} in the checkpoint, {list(tensor.shape)} in the model"
+        for name, tensor in target.items()
+        if saved.get(name) is not None and tuple(saved[name]) != tensor.shape
+    ]
+    if missing or unexpected or resized:
+        raise CheckpointError(
+            f"{path}: its weights do not fit {type(module).__name__}: missing {missing[:5]}, unexpected"
+            f" {unexpected[:5]}, other shapes {resized[:3]}. HINT: rebuild the model class (and hyperparameters)"
+            " that trained this checkpoint."
+        )
+    try:
+        dcp.load({key: target}, checkpoint_id=path, no_dist=True)
+    except (Exception, CheckpointException) as err:  # noqa: BLE001 - DCP's own exception is a BaseException
+        detail = " ".join(str(err).split())[:400]
+        raise CheckpointError(f"{path}: torch.distributed.checkpoint could not read the weights: {detail}") from None
+
+
+def _fit(module: nn.Module, state: dict[str, Any], path: Path) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:400]
+        raise CheckpointError(
+            f"{path}: its weights do not fit {type(module).__name__} ({detail})."
+            " HINT: rebuild the model class (and hyperparameters) that trained this checkpoint."
+        ) from None
+
+
+def _check_directory(path: Path) -> tuple[str, dict[str, torch.Size | None]]:
+    """The weights' key (``model`` or ``state_dict``) and their names and shapes (``None``: not a tensor).
+
+    Every shard file the metadata names must exist.
+    """
+    from torch.distributed.checkpoint import FileSystemReader
+
+    if not (path / DCP_METADATA).is_file():
+        raise CheckpointError(
+            f"{path}: a directory, but not a torch.distributed.checkpoint: {DCP_METADATA} is missing"
+            f" (a sharded Lightning checkpoint holds it, __R_0.distcp shard files and {_METADATA_FILENAME})."
+            " HINT: pass the checkpoint directory as training wrote it, or a .ckpt file."
+        )
+    try:
+        metadata = FileSystemReader(path).read_metadata()
+    except Exception as err:  # noqa: BLE001 - a truncated or foreign .metadata
+        raise CheckpointError(f"{path}: cannot read {DCP_METADATA} ({type(err).__name__}: {err}).") from None
+    shards = sorted({info.relative_path for info in metadata.storage_data.values()})
+    absent = [name for name in shards if not (path / name).is_file()]
+    if absent:
+        raise CheckpointError(
+            f"{path}: shard file(s) {absent} listed in {DCP_METADATA} are missing ({len(shards)} expected)."
+            " HINT: copy every shard file; each rank wrote one."
+        )
+    paths = metadata.planner_data or {}
+    names: dict[str, dict[str, torch.Size | None]] = {}
+    for flat_key, item in metadata.state_dict_metadata.items():
+        parts = [str(p) for p in paths.get(flat_key, flat_key.split(".", 1))]
+        names.setdefault(parts[0], {})[".".join(parts[1:])] = getattr(item, "size", None)
+    key = next((k for k in WEIGHT_KEYS if k in names), None)
+    if key is None:
+        raise CheckpointError(
+            f"{path}: holds no model weights under {list(WEIGHT_KEYS)} (where {', '.join(WEIGHT_KEYS.values())}"
+            f" put them); its top-level keys are {sorted(names)}."
+        )
+    return key, names[key]
