@@ -18,7 +18,6 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.core.module import _jit_is_scripting
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.utils.data import DataLoader
@@ -172,7 +171,11 @@ class ModelExport(Callback):
         return "; ".join(f"{a['format']} failed: {a['error']}" for a in failed) or None
 
     def export_checkpoint(
-        self, model: pl.LightningModule, ckpt_path: str | None, trainer: pl.Trainer | None = None
+        self,
+        model: pl.LightningModule,
+        ckpt_path: str | None,
+        trainer: pl.Trainer | None = None,
+        holds_weights: bool = False,
     ) -> dict[str, Any]:
         """Export ``ckpt_path``'s weights, loaded into a copy of ``model``, next to the checkpoint.
 
@@ -180,6 +183,9 @@ class ModelExport(Callback):
         itself back to the CPU by ``on_fit_end``), so a GPU-trained model is exported and
         verified on its GPU; without a trainer, where ``model`` lives.
 
+        ``ckpt_path`` is a ``.ckpt`` file or a sharded checkpoint directory. With
+        ``holds_weights=True`` ``model`` already holds its weights (the command line rebuilt it
+        from the checkpoint) and is exported as it is, without a second copy of the weights.
         With ``ckpt_path=None`` the model's own weights are exported into ``dirpath`` as ``final``.
         Used at fit end and by the command line; failures become a manifest, which is returned
         and kept in ``self.manifest``.
@@ -192,7 +198,7 @@ class ModelExport(Callback):
         dirpath = Path(self.dirpath) if self.dirpath is not None else Path(ckpt_path).parent
         stem = Path(ckpt_path).stem if ckpt_path else self.FINAL_STEM
         try:
-            copied = self._rebuild(trainer, model, ckpt_path)
+            copied = model if holds_weights else self._rebuild(trainer, model, ckpt_path)
             accuracy_data = self._accuracy_data(trainer)
             self.manifest = self._export(
                 self._target(copied), self._sample(copied), dirpath, stem, ckpt_path, accuracy_data
@@ -214,8 +220,6 @@ class ModelExport(Callback):
     ) -> dict:
         """Call the engine with this callback's options.
 
-        ``_jit_is_scripting`` is Lightning's own workaround (used by ``to_torchscript``) that lets
-        TorchScript inspect a LightningModule whose ``trainer`` property would otherwise raise.
         The preflight checks ``aoti`` by its ``torch.export`` capture (``pt2``) instead of
         compiling it: what can fail there is the capture, and compiling takes tens of seconds.
         """
@@ -223,11 +227,10 @@ class ModelExport(Callback):
         formats = o.formats
         if preflight and "aoti" in formats:
             formats = tuple(dict.fromkeys("pt2" if f == "aoti" else f for f in formats))
-        with _jit_is_scripting():
-            return export(target, sample, dirpath, stem, formats=formats, method=o.method,
-                          dynamic_batch=o.dynamic_batch, dynamic_axes=o.dynamic_axes, verify=o.verify,
-                          atol=o.atol, rtol=o.rtol, opset=o.opset, checkpoint=checkpoint, int8_rtol=o.int8_rtol,
-                          accuracy_data=accuracy_data)  # fmt: skip
+        return export(target, sample, dirpath, stem, formats=formats, method=o.method,
+                      dynamic_batch=o.dynamic_batch, dynamic_axes=o.dynamic_axes, verify=o.verify,
+                      atol=o.atol, rtol=o.rtol, opset=o.opset, checkpoint=checkpoint, int8_rtol=o.int8_rtol,
+                      accuracy_data=accuracy_data)  # fmt: skip
 
     def _accuracy_data(self, trainer: pl.Trainer | None) -> DataLoader | None:
         """The fit's validation loader, on which the int8 artifact's accuracy is measured (one loader only)."""

@@ -115,7 +115,7 @@ def _export(config: Any, argv: list[str]) -> int:
     given = {k: v for k, v in config.items() if k in _option_names() and _given(k, argv)}
     callback = ModelExport(**{**yaml_export, **given})
     model = _build_model(ckpt, config.model, yaml_model)
-    manifest = callback.export_checkpoint(model, str(ckpt))
+    manifest = callback.export_checkpoint(model, str(ckpt), holds_weights=True)
     return 0 if manifest["ok"] else 1
 
 

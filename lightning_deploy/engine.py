@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import re
+import sys
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -102,7 +103,7 @@ def export(
     options = ExportOptions(formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol)
     dirpath = _checked_target(module, dirpath, stem)
     # Captures and the eager reference take the plain attention path (eager.py); eval mode, no autograd.
-    with _eval_mode(module), torch.no_grad(), attention_fast_path(False):
+    with _eval_mode(module), torch.no_grad(), attention_fast_path(False), _lightning_scripting(module):
         plan = make_plan(module, input_sample, options)
         dirpath.mkdir(parents=True, exist_ok=True)
         with staging_dir(dirpath, stem) as staging:
@@ -202,6 +203,23 @@ def _checked_target(module: Any, dirpath: Any, stem: Any) -> Path:
     if path.exists() and not path.is_dir():
         raise ConfigurationError(f"export(dirpath={str(path)!r}): this is a file, not a folder. HINT: pass a folder.")
     return path
+
+
+@contextlib.contextmanager
+def _lightning_scripting(module: nn.Module) -> Iterator[None]:
+    """For a LightningModule, Lightning's own ``_jit_is_scripting`` (what ``to_torchscript`` uses).
+
+    A LightningModule's ``trainer`` property raises when no Trainer is attached, and tracing or
+    scripting reads every attribute; inside this context it returns ``None``. Looked up in
+    ``sys.modules`` so that the engine never imports Lightning itself: a LightningModule means
+    Lightning is already imported.
+    """
+    core = sys.modules.get("lightning.pytorch.core.module")
+    if core is None or not isinstance(module, core.LightningModule):
+        yield
+        return
+    with core._jit_is_scripting():
+        yield
 
 
 @contextlib.contextmanager
