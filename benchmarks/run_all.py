@@ -12,7 +12,7 @@ from pathlib import Path
 
 from perfdoc import DOC
 
-SCRIPTS = ["runtime.py", "export_cost.py", "memory.py", "cold_start.py", "int8_digits.py"]
+SCRIPTS = ["runtime.py", "export_cost.py", "memory.py", "sharded_memory.py", "cold_start.py", "int8_digits.py"]
 
 
 def main() -> None:

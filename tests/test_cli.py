@@ -143,7 +143,7 @@ def _typo_yaml(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (lambda c, t: ["--ckpt_path", str(t / "missing.ckpt")], r"no such file\. HINT: pass the path of a \.ckpt"),
+        (lambda c, t: ["--ckpt_path", str(t / "missing.ckpt")], r"no such file or directory\. HINT: pass a \.ckpt"),
         (
             lambda c, t: ["--ckpt_path", str(t / "garbage.ckpt"), "--model", "train_digits.DigitsMLP"],
             r"cannot read it as a checkpoint",

@@ -167,3 +167,17 @@ def test_exporters_conform_to_one_interface():
     for method, exporter in EXPORTERS.items():
         assert exporter.method == method
         assert set(exporter.formats) <= {"torchscript", "onnx", "pt2", "aoti"}
+
+
+def test_bare_export_of_a_lightning_module_makes_torchscript(tmp_path):
+    """No Trainer attached: the engine itself applies Lightning's _jit_is_scripting (the `trainer` property raises)."""
+    from lightning_models import DigitsClassifier
+
+    torch.manual_seed(0)
+    model = DigitsClassifier()
+    with pytest.raises(RuntimeError, match="not attached to a `Trainer`"):
+        model.trainer  # noqa: B018 - what tracing and scripting would read
+    manifest = export(model, torch.randn(4, 64), tmp_path, "digits", formats=["torchscript"])
+    assert manifest["ok"], manifest["artifacts"][0]["error"]
+    x = torch.randn(5, 64)
+    torch.testing.assert_close(load(tmp_path / "digits.torchscript.pt")(x), model(x), atol=1e-5, rtol=1e-4)
