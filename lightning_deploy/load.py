@@ -20,6 +20,7 @@ import numpy as np
 from lightning_deploy.errors import IntegrityError, LoadError, StructureError
 from lightning_deploy.files import sha256_file
 from lightning_deploy.manifest import ONNX_FORMATS, SUFFIXES, manifest_path, read_manifest
+from lightning_deploy.manifest_check import check_entry, check_io, contained_file
 from lightning_deploy.placement import choose_device
 from lightning_deploy.runtimes import runtime_module
 from lightning_deploy.schema import Structure, check_schema_version
@@ -73,13 +74,18 @@ def load(
     path = Path(path)
     manifest_file = manifest_path(path)
     manifest = read_manifest(manifest_file)
+    entries = manifest.get("artifacts")
+    if not isinstance(entries, list):
+        raise LoadError(f"{manifest_file}: 'artifacts' is not a list. HINT: the manifest is damaged; re-export.")
+    for candidate in entries:
+        check_entry(candidate, manifest_file, SUFFIXES)
     entry = _select_artifact(manifest, manifest_file, path, format)
     if verified_only and not entry.get("ok"):
         raise LoadError(
             f"{manifest_file}: the {entry['format']} artifact failed at export: {entry.get('error')}."
             " HINT: fix the export, or pass verified_only=False to run it anyway."
         )
-    artifact = manifest_file.parent / entry["path"]
+    artifact = contained_file(manifest_file.parent, entry["path"], f"{manifest_file}: the {entry['format']} path")
     if not artifact.is_file():
         raise LoadError(f"Artifact {artifact} is missing. HINT: copy it along with {manifest_file.name}.")
     side_files = {artifact.parent / name: sha for name, sha in entry.get("side_files_sha256", {}).items()}
@@ -174,6 +180,7 @@ class ExportedModel:
         providers: Sequence[str] | None = None,
         device: str | None = None,
     ) -> None:
+        check_io(manifest, artifact.parent / "manifest")
         inputs, outputs = manifest["inputs"], manifest["outputs"]
         check_schema_version(inputs["schema"])
         check_schema_version(outputs["schema"])
@@ -184,8 +191,13 @@ class ExportedModel:
         # forward(a, b, ...) without *args/**kwargs, called positionally: the common case, bound by one zip
         plain = self._call["var_positional"] is None and self._call["var_keyword"] is None
         self._positional = tuple(self._call["parameters"]) if plain else None
-        self._inputs = Structure(inputs["schema"]["tree"], root="input")
-        self._outputs = Structure(outputs["schema"]["tree"], root="output")
+        try:
+            self._inputs = Structure(inputs["schema"]["tree"], root="input")
+            self._outputs = Structure(outputs["schema"]["tree"], root="output")
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:  # a schema tree edited by hand
+            raise LoadError(f"{artifact}: the manifest's schema is malformed ({type(err).__name__}: {err}).") from None
+        if self._inputs.names != inputs["names"] or self._outputs.names != outputs["names"]:
+            raise LoadError(f"{artifact}: the manifest's schema and leaf names disagree. HINT: re-export.")
         self._checks = _leaf_checks(inputs)
         try:
             runtime = runtime_module(self.format)
@@ -198,11 +210,18 @@ class ExportedModel:
         self.device: str = self._choose_device(entry, runtime, device, providers)
         self._arrays = runtime.ARRAYS
         self._native = entry.get("io") == "native"
-        if self._native:
-            self._run_native = runtime.open_native(str(artifact), self.device)
-        else:
-            options = {"threads": threads, "providers": providers} if self.format in ONNX_FORMATS else {}
-            self._run = runtime.open_runner(str(artifact), inputs["names"], outputs["names"], self.device, **options)
+        try:
+            if self._native:
+                self._run_native = runtime.open_native(str(artifact), self.device)
+            else:
+                options = {"threads": threads, "providers": providers} if self.format in ONNX_FORMATS else {}
+                names = inputs["names"], outputs["names"]
+                self._run = runtime.open_runner(str(artifact), *names, self.device, **options)
+        except LoadError:
+            raise
+        except Exception as err:  # the runtime's own error, said as ours with the file named
+            text = " ".join(str(err).split())[:500]
+            raise LoadError(f"{artifact}: {runtime.RUNTIME} cannot open it as {self.format}: {text}") from err
 
     def _choose_device(self, entry: Mapping[str, Any], runtime: Any, device: str | None, providers: Any) -> str:
         """Where the artifact runs (``placement.choose_device``); explicit ONNX providers decide it themselves."""

@@ -75,6 +75,8 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
         ) from None
     except (OSError, ValueError) as err:
         raise LoadError(f"Cannot read the manifest {path}: {err}.") from None
+    if not isinstance(data, dict):
+        raise LoadError(f"{path}: a manifest is a JSON object, this is a {type(data).__name__}. HINT: re-export.")
     if data.get("manifest_version") != MANIFEST_VERSION:
         raise LoadError(
             f"{path}: manifest_version {data.get('manifest_version')!r} is not one this package reads"
@@ -123,6 +125,7 @@ def failure_manifest(
         "method": None,
         "io": "flat",
         "requires": [],
+        "device": None,
         "ok": False,
         "verified": False,
         "sha256": None,

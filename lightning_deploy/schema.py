@@ -34,11 +34,12 @@ import numpy as np
 
 from lightning_deploy.errors import LoadError, StructureError
 
-__all__ = ["SCHEMA_VERSION", "Record", "Structure", "check_schema_version", "leaf_names"]
+__all__ = ["KINDS", "SCHEMA_VERSION", "Record", "Structure", "check_node", "check_schema_version", "leaf_names"]
 
 SCHEMA_VERSION = 2
 KNOWN_SCHEMA_VERSIONS = (1, 2)  # 2 added the record kind
 
+KINDS = ("tensor", "none", "list", "tuple", "dict", "namedtuple", "dataclass", "record")
 Flattener = Callable[[Any, list], None]
 Builder = Callable[[Any], Any]
 
@@ -111,7 +112,9 @@ def _resolve_class(node: Mapping[str, Any]) -> Callable[..., Any]:
 
     The original class is used only when its module is already imported (no import is
     triggered by a manifest) and it can be built from its fields by keyword (a named tuple
-    positionally); otherwise a :class:`Record` subclass of the same name is made.
+    positionally; a dataclass only when every recorded field is one of its init fields, since
+    the class here may differ from the one exported); otherwise a :class:`Record` subclass of
+    the same name is made.
     """
     module_name, _, qualname = node["class"].rpartition(".")
     target: Any = sys.modules.get(module_name)
@@ -124,7 +127,8 @@ def _resolve_class(node: Mapping[str, Any]) -> Callable[..., Any]:
             return target
         return collections.namedtuple(name, fields)  # type: ignore[misc]
     if isinstance(target, type) and dataclasses.is_dataclass(target):
-        return target
+        if set(fields) <= {f.name for f in dataclasses.fields(target) if f.init}:
+            return target
     return type(name, (Record,), {"_fields": tuple(fields), "__module__": __name__})
 
 
@@ -145,6 +149,7 @@ class Structure:
     """
 
     def __init__(self, node: Mapping[str, Any], root: str = "input") -> None:
+        check_node(node, root)
         self.node = node
         self.names = leaf_names(node)
         self._flatten = self._compile_flatten(node, root)
@@ -197,6 +202,44 @@ class Structure:
         if kind == "namedtuple":
             return lambda leaves: cls(*(build(leaves) for build in children))
         return lambda leaves: cls(**{f: build(leaves) for f, build in zip(fields, children)})
+
+
+def check_node(node: Any, path: str) -> None:
+    """Raise :class:`LoadError` unless ``node`` (and everything under it) is a well-formed schema node.
+
+    A schema comes from a manifest that may have been edited; this keeps a bad one from
+    surfacing later as a ``KeyError`` or ``TypeError`` inside the compiled functions.
+    """
+
+    def fail(problem: str) -> None:
+        raise LoadError(f"{path}: the manifest's schema {problem}. HINT: the manifest is damaged; re-export.")
+
+    if not isinstance(node, Mapping) or node.get("kind") not in KINDS:
+        fail(f"has a node that is not one of the kinds {KINDS}: {str(node)[:80]}")
+    kind = node["kind"]
+    if kind == "tensor":
+        if not isinstance(node.get("name"), str):
+            fail("has a tensor without a name")
+        return
+    if kind == "none":
+        return
+    items = node.get("items")
+    if not isinstance(items, list):
+        fail(f"has a {kind} without a list of items")
+    if kind == "dict":
+        keys = node.get("keys")
+        hashable = isinstance(keys, list) and all(isinstance(k, (str, int)) for k in keys)
+        if not hashable or len(keys) != len(items) or len(set(keys)) != len(keys):
+            fail("has a dict whose keys do not match its items")
+    elif kind not in ("list", "tuple"):
+        fields = node.get("fields")
+        named = isinstance(fields, list) and all(isinstance(f, str) and f.isidentifier() for f in fields)
+        if not named or len(fields) != len(items) or len(set(fields)) != len(fields):
+            fail(f"has a {kind} whose fields do not match its items")
+        if not isinstance(node.get("class"), str):
+            fail(f"has a {kind} without a class name")
+    for index, child in enumerate(items):
+        check_node(child, f"{path}.{index}")
 
 
 def _flatten_leaf(path: str) -> Flattener:
