@@ -26,7 +26,15 @@ from lightning_deploy.accuracy import accuracy_delta
 from lightning_deploy.eager import attention_fast_path
 from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.exporters import EXPORTERS, Capture
-from lightning_deploy.files import copy_files, move_into_place, sha256_file, staging_dir, write_json_atomic
+from lightning_deploy.files import (
+    copy_files,
+    install_lock,
+    install_order,
+    move_into_place,
+    sha256_file,
+    staging_dir,
+    write_json_atomic,
+)
 from lightning_deploy.manifest import MANIFEST_SUFFIX, ONNX_FORMATS, artifact_name, header, json_safe, versions
 from lightning_deploy.onnx_passes import DERIVED_FORMATS
 from lightning_deploy.options import ExportOptions, methods_for
@@ -108,10 +116,15 @@ def export(
         dirpath.mkdir(parents=True, exist_ok=True)
         with staging_dir(dirpath, stem) as staging:
             work = _Work(plan, options, staging, stem, accuracy_data)
-            artifacts = [_export_format(fmt, work, dirpath) for fmt in options.formats]
-    # A JSON round trip, so that the returned dict is exactly what the file holds (str keys).
-    manifest = json.loads(json.dumps(_manifest(work, artifacts, dirpath, checkpoint), allow_nan=False))
-    write_json_atomic(dirpath / (stem + MANIFEST_SUFFIX), manifest)
+            results = [_export_format(fmt, work) for fmt in options.formats]
+            # A JSON round trip, so that the returned dict is exactly what the file holds (str keys).
+            artifacts = [entry for entry, _ in results]
+            manifest = json.loads(json.dumps(_manifest(work, artifacts, dirpath, checkpoint), allow_nan=False))
+            with install_lock(dirpath):  # the whole set moves in together, the manifest last
+                for _, folder in results:
+                    if folder is not None:
+                        move_into_place(folder, dirpath)
+                write_json_atomic(dirpath / (stem + MANIFEST_SUFFIX), manifest)
     return manifest
 
 
@@ -234,8 +247,8 @@ def _eval_mode(module: nn.Module) -> Iterator[None]:
             m.training = training
 
 
-def _export_format(fmt: str, work: _Work, dirpath: Path) -> dict[str, Any]:
-    """Try the format's methods in order; move the chosen file(s) into place; describe them."""
+def _export_format(fmt: str, work: _Work) -> tuple[dict[str, Any], Path | None]:
+    """Try the format's methods in order; describe the chosen file(s), still staged (their folder is returned)."""
     plan, stem = work.plan, work.stem
     attempts: list[_Attempt] = []
     for method in methods_for(fmt, work.options.method):
@@ -245,7 +258,7 @@ def _export_format(fmt: str, work: _Work, dirpath: Path) -> dict[str, Any]:
     chosen = next((a for a in attempts if a.clean), None) or next((a for a in attempts if a.ok), None)
     chosen = chosen or next((a for a in attempts if a.written), None)
     name = artifact_name(stem, fmt)
-    files = [p.name for p in move_into_place(chosen.folder, dirpath)] if chosen else []
+    files = [p.name for p in install_order(chosen.folder)] if chosen else []
     verification = chosen.verification if chosen else None
     vacuous = verification.vacuous if verification else []
     notes = [_vacuous_warning(fmt, vacuous)] if vacuous else []
@@ -253,7 +266,7 @@ def _export_format(fmt: str, work: _Work, dirpath: Path) -> dict[str, Any]:
         notes.append(chosen.device_note)
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
-    return {
+    entry = {
         "format": fmt,
         "path": name,
         "method": chosen.method if chosen else None,
@@ -262,9 +275,9 @@ def _export_format(fmt: str, work: _Work, dirpath: Path) -> dict[str, Any]:
         "device": (chosen.device if chosen else None) or plan.device,
         "ok": bool(chosen and chosen.ok),
         "verified": bool(verification and verification.ok),
-        "sha256": sha256_file(dirpath / name) if chosen else None,
+        "sha256": sha256_file(chosen.folder / name) if chosen else None,
         "files": files,
-        "side_files_sha256": {f: sha256_file(dirpath / f) for f in files if f != name},
+        "side_files_sha256": {f: sha256_file(chosen.folder / f) for f in files if f != name},
         "runtime": verification.runtime if verification else None,
         "max_abs_diff": json_safe(verification.max_abs_diff) if verification else None,
         "max_rel_diff": json_safe(verification.max_rel_diff) if verification else None,
@@ -279,6 +292,7 @@ def _export_format(fmt: str, work: _Work, dirpath: Path) -> dict[str, Any]:
         "warnings": (chosen.warnings if chosen else []) + notes,
         "attempts": [_describe_attempt(a) for a in attempts],
     }
+    return entry, (chosen.folder if chosen else None)
 
 
 def _attempt(fmt: str, method: str, work: _Work) -> _Attempt:

@@ -13,12 +13,61 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["copy_files", "move_into_place", "sha256_file", "staging_dir", "write_json_atomic"]
+__all__ = [
+    "copy_files",
+    "install_lock",
+    "install_order",
+    "move_into_place",
+    "sha256_file",
+    "staging_dir",
+    "write_json_atomic",
+]
+
+INSTALL_TIMEOUT_S = 120.0  # installing is renames and one small write: seconds at most
+
+
+@contextlib.contextmanager
+def install_lock(dirpath: Path, timeout: float = INSTALL_TIMEOUT_S) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``dirpath`` while a finished export's files and manifest move in.
+
+    Two exports into one folder at once (a rerun, two jobs sharing ``dirpath``) each stage
+    their files privately; this makes their installs take turns, so the folder ends with one
+    writer's files and that writer's manifest, never a mix: the export that installs last wins.
+    The lock is on the directory itself, so nothing is left behind. Where ``fcntl`` is missing
+    (Windows) installs are not serialised.
+
+    Raises:
+        TimeoutError: when another install holds the folder for longer than ``timeout`` seconds.
+    """
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
+    fd = os.open(dirpath, os.O_RDONLY)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"{dirpath}: another export has been installing files here for over {timeout:.0f} s."
+                        " HINT: check for a stuck process writing into this folder."
+                    ) from None
+                time.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 @contextlib.contextmanager
@@ -31,11 +80,15 @@ def staging_dir(dirpath: Path, stem: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def install_order(folder: Path) -> list[Path]:
+    """The files of ``folder`` in the order they move in: side files (longer names) first, the main file last."""
+    return sorted(folder.iterdir(), key=lambda p: (-len(p.name), p.name))
+
+
 def move_into_place(folder: Path, dirpath: Path) -> list[Path]:
-    """Rename every file of ``folder`` into ``dirpath``; side files first, the main file last."""
-    files = sorted(folder.iterdir(), key=lambda p: (-len(p.name), p.name))
+    """Rename every file of ``folder`` into ``dirpath`` in :func:`install_order`."""
     moved = []
-    for file in files:
+    for file in install_order(folder):
         target = dirpath / file.name
         os.replace(file, target)
         moved.append(target)

@@ -9,15 +9,35 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import IO, Any, ClassVar
 
 import torch
 
 from lightning_deploy.adapters import FlatAdapter
 from lightning_deploy.dynamic import DynamicDims
 
-__all__ = ["Capture", "ExportContext", "Exporter"]
+__all__ = ["Capture", "ExportContext", "Exporter", "save_to_file"]
+
+
+def save_to_file(path: Path, save: Callable[[IO[bytes]], None], buffered: bool = False) -> None:
+    """Run ``save`` on a Python file object (``buffered``: on memory first, then written to ``path``).
+
+    torch's zip writer, given a path, writes with C++ streams: when the disk fills up (or a file
+    size limit is hit) it throws once, then again from its destructor, and the process aborts
+    (SIGABRT). Through a Python file object the write error is an ``OSError`` that fails the
+    format. ``torch.export.save`` still aborts on a failing file object, so its archive is
+    built in memory (``buffered``, about the artifact's size for a moment) and written here.
+    """
+    with open(path, "wb") as handle:
+        if not buffered:
+            save(handle)
+            return
+        buffer = io.BytesIO()
+        save(buffer)
+        handle.write(buffer.getbuffer())
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import torch
 
-from lightning_deploy.exporters.base import Capture, ExportContext, Exporter
+from lightning_deploy.exporters.base import Capture, ExportContext, Exporter, save_to_file
 
 __all__ = ["TorchExportExporter"]
 
@@ -70,13 +70,15 @@ class TorchExportExporter(Exporter):
         program's weights are on, keeping its dynamic dims.
         """
         if fmt == "pt2":
-            torch.export.save(capture.program, str(path))
+            save_to_file(path, lambda handle: torch.export.save(capture.program, handle), buffered=True)
             return
         if fmt == "aoti":
             # imported here: torch._inductor takes a second to import and warns where CUDA is absent
             from torch._inductor import aoti_compile_and_package
 
-            aoti_compile_and_package(capture.program, package_path=str(path))
+            save_to_file(
+                path, lambda handle: aoti_compile_and_package(capture.program, package_path=handle), buffered=True
+            )
             return
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
             onnx_program = torch.onnx.export(

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import torch
 
-from lightning_deploy.exporters.base import Capture, ExportContext, Exporter
+from lightning_deploy.exporters.base import Capture, ExportContext, Exporter, save_to_file
 from lightning_deploy.exporters.onnx_symbolics import known_rank_unflatten
 
 __all__ = ["TraceExporter", "trace_flat"]
@@ -43,7 +43,7 @@ class TraceExporter(Exporter):
     def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> None:
         """``ScriptModule.save`` for TorchScript; ``torch.onnx.export(dynamo=False)`` for ONNX."""
         if fmt == "torchscript":
-            capture.program.save(str(path))
+            save_to_file(path, lambda handle: torch.jit.save(capture.program, handle))
             return
         dynamic_axes = {
             name: dict(dims)
