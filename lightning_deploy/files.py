@@ -9,6 +9,7 @@ the names that the model file refers to.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -46,38 +47,71 @@ def install_lock(dirpath: Path, timeout: float = INSTALL_TIMEOUT_S) -> Iterator[
     Raises:
         TimeoutError: when another install holds the folder for longer than ``timeout`` seconds.
     """
-    if sys.platform == "win32":
-        yield
-        return
-    import fcntl
-
-    fd = os.open(dirpath, os.O_RDONLY)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"{dirpath}: another export has been installing files here for over {timeout:.0f} s."
-                        " HINT: check for a stuck process writing into this folder."
-                    ) from None
-                time.sleep(0.02)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
+    deadline = time.monotonic() + timeout
+    while True:
+        with _locked(dirpath, wait=False) as held:
+            if held:
+                yield
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{dirpath}: another export has been installing files here for over {timeout:.0f} s."
+                " HINT: check for a stuck process writing into this folder."
+            )
+        time.sleep(0.02)
 
 
 @contextlib.contextmanager
 def staging_dir(dirpath: Path, stem: str) -> Iterator[Path]:
-    """A fresh hidden folder inside ``dirpath``, removed with whatever is left in it."""
-    path = Path(tempfile.mkdtemp(prefix=f".{stem}.staging-", dir=dirpath))
+    """A fresh hidden folder inside ``dirpath``, removed with whatever is left in it.
+
+    Its owner holds an ``flock`` on it for its whole life: the folder is made under another
+    name, locked, and only then renamed to ``.STEM.staging-*``. A process killed mid-export
+    (SIGKILL, the OOM killer) cannot remove its folder, so the next export of the same stem
+    removes every ``.STEM.staging-*`` folder whose lock it can take: their owners are gone.
+    """
+    _remove_abandoned(dirpath, stem)
+    made = Path(tempfile.mkdtemp(prefix=f".{stem}.creating-", dir=dirpath))
+    with _locked(made, wait=True):
+        path = made.with_name(made.name.replace(".creating-", ".staging-", 1))
+        os.rename(made, path)  # the lock is on the inode, so it moves with the folder
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_abandoned(dirpath: Path, stem: str) -> None:
+    if sys.platform == "win32":  # no locks there, so a folder's owner cannot be told alive
+        return
+    for folder in dirpath.glob(f".{glob.escape(stem)}.staging-*"):
+        with contextlib.suppress(OSError), _locked(folder, wait=False) as free:
+            if free:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _locked(path: Path, wait: bool) -> Iterator[bool]:
+    """An ``flock`` on the directory ``path`` (``wait=False``: only if free); yields whether it is held.
+
+    Closing the descriptor releases it. Where ``fcntl`` is missing (Windows) nothing is locked:
+    installs are not serialised and abandoned staging folders are left.
+    """
+    if sys.platform == "win32":
+        yield True
+        return
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
     try:
-        yield path
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        os.close(fd)
 
 
 def install_order(folder: Path) -> list[Path]:
