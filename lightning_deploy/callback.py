@@ -268,9 +268,11 @@ class ModelExport(Callback):
         the weights once.
         """
         device = trainer.strategy.root_device if trainer is not None else _device_of(pl_module)
+        # At fit end the checkpoint is the one this run just wrote, so it may be fully unpickled;
+        # without a trainer it came from elsewhere and is read with weights_only=True.
         if path and is_sharded(path):
             try:
-                model = rebuild(type(pl_module), path)
+                model = rebuild(type(pl_module), path, trusted=trainer is not None)
             except TypeError as err:
                 raise CheckpointError(
                     f"{path}: cannot rebuild {type(pl_module).__name__} from the sharded checkpoint ({err})."
@@ -279,7 +281,7 @@ class ModelExport(Callback):
             return model.to(device)
         model = copy.deepcopy(pl_module, {id(trainer): trainer} if trainer is not None else None)
         if path:
-            load_weights(model, path)
+            load_weights(model, path, trusted=trainer is not None)
         return model.to(device)
 
     def _target(self, model: nn.Module) -> nn.Module:

@@ -16,6 +16,7 @@ consolidated copy beside it, no optimizer state read. Nothing is written into th
 from __future__ import annotations
 
 import os
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,11 +41,15 @@ def is_sharded(path: str | os.PathLike[str]) -> bool:
     return Path(path).is_dir()
 
 
-def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_checkpoint_meta(path: str | os.PathLike[str], trusted: bool = False) -> dict[str, Any]:
     """The checkpoint dict without the sharded weights: a file's whole dict, a directory's ``meta.pt``.
 
+    Read with ``torch.load(weights_only=True)`` (tensors and plain Python values only; a
+    Lightning checkpoint is just that) unless ``trusted``: a file from elsewhere must not run
+    code when it is read. The callback trusts the checkpoint its own run just wrote.
+
     Raises:
-        CheckpointError: naming the path and what is missing or unreadable.
+        CheckpointError: naming the path and what is missing, unreadable or refused.
     """
     path = Path(path)
     source = path / _METADATA_FILENAME if is_sharded(path) else path
@@ -56,29 +61,45 @@ def read_checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
                 " and the rest of the checkpoint there). HINT: copy the whole directory as training wrote it."
             )
     try:
-        checkpoint = torch.load(source, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means the same to the user
+        checkpoint = torch.load(source, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as err:
+        raise _refused(source, err) from None
+    except Exception as err:  # noqa: BLE001 - any other unpickling failure means the same to the user
         raise CheckpointError(f"{source}: cannot read it as a checkpoint ({type(err).__name__}: {err}).") from None
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{source}: not a Lightning checkpoint (a {type(checkpoint).__name__}, not a dict).")
     return checkpoint
 
 
-def rebuild(cls: type[ModuleT], path: str | os.PathLike[str], **init_args: Any) -> ModuleT:
+def _refused(source: Path, err: Exception) -> CheckpointError:
+    """The error for a file ``torch.load(weights_only=True)`` would not read: refused objects, or not a checkpoint."""
+    found = [line.strip() for line in str(err).splitlines() if "Unsupported global" in line]
+    if not found:  # garbage, not a pickle of objects: torch's message names an opcode
+        return CheckpointError(f"{source}: cannot read it as a checkpoint (UnpicklingError).")
+    return CheckpointError(
+        f"{source}: holds pickled Python objects that torch.load(weights_only=True) refuses ({found[0][:200]})."
+        " HINT: if you trust this file, export it with --trust_checkpoint (Python: trusted=True)."
+    )
+
+
+def rebuild(cls: type[ModuleT], path: str | os.PathLike[str], trusted: bool = False, **init_args: Any) -> ModuleT:
     """``cls`` built as ``load_from_checkpoint`` builds it, holding the checkpoint's weights.
 
-    A file goes through ``cls.load_from_checkpoint``. ``load_from_checkpoint`` cannot read a
-    directory, so for one the model is built by Lightning's own ``_load_state`` (the same
+    A file goes through ``cls.load_from_checkpoint`` (``weights_only=not trusted``), which cannot
+    read a directory, so for one the model is built by Lightning's own ``_load_state`` (the same
     code: ``hyper_parameters`` from ``meta.pt``, ``init_args`` over them, ``configure_model``,
     ``on_load_checkpoint``) with an empty ``state_dict``, and the weights are then
     consolidated into it by :func:`load_weights`, so they are held once.
     """
     path = Path(path)
     if not is_sharded(path):
-        return cls.load_from_checkpoint(path, map_location="cpu", **init_args)
+        try:
+            return cls.load_from_checkpoint(path, map_location="cpu", weights_only=not trusted, **init_args)
+        except pickle.UnpicklingError as err:
+            raise _refused(path, err) from None
     from lightning.pytorch.core.saving import _load_state
 
-    meta = read_checkpoint_meta(path)
+    meta = read_checkpoint_meta(path, trusted)
     with warnings.catch_warnings():  # the weights come next, so "keys not in the checkpoint" is expected here
         warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in")
         model = _load_state(cls, {**meta, "state_dict": {}}, strict=False, **init_args)
@@ -86,7 +107,7 @@ def rebuild(cls: type[ModuleT], path: str | os.PathLike[str], **init_args: Any) 
     return model
 
 
-def load_weights(module: nn.Module, path: str | os.PathLike[str]) -> None:
+def load_weights(module: nn.Module, path: str | os.PathLike[str], trusted: bool = False) -> None:
     """Load the checkpoint's model weights into ``module`` (strict: every key, no extra).
 
     A file is read with ``torch.load``; a directory is consolidated into ``module``'s own
@@ -99,7 +120,7 @@ def load_weights(module: nn.Module, path: str | os.PathLike[str]) -> None:
     """
     path = Path(path)
     if not is_sharded(path):
-        checkpoint = read_checkpoint_meta(path)
+        checkpoint = read_checkpoint_meta(path, trusted)
         if "state_dict" not in checkpoint:
             raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict).")
         _fit(module, checkpoint["state_dict"], path)

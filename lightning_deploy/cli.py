@@ -69,6 +69,12 @@ def _parser() -> ArgumentParser:
     export = _new_parser("Export a checkpoint of a finished run, verified.")
     export.add_argument("--ckpt_path", required=True, help="the checkpoint to export; artifacts are written beside it")
     export.add_argument(
+        "--trust_checkpoint",
+        action="store_true",
+        help="read the checkpoint with torch.load(weights_only=False): only for a file you trust, since unpickling"
+        " can run code (default: weights_only=True, which a Lightning checkpoint of tensors and plain values passes)",
+    )
+    export.add_argument(
         "--model",
         help="class path of the LightningModule (package.module.Class); default: the class the checkpoint records",
     )
@@ -114,7 +120,7 @@ def _export(config: Any, argv: list[str]) -> int:
     yaml_model, yaml_export = _read_config(config.config) if config.config else ({}, {})
     given = {k: v for k, v in config.items() if k in _option_names() and _given(k, argv)}
     callback = ModelExport(**{**yaml_export, **given})
-    model = _build_model(ckpt, config.model, yaml_model)
+    model = _build_model(ckpt, config.model, yaml_model, config.trust_checkpoint)
     manifest = callback.export_checkpoint(model, str(ckpt), holds_weights=True)
     return 0 if manifest["ok"] else 1
 
@@ -157,11 +163,11 @@ def _read_config(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return data.get("model") or {}, init_args
 
 
-def _build_model(ckpt: Path, class_path: str | None, yaml_model: dict[str, Any]) -> Any:
+def _build_model(ckpt: Path, class_path: str | None, yaml_model: dict[str, Any], trusted: bool = False) -> Any:
     """The LightningModule of ``ckpt`` (file or sharded directory): its class, hyperparameters, YAML init_args."""
     from lightning_deploy.checkpoints import is_sharded, read_checkpoint_meta, rebuild
 
-    checkpoint = read_checkpoint_meta(ckpt)
+    checkpoint = read_checkpoint_meta(ckpt, trusted)
     if not is_sharded(ckpt) and "state_dict" not in checkpoint:
         raise CommandError(f"--ckpt_path {ckpt}: not a Lightning checkpoint (no state_dict).")
     class_path = class_path or yaml_model.get("class_path") or checkpoint.get("hyper_parameters", {}).get("_class_path")
@@ -172,7 +178,7 @@ def _build_model(ckpt: Path, class_path: str | None, yaml_model: dict[str, Any])
     cls = _import(class_path)
     init_args = yaml_model.get("init_args", {}) if "class_path" in yaml_model else yaml_model
     try:
-        return rebuild(cls, ckpt, **init_args)
+        return rebuild(cls, ckpt, trusted, **init_args)
     except RuntimeError as err:
         detail = " ".join(str(err).split())[:300]
         raise CommandError(
@@ -242,7 +248,7 @@ def _run_on_file(model: Any, path: Path) -> dict[str, Any]:
     if path.suffix == ".pt":
         import torch
 
-        sample = torch.load(path, map_location="cpu", weights_only=False)
+        sample = torch.load(path, map_location="cpu", weights_only=True)  # tensors and containers; never code
         if isinstance(sample, dict) and set(sample) == set(names):
             return model.run_leaves(sample)
         if isinstance(sample, tuple):

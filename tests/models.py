@@ -77,3 +77,10 @@ class TwoInputs(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.linear(x) + y
+
+
+class Opaque:
+    """An object a checkpoint may pickle (in its hyperparameters): weights_only loading refuses it."""
+
+    def __init__(self, value: int = 1) -> None:
+        self.value = value

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,25 @@ def test_ddp_exports_once_and_never_hangs(tmp_path, kind):
         assert sorted(p.suffix for p in ckpt_dir.iterdir()) == [".ckpt", ".json", ".onnx", ".pt"]
     else:
         assert not manifest["ok"] and "temperature" in manifest["artifacts"][0]["error"]
+
+
+def test_a_failing_preflight_stops_every_rank_before_training(tmp_path):
+    start = time.monotonic()
+    result = _run(tmp_path, "preflight")
+    elapsed = time.monotonic() - start
+    assert result.returncode != 0 and "ModelExport preflight" in result.stderr, result.stderr[-3000:]
+    assert "rank 0 trained 0 batches" in result.stdout and "rank 1 trained 0 batches" in result.stdout
+    assert not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("*.export.json"))
+    assert elapsed < 120, elapsed
+
+
+@pytest.mark.slow
+def test_ten_runs_whose_export_fails_on_rank_zero_all_end(tmp_path):
+    durations = []
+    for index in range(10):
+        start = time.monotonic()
+        result = _run(tmp_path / str(index), "broken")  # _run's timeout (300 s) bounds each run
+        durations.append(time.monotonic() - start)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "rank 0 finished" in result.stdout and "rank 1 finished" in result.stdout
+    print(f"\nDDP runs with a failing export: 10/10 ended, longest {max(durations):.1f} s")

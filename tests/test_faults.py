@@ -172,3 +172,26 @@ def test_a_full_disk_fails_the_formats_that_do_not_fit_and_the_process_survives(
     assert sorted(p.name for p in folder.iterdir()) == ["model.export.json"]  # no partial file, nothing staged
     manifest = json.loads((folder / "model.export.json").read_text())
     assert [a["sha256"] for a in manifest["artifacts"]] == [None, None, None]
+
+
+def test_checkpoints_from_elsewhere_are_read_without_unpickling_code(tmp_path):
+    """``torch.load(weights_only=True)`` unless the user says the file is trusted."""
+    sys.path.insert(0, str(HERE.parent / "examples"))
+    from digits import DigitsMLP
+    from models import Opaque
+
+    model = DigitsMLP(hidden=24)
+    ckpt = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {"hidden": 24, "note": Opaque()},
+                "pytorch-lightning_version": "2.6.6"}, ckpt)  # fmt: skip
+    env = {**_env(), "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent / "examples")])}
+    command = [sys.executable, "-m", "lightning_deploy.cli", "export", "--ckpt_path", str(ckpt), "--model",
+               "digits.DigitsMLP", "--formats", "[onnx]"]  # fmt: skip
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "weights_only=True) refuses" in refused.stderr and "--trust_checkpoint" in refused.stderr
+    assert not (tmp_path / "foreign.onnx").exists()
+    trusted = subprocess.run([*command, "--trust_checkpoint"], env=env, capture_output=True, text=True, timeout=300)
+    assert trusted.returncode == 0, trusted.stderr[-2000:]
+    x = torch.rand(3, 64)
+    torch.testing.assert_close(load(tmp_path / "foreign.onnx")(x), model(x), atol=1e-5, rtol=1e-4)
