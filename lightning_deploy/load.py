@@ -199,6 +199,7 @@ class ExportedModel:
         if self._inputs.names != inputs["names"] or self._outputs.names != outputs["names"]:
             raise LoadError(f"{artifact}: the manifest's schema and leaf names disagree. HINT: re-export.")
         self._checks = _leaf_checks(inputs)
+        self._shared_axes = _shared_axes(inputs)
         try:
             runtime = runtime_module(self.format)
         except ImportError as err:
@@ -257,6 +258,8 @@ class ExportedModel:
             arrays = [_convert(x, "torch", self.device) for x in leaves]
         for array, check in zip(arrays, self._checks):
             check(array)
+        for axis, places in self._shared_axes:
+            _check_shared(axis, places, arrays, self._inputs.names)
         outputs = self._run(arrays)
         if numpy_in == (self._arrays == "numpy"):
             return outputs
@@ -370,6 +373,27 @@ def _leaf_checks(inputs: Mapping[str, Any]) -> list[_LeafCheck]:
         _LeafCheck(name, dtype, shape, {int(d) for d in dynamic.get(name, {})})
         for name, dtype, shape in zip(inputs["names"], inputs["dtypes"], inputs["shapes"])
     ]
+
+
+def _shared_axes(inputs: Mapping[str, Any]) -> list[tuple[str, list[tuple[int, int]]]]:
+    """Dynamic axes that several input dims share (a batch): ``(axis, [(leaf index, dim), ...])``."""
+    places: dict[str, list[tuple[int, int]]] = {}
+    for index, name in enumerate(inputs["names"]):
+        for dim, axis in inputs.get("dynamic_axes", {}).get(name, {}).items():
+            places.setdefault(str(axis), []).append((index, int(dim)))
+    return [(axis, where) for axis, where in places.items() if len(where) > 1]
+
+
+def _check_shared(axis: str, places: list[tuple[int, int]], arrays: Sequence[Any], names: Sequence[str]) -> None:
+    """Leaves that share a dynamic axis must agree on its size: the graph assumes it (a runtime's guard fails)."""
+    first_index, first_dim = places[0]
+    size = arrays[first_index].shape[first_dim]
+    for index, dim in places[1:]:
+        if arrays[index].shape[dim] != size:
+            raise StructureError(
+                f"inputs disagree on dim {axis!r}: it is {size} in input '{names[first_index]}' and"
+                f" {arrays[index].shape[dim]} in input '{names[index]}'. HINT: give every input the same {axis} size."
+            )
 
 
 class _LeafCheck:
