@@ -37,7 +37,7 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_racing_writers_end_with_one_writers_files_and_manifest(tmp_path):
+def test_racing_writers_end_with_one_writers_files_and_manifest(tmp_path, reliability):
     folder, signals = tmp_path / "shared", tmp_path / "signals"
     folder.mkdir()
     signals.mkdir()
@@ -66,8 +66,10 @@ def test_racing_writers_end_with_one_writers_files_and_manifest(tmp_path):
         assert sorted(p.name for p in folder.iterdir()) == sorted(FINAL_NAMES)  # no staging or temporary leftovers
     for process in processes:
         assert process.wait(timeout=60) == 0
-    print(f"\nracing pairs: {RACE_ROUNDS}, mismatched manifests: 0, winners {winners.count('a')} a / "
-          f"{winners.count('b')} b")  # fmt: skip
+    reliability["racing writer pairs (two processes, one stem, 3 formats)"] = (
+        f"{RACE_ROUNDS} rounds, 0 mismatched manifests, 0 leftovers; the last to install won"
+        f" ({winners.count('a')} a / {winners.count('b')} b)"
+    )
 
 
 KILL_CHILD = """
@@ -96,7 +98,7 @@ def _whole(path: Path) -> bool:
     return True
 
 
-def _kills(tmp_path: Path, count: int) -> None:
+def _kills(tmp_path: Path, count: int, reliability: dict[str, str]) -> None:
     import lightning.pytorch as pl
 
     sys.path.insert(0, str(HERE.parent / "examples"))
@@ -133,18 +135,19 @@ def _kills(tmp_path: Path, count: int) -> None:
     subprocess.run([sys.executable, "-c", KILL_CHILD, str(ckpt)], env=env, check=True, capture_output=True)
     assert sorted(p.name for p in folder.iterdir()) == sorted(["best.ckpt", *FINAL_NAMES_BEST])  # and that one too
     assert interrupted > 0  # some kills landed mid-export
-    print(f"\nkills: {count} ({interrupted} before the manifest was written), files checked under final names:"
-          f" {checked}, partial: 0, checkpoint unchanged: {count}/{count}, staging folders left after one more"
-          " export: 0")  # fmt: skip
+    reliability[f"SIGKILLs at random points of an export ({count} runs)"] = (
+        f"{interrupted} killed before their manifest; {checked} files under final names opened whole, 0 partial;"
+        f" checkpoint byte-identical {count}/{count}; 0 staging folders left after the next export"
+    )
 
 
-def test_kills_never_leave_a_partial_file_under_a_final_name(tmp_path):
-    _kills(tmp_path, 5)
+def test_kills_never_leave_a_partial_file_under_a_final_name(tmp_path, reliability):
+    _kills(tmp_path, 5, reliability)
 
 
 @pytest.mark.slow
-def test_fifty_kills(tmp_path):
-    _kills(tmp_path, 50)
+def test_fifty_kills(tmp_path, reliability):
+    _kills(tmp_path, 50, reliability)
 
 
 FULL_DISK_CHILD = """
@@ -162,7 +165,7 @@ print(json.dumps({a["format"]: [a["ok"], a["error"]] for a in manifest["artifact
 """
 
 
-def test_a_full_disk_fails_the_formats_that_do_not_fit_and_the_process_survives(tmp_path):
+def test_a_full_disk_fails_the_formats_that_do_not_fit_and_the_process_survives(tmp_path, reliability):
     folder = tmp_path / "out"
     done = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD, str(folder), str(200_000)], capture_output=True,
                           text=True, timeout=300)  # fmt: skip
@@ -172,9 +175,12 @@ def test_a_full_disk_fails_the_formats_that_do_not_fit_and_the_process_survives(
     assert sorted(p.name for p in folder.iterdir()) == ["model.export.json"]  # no partial file, nothing staged
     manifest = json.loads((folder / "model.export.json").read_text())
     assert [a["sha256"] for a in manifest["artifacts"]] == [None, None, None]
+    reliability["a full disk (RLIMIT_FSIZE 200 kB, 1 MB of weights)"] = (
+        "process survived; onnx, torchscript, pt2 failed with 'File too large'; manifest written; 0 partial files"
+    )
 
 
-def test_checkpoints_from_elsewhere_are_read_without_unpickling_code(tmp_path):
+def test_checkpoints_from_elsewhere_are_read_without_unpickling_code(tmp_path, reliability):
     """``torch.load(weights_only=True)`` unless the user says the file is trusted."""
     sys.path.insert(0, str(HERE.parent / "examples"))
     from digits import DigitsMLP
@@ -195,3 +201,4 @@ def test_checkpoints_from_elsewhere_are_read_without_unpickling_code(tmp_path):
     assert trusted.returncode == 0, trusted.stderr[-2000:]
     x = torch.rand(3, 64)
     torch.testing.assert_close(load(tmp_path / "foreign.onnx")(x), model(x), atol=1e-5, rtol=1e-4)
+    reliability["a checkpoint pickling an object (CLI)"] = "refused (weights_only=True); exported with --trust_checkpoint"
