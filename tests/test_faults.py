@@ -201,4 +201,4 @@ def test_checkpoints_from_elsewhere_are_read_without_unpickling_code(tmp_path, r
     assert trusted.returncode == 0, trusted.stderr[-2000:]
     x = torch.rand(3, 64)
     torch.testing.assert_close(load(tmp_path / "foreign.onnx")(x), model(x), atol=1e-5, rtol=1e-4)
-    reliability["a checkpoint pickling an object (CLI)"] = "refused (weights_only=True); exported with --trust_checkpoint"
+    reliability["a checkpoint pickling an object (CLI)"] = "refused (weights_only); exported with --trust_checkpoint"
