@@ -180,7 +180,7 @@ class ExportedModel:
         providers: Sequence[str] | None = None,
         device: str | None = None,
     ) -> None:
-        check_io(manifest, artifact.parent / "manifest")
+        check_io(manifest, artifact)
         inputs, outputs = manifest["inputs"], manifest["outputs"]
         check_schema_version(inputs["schema"])
         check_schema_version(outputs["schema"])

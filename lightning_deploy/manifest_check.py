@@ -42,10 +42,10 @@ def check_entry(entry: Any, manifest_file: Path, formats: Mapping[str, str]) -> 
     _expect(entry.get("device") is None or isinstance(entry["device"], str), where, "has a non-string device")
 
 
-def check_io(manifest: Mapping[str, Any], manifest_file: Path) -> None:
+def check_io(manifest: Mapping[str, Any], artifact: Path) -> None:
     """``inputs`` and ``outputs``: names, shapes, dtypes and dynamic axes of matching lengths, and schemas."""
     for side in ("inputs", "outputs"):
-        where = f"{manifest_file}: {side!r}"
+        where = f"{artifact}: the manifest's {side!r}"
         io = manifest.get(side)
         _expect(isinstance(io, Mapping), where, "is missing (an export that failed before any artifact was made)")
         names = io.get("names")
