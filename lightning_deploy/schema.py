@@ -233,7 +233,10 @@ def check_node(node: Any, path: str) -> None:
             fail("has a dict whose keys do not match its items")
     elif kind not in ("list", "tuple"):
         fields = node.get("fields")
-        named = isinstance(fields, list) and all(isinstance(f, str) and f.isidentifier() for f in fields)
+        # a record's fields may be child indices ("0"); a named tuple's and a dataclass's are identifiers
+        named = isinstance(fields, list) and all(
+            isinstance(f, str) and (kind == "record" or f.isidentifier()) for f in fields
+        )
         if not named or len(fields) != len(items) or len(set(fields)) != len(fields):
             fail(f"has a {kind} whose fields do not match its items")
         if not isinstance(node.get("class"), str):
