@@ -25,7 +25,7 @@ from lightning_deploy.placement import choose_device
 from lightning_deploy.runtimes import runtime_module
 from lightning_deploy.schema import Structure, check_schema_version
 
-__all__ = ["ExportedModel", "load"]
+__all__ = ["ExportedModel", "bind_arguments", "load"]
 
 # A manifest's artifact by default: the plain formats first. The derived ONNX files run only when
 # named: int8 changes the numbers, and fusion is not always faster (docs/performance.md).
@@ -307,35 +307,40 @@ class ExportedModel:
         return f"ExportedModel(path={str(self.path)!r}, format={self.format!r}, device={self.device!r})"
 
     def _bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        """Map ``args``/``kwargs`` onto the exported parameters, like ``inspect.Signature.bind``.
-
-        Written by hand because the signature is known only from the manifest's JSON.
-        """
+        """Map ``args``/``kwargs`` onto the exported parameters (plain positional calls by one zip)."""
         if not kwargs and self._positional is not None and len(args) == len(self._positional):
             return dict(zip(self._positional, args))
-        params, var_pos, var_kw = self._call["parameters"], self._call["var_positional"], self._call["var_keyword"]
-        arguments: dict[str, Any] = {}
-        remaining = list(args)
-        for name in params:
-            if name == var_pos:
-                arguments[name], remaining = tuple(remaining), []
-            elif name != var_kw and remaining:
-                arguments[name] = remaining.pop(0)
-        if remaining:
-            raise StructureError(f"Too many positional arguments: the model takes {params}.")
-        for name, value in kwargs.items():
-            if name in arguments:
-                raise StructureError(f"Argument {name!r} given twice.")
-            if name in params and name not in (var_pos, var_kw):
-                arguments[name] = value
-            elif var_kw is not None:
-                arguments.setdefault(var_kw, {})[name] = value
-            else:
-                raise StructureError(f"Unknown argument {name!r}: the model was exported with {params}.")
-        missing = [p for p in params if p not in arguments]
-        if missing:
-            raise StructureError(f"Missing argument(s) {missing}: the model was exported with {params}.")
-        return arguments
+        return bind_arguments(self._call, args, kwargs)
+
+
+def bind_arguments(call: Mapping[str, Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Map ``args``/``kwargs`` onto the manifest's ``call`` (forward's parameters), like ``inspect.Signature.bind``.
+
+    Written by hand because the signature is known only from the manifest's JSON.
+    """
+    params, var_pos, var_kw = call["parameters"], call["var_positional"], call["var_keyword"]
+    arguments: dict[str, Any] = {}
+    remaining = list(args)
+    for name in params:
+        if name == var_pos:
+            arguments[name], remaining = tuple(remaining), []
+        elif name != var_kw and remaining:
+            arguments[name] = remaining.pop(0)
+    if remaining:
+        raise StructureError(f"Too many positional arguments: the model takes {params}.")
+    for name, value in kwargs.items():
+        if name in arguments:
+            raise StructureError(f"Argument {name!r} given twice.")
+        if name in params and name not in (var_pos, var_kw):
+            arguments[name] = value
+        elif var_kw is not None:
+            arguments.setdefault(var_kw, {})[name] = value
+        else:
+            raise StructureError(f"Unknown argument {name!r}: the model was exported with {params}.")
+    missing = [p for p in params if p not in arguments]
+    if missing:
+        raise StructureError(f"Missing argument(s) {missing}: the model was exported with {params}.")
+    return arguments
 
 
 def _import_requirements(packages: Sequence[str], artifact: Path) -> None:
