@@ -68,6 +68,15 @@ Options parse(int argc, char** argv) {
   return options;
 }
 
+// Libraries opened with dlopen (an AOTInductor package's model, torchvision's op library) name
+// libtorch.so as a dependency and do not search this program's RUNPATH: load it from the wheel
+// first, so that the dynamic linker finds it already loaded.
+void load_libtorch() {
+  if (dlopen(TORCH_LIB_DIR "/libtorch.so", RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+    fail("cannot load libtorch.so (" + std::string(dlerror()) + ")");
+  }
+}
+
 std::vector<char> read_file(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   if (!file) fail(path + ": cannot open it");
@@ -111,6 +120,7 @@ void write_outputs(const std::string& path, const std::vector<at::Tensor>& outpu
 int main(int argc, char** argv) {
   try {
     Options options = parse(argc, argv);
+    if (!options.libraries.empty()) load_libtorch();  // op libraries (torchvision) need it too
     for (const std::string& library : options.libraries) {
       if (dlopen(library.c_str(), RTLD_NOW | RTLD_GLOBAL) == nullptr) fail("--load-library: " + std::string(dlerror()));
     }
@@ -129,11 +139,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<torch::jit::Module> scripted;
     std::unique_ptr<torch::inductor::AOTIModelPackageLoader> compiled;
     if (ends_with(options.artifact, ".aoti.pt2")) {
-      // The package's compiled model names libtorch.so as a dependency, and a library opened
-      // with dlopen does not search this program's RUNPATH: load it from the wheel first.
-      if (dlopen(TORCH_LIB_DIR "/libtorch.so", RTLD_NOW | RTLD_GLOBAL) == nullptr) {
-        fail("cannot load libtorch.so for the AOTInductor package (" + std::string(dlerror()) + ")");
-      }
+      load_libtorch();  // the package's compiled model needs it
       compiled = std::make_unique<torch::inductor::AOTIModelPackageLoader>(
           options.artifact, "model", false, 1, device.is_cuda() ? device.index() : -1);
       run = [&] { return compiled->run(inputs); };
