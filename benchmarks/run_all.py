@@ -12,7 +12,8 @@ from pathlib import Path
 
 from perfdoc import DOC
 
-SCRIPTS = ["runtime.py", "export_cost.py", "memory.py", "sharded_memory.py", "cold_start.py", "int8_digits.py"]
+SCRIPTS = ["runtime.py", "export_cost.py", "memory.py", "sharded_memory.py", "cold_start.py", "int8_digits.py",
+           "cpp_latency.py"]  # fmt: skip
 
 
 def main() -> None:
