@@ -19,6 +19,7 @@ from lightning_deploy.load import load
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
     "ConfigurationError",
     "ExportError",
     "IntegrityError",
@@ -33,6 +34,7 @@ __all__ = [
 _LAZY = {
     "export": "lightning_deploy.engine",
     "ModelExport": "lightning_deploy.callback",
+    "CheckpointError": "lightning_deploy.errors",
     "ConfigurationError": "lightning_deploy.errors",
     "ExportError": "lightning_deploy.errors",
     "IntegrityError": "lightning_deploy.errors",
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from lightning_deploy.callback import ModelExport
     from lightning_deploy.engine import export
     from lightning_deploy.errors import (
+        CheckpointError,
         ConfigurationError,
         ExportError,
         IntegrityError,

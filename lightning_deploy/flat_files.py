@@ -35,7 +35,7 @@ def save_inputs(manifest: str | os.PathLike[str], path: str | os.PathLike[str], 
     """
     import torch
 
-    data, _ = _read(manifest)
+    data = _read(manifest)
     inputs = Structure(data["inputs"]["schema"]["tree"], root="input")
     leaves = inputs.flatten(bind_arguments(data["inputs"]["schema"]["call"], args, kwargs))
     torch.save([torch.as_tensor(leaf).detach().cpu().contiguous() for leaf in leaves], Path(path))
@@ -52,7 +52,7 @@ def load_outputs(manifest: str | os.PathLike[str], path: str | os.PathLike[str])
     """
     import torch
 
-    data, _ = _read(manifest)
+    data = _read(manifest)
     outputs = Structure(data["outputs"]["schema"]["tree"], root="output")
     flat = torch.load(Path(path), map_location="cpu", weights_only=True)
     flat = [flat] if isinstance(flat, torch.Tensor) else list(flat)
@@ -61,8 +61,9 @@ def load_outputs(manifest: str | os.PathLike[str], path: str | os.PathLike[str])
     return outputs.unflatten(flat)
 
 
-def _read(manifest: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
+def _read(manifest: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of ``manifest`` (or of the artifact it names), its io sections checked."""
     file = manifest_path(manifest)
     data = read_manifest(file)
     check_io(data, file)
-    return data, file
+    return data
