@@ -3,6 +3,8 @@
     lightning-deploy export --ckpt_path PATH [--model CLASS_PATH] [--config YAML] [ModelExport options]
     lightning-deploy show PATH
     lightning-deploy run ARTIFACT --input FILE [--output FILE.npz]
+    lightning-deploy serve PATH [--port 8000] [--device D] [--max-batch-size N] [--workers N]
+    lightning-deploy triton PATH --repository DIR [--name NAME] [--max-batch-size N]
 
 The parser is jsonargparse's, built from ``ModelExport``'s signature and docstring, so every
 option is validated from its type hint and has the callback's own help text. Failures print
@@ -101,6 +103,37 @@ def _parser() -> ArgumentParser:
     )
     run.add_argument("--output", help="save the outputs, keyed by output leaf names, to this .npz instead of printing")
     commands.add_subcommand("run", run, help="run an artifact on inputs from a file")
+
+    serve = _new_parser("Serve an artifact over HTTP with LitServe: POST /predict (JSON), GET /health.")
+    serve.add_argument("path", help="an artifact or its manifest (STEM.export.json)")
+    serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
+    serve.add_argument("--host", default="0.0.0.0", help="0.0.0.0 (all interfaces), 127.0.0.1 (this machine) or ::")
+    serve.add_argument("--device", help="cpu, cuda or cuda:N (default: the device the manifest records, if present)")
+    serve.add_argument("--format", help="with a manifest, which artifact to serve (default: the one load() picks)")
+    serve.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=1,
+        help="above 1, stack up to this many concurrent requests along dim 0 (the model's dynamic batch)",
+    )
+    serve.add_argument(
+        "--batch-timeout", type=float, default=0.0, help="seconds to wait for a batch to fill (default: no wait)"
+    )
+    serve.add_argument("--workers", type=int, default=1, help="inference worker processes, each with the model")
+    commands.add_subcommand("serve", serve, help="serve an artifact over HTTP (needs litserve)")
+
+    triton = _new_parser("Write a Triton Inference Server model repository entry for an ONNX or TorchScript artifact.")
+    triton.add_argument("path", help="an ONNX or TorchScript artifact, or its manifest (its ONNX artifact is used)")
+    triton.add_argument("--repository", required=True, help="the model repository folder; NAME/ is written in it")
+    triton.add_argument("--name", help="the model's name in Triton (default: the artifact's stem)")
+    triton.add_argument(
+        "--max-batch-size",
+        type=int,
+        help="Triton's max_batch_size (default: 8 where dim 0 of every input is the dynamic batch, else 0)",
+    )
+    triton.add_argument("--format", help="with a manifest, which artifact (onnx, torchscript, ...)")
+    triton.add_argument("--overwrite", action="store_true", help="replace an existing NAME/ in the repository")
+    commands.add_subcommand("triton", triton, help="write a Triton model repository entry")
     return parser
 
 
@@ -257,13 +290,44 @@ def _run_on_file(model: Any, path: Path) -> dict[str, Any]:
     raise CommandError(f"--input {path}: use .npz, .npy or .pt.")
 
 
+def _serve(config: Any, argv: list[str]) -> int:
+    try:
+        from lightning_deploy.serve import serve
+    except ImportError as err:
+        raise CommandError(f"serve needs {err.name}. HINT: pip install 'lightning-deploy[serve]'.") from None
+    serve(
+        config.path,
+        port=config.port,
+        host=config.host,
+        device=config.device,
+        format=config.format,
+        max_batch_size=config.max_batch_size,
+        batch_timeout=config.batch_timeout,
+        workers=config.workers,
+    )
+    return 0
+
+
+def _triton(config: Any, argv: list[str]) -> int:
+    from lightning_deploy.triton import write_model_repository
+
+    folder = write_model_repository(
+        config.path, config.repository, config.name, config.max_batch_size, config.format, config.overwrite
+    )
+    print(f"wrote {folder}:")
+    print((folder / "config.pbtxt").read_text(), end="")
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "config.pbtxt"):
+        print(f"  {file.relative_to(folder)}  {file.stat().st_size} bytes")
+    return 0
+
+
 def _numpy(value: Any) -> Any:
     import numpy as np
 
     return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
 
 
-_COMMANDS = {"export": _export, "show": _show, "run": _run}
+_COMMANDS = {"export": _export, "show": _show, "run": _run, "serve": _serve, "triton": _triton}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -7,6 +7,7 @@ compiling the schema, opening the runtime) is done here, not per call.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import operator
 import sys
@@ -25,7 +26,7 @@ from lightning_deploy.placement import choose_device
 from lightning_deploy.runtimes import runtime_module
 from lightning_deploy.schema import Structure, check_schema_version
 
-__all__ = ["ExportedModel", "bind_arguments", "load"]
+__all__ = ["ExportedModel", "ResolvedArtifact", "bind_arguments", "load", "resolve_artifact"]
 
 # A manifest's artifact by default: the plain formats first. The derived ONNX files run only when
 # named: int8 changes the numbers, and fusion is not always faster (docs/performance.md).
@@ -71,6 +72,37 @@ def load(
         >>> out = model({"x": x, "mask": mask})  # doctest: +SKIP
 
     """
+    resolved = resolve_artifact(path, format, verified_only)
+    digests = _sha256_in_background(list(resolved.recorded))
+    try:
+        model = ExportedModel(resolved.manifest, resolved.entry, resolved.artifact, threads, providers, device)
+    except Exception:
+        _check_digests(digests(), resolved.recorded)  # a changed file explains a failure to open it: say so instead
+        raise
+    _check_digests(digests(), resolved.recorded)
+    return model
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedArtifact:
+    """The manifest entry ``load`` would open, its file, and the sha256 recorded for each of its files."""
+
+    manifest: Mapping[str, Any]
+    entry: Mapping[str, Any]
+    artifact: Path
+    recorded: Mapping[Path, str | None]
+
+    def check_files(self) -> None:
+        """Hash the artifact and its side files now; :class:`IntegrityError` where one differs from the manifest."""
+        _check_digests({p: sha256_file(p) for p in self.recorded}, self.recorded)
+
+
+def resolve_artifact(path: str | Path, format: str | None = None, verified_only: bool = True) -> ResolvedArtifact:  # noqa: A002
+    """Everything ``load`` checks before it opens a runtime: the manifest, the entry, its files.
+
+    For callers that open the artifact elsewhere (a server's worker) and want its errors early.
+    Raises :class:`LoadError` as ``load`` does; the sha256 check is :meth:`ResolvedArtifact.check_files`.
+    """
     path = Path(path)
     manifest_file = manifest_path(path)
     manifest = read_manifest(manifest_file)
@@ -92,15 +124,7 @@ def load(
     missing = [path for path in side_files if not path.is_file()]
     if missing:
         raise LoadError(f"{missing[0]} is missing. HINT: copy it along with the artifact and its manifest.")
-    recorded = {artifact: entry.get("sha256"), **side_files}
-    digests = _sha256_in_background(list(recorded))
-    try:
-        model = ExportedModel(manifest, entry, artifact, threads, providers, device)
-    except Exception:
-        _check_digests(digests(), recorded)  # a changed file explains a failure to open it: say so instead
-        raise
-    _check_digests(digests(), recorded)
-    return model
+    return ResolvedArtifact(manifest, entry, artifact, {artifact: entry.get("sha256"), **side_files})
 
 
 def _check_digests(digests: Mapping[Path, str], recorded: Mapping[Path, str | None]) -> None:
@@ -256,14 +280,22 @@ class ExportedModel:
             arrays = [x if type(x) is np.ndarray else _convert(x, "numpy") for x in leaves]
         else:
             arrays = [_convert(x, "torch", self.device) for x in leaves]
-        for array, check in zip(arrays, self._checks):
-            check(array)
-        for axis, places in self._shared_axes:
-            _check_shared(axis, places, arrays, self._inputs.names)
+        self.check_leaves(arrays)
         outputs = self._run(arrays)
         if numpy_in == (self._arrays == "numpy"):
             return outputs
         return [_convert(o, "numpy" if numpy_in else "torch", self.device) for o in outputs]
+
+    def check_leaves(self, leaves: Sequence[Any]) -> None:
+        """Check flat input arrays (in :attr:`input_names` order) as a call would, without running the artifact.
+
+        Raises :class:`StructureError` naming the leaf: a dtype other than the exported one, a
+        static dim that differs, or leaves that disagree on a shared dynamic axis (the batch).
+        """
+        for array, check in zip(leaves, self._checks):
+            check(array)
+        for axis, places in self._shared_axes:
+            _check_shared(axis, places, leaves, self._inputs.names)
 
     @property
     def session(self) -> Any:

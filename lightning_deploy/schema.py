@@ -138,6 +138,9 @@ class Structure:
     Args:
         node: the schema node (see the module docstring).
         root: the name used for the whole value in error messages.
+        leaf: where leaves arrive as something else than arrays (JSON's nested lists), called
+            with each tensor leaf's name and value and returns the array to use; it raises
+            :class:`StructureError` for a value it cannot take.
 
     Example:
         >>> s = Structure({"kind": "dict", "keys": ["x"], "items": [{"kind": "tensor", "name": "x"}]})
@@ -148,9 +151,12 @@ class Structure:
 
     """
 
-    def __init__(self, node: Mapping[str, Any], root: str = "input") -> None:
+    def __init__(
+        self, node: Mapping[str, Any], root: str = "input", leaf: Callable[[str, Any], Any] | None = None
+    ) -> None:
         check_node(node, root)
         self.node = node
+        self._leaf = leaf
         self.names = leaf_names(node)
         self._flatten = self._compile_flatten(node, root)
         self._build = self._compile_build(node)
@@ -170,7 +176,7 @@ class Structure:
     def _compile_flatten(self, node: Mapping[str, Any], path: str) -> Flattener:
         kind = node["kind"]
         if kind == "tensor":
-            return _flatten_leaf(path)
+            return _flatten_leaf(path) if self._leaf is None else _convert_leaf(node["name"], self._leaf)
         if kind == "none":
             return _flatten_none(path)
         items = node["items"]
@@ -253,6 +259,13 @@ def _flatten_leaf(path: str) -> Flattener:
                 " HINT: pass the same structure as the model's forward."
             )
         out.append(value)
+
+    return flatten
+
+
+def _convert_leaf(name: str, convert: Callable[[str, Any], Any]) -> Flattener:
+    def flatten(value: Any, out: list) -> None:
+        out.append(convert(name, value))
 
     return flatten
 
