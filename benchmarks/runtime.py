@@ -299,8 +299,10 @@ def main() -> None:
     if gpu:
         threads += f"; GPU: {torch.cuda.get_device_name()}, timed formats {formats_for(args.device)}"
     suffix = "-cuda" if gpu else ""
-    models = ("Models: `mlp` is an MLP 64-32-10 with dict input and dataclass output; `transformer` a 2-layer"
-              " TransformerEncoder (d=128, 4 heads, seq 64) with a padding mask; resnet18 at 224x224, weights=None.")
+    models = (
+        "Models: `mlp` is an MLP 64-32-10 with dict input and dataclass output; `transformer` a 2-layer"
+        " TransformerEncoder (d=128, 4 heads, seq 64) with a padding mask; resnet18 at 224x224, weights=None."
+    )
     cpu_notes = [
         "load()'s overhead: load() and a direct run() of the same ONNX Runtime session, twenty alternating"
         " timed blocks of about 50 ms each; difference and ratio of the fastest blocks' per-call means"

@@ -84,3 +84,16 @@ class Opaque:
 
     def __init__(self, value: int = 1) -> None:
         self.value = value
+
+
+class TokenClassifier(nn.Module):
+    """Token ids (int64, [batch, length]) to class logits: an integer input with a second dynamic axis."""
+
+    def __init__(self, vocab: int = 50, classes: int = 3) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.embedding = nn.Embedding(vocab, 16)
+        self.head = nn.Linear(16, classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embedding(ids).mean(1))

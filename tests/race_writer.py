@@ -31,8 +31,12 @@ def writer_model(seed: int) -> nn.Module:
 def main() -> None:
     """Export once per go signal."""
     warnings.filterwarnings("ignore")
-    folder, name, seed, rounds, signals = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), Path(
-        sys.argv[5]
+    folder, name, seed, rounds, signals = (
+        Path(sys.argv[1]),
+        sys.argv[2],
+        int(sys.argv[3]),
+        int(sys.argv[4]),
+        Path(sys.argv[5]),
     )
     model = writer_model(seed)
     for index in range(rounds):

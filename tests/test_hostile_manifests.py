@@ -172,5 +172,6 @@ def test_fuzzed_manifests_load_or_raise_load_error(exported, tmp_path_factory, r
         f" {OUTCOMES['StructureError on call']} loaded and refused the sample with StructureError"
     )
     (folder / "model.export.json").unlink()
-    torch.testing.assert_close(load(source / "model.export.json")(sample).logits, StructuredModel()(sample).logits,
-                               atol=1e-5, rtol=1e-4)  # fmt: skip  (the real manifest still works)
+    torch.testing.assert_close(
+        load(source / "model.export.json")(sample).logits, StructuredModel()(sample).logits, atol=1e-5, rtol=1e-4
+    )  # fmt: skip  (the real manifest still works)
