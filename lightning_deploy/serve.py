@@ -26,16 +26,25 @@ from lightning_deploy.errors import ConfigurationError, LightningDeployError
 from lightning_deploy.load import ExportedModel, load, resolve_artifact
 from lightning_deploy.placement import choose_device
 from lightning_deploy.runtimes import runtime_module
-from lightning_deploy.serving_io import JsonCodec, batch_axis
+from lightning_deploy.serving_io import RequestCodec, batch_axis
 
 __all__ = ["ExportedModelAPI", "serve"]
 
 
 @dataclass(frozen=True)
 class _Rows:
-    """One decoded request: its input leaves, in manifest order."""
+    """One decoded request: its input leaves, in manifest order, and whether it came (and is answered) as .npz."""
 
     leaves: list[np.ndarray]
+    npz: bool = False
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One request's output leaves, in manifest order."""
+
+    leaves: list[np.ndarray]
+    npz: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,7 +56,7 @@ class _Refusal:
 
 
 class ExportedModelAPI(ls.LitAPI):
-    """A LitServe API that runs an exported artifact on JSON requests.
+    """A LitServe API that runs an exported artifact on JSON (or ``.npz``) requests.
 
     The artifact is checked when the API is made (the manifest entry is ``ok``, the sha256 of
     every file matches), so a server of it never starts on an unverified or changed file; each
@@ -99,7 +108,7 @@ class ExportedModelAPI(ls.LitAPI):
                 " HINT: serve with max_batch_size=1, or export with dynamic_batch=True."
             )
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=api_path)
-        self.codec = JsonCodec(resolved.manifest)
+        self.codec = RequestCodec(resolved.manifest)
         self.artifact = str(resolved.artifact)  # the file checked above, even where a manifest was named
         self.format: str = resolved.entry["format"]
         self.recorded_device: str | None = resolved.entry.get("device")
@@ -111,16 +120,21 @@ class ExportedModelAPI(ls.LitAPI):
         """Open the artifact on this worker's device."""
         self.model = load(self.artifact, device=self.requested_device or device, threads=self.threads)
 
-    def decode_request(self, request: dict) -> _Rows | _Refusal:
-        """Check one request on its own; a bad one becomes a refusal, not an exception (it would fail its batch)."""
+    def decode_request(self, request: dict | bytes) -> _Rows | _Refusal:
+        """Check one request on its own; a bad one becomes a refusal, not an exception (it would fail its batch).
+
+        FastAPI parses the body by its content type: JSON into a dict, anything else (an
+        ``.npz``, sent as ``application/octet-stream``) as bytes; a body that is neither gets its 422.
+        """
         try:
-            leaves = self.codec.leaves(request)
+            npz = isinstance(request, bytes)
+            leaves = self.codec.leaves_from_npz(request) if npz else self.codec.leaves(request)
             self.model.check_leaves(leaves)
         except LightningDeployError as err:
             return _Refusal(422, str(err))
         if self.max_batch_size > 1 and leaves[0].shape[0] == 0:
             return _Refusal(422, f"input '{self.model.input_names[0]}': no rows. HINT: send at least one row.")
-        return _Rows(leaves)
+        return _Rows(leaves, npz)
 
     def predict(self, x: Any) -> Any:
         """Run the requests (a list of them when batching), stacked where their shapes allow."""
@@ -136,14 +150,16 @@ class ExportedModelAPI(ls.LitAPI):
                 answers[index] = answer
         return answers
 
-    def encode_response(self, output: list[np.ndarray] | _Refusal) -> Response:
-        """The output structure as JSON, or the refusal's status and detail."""
+    def encode_response(self, output: _Answer | _Refusal) -> Response:
+        """The outputs as JSON (an .npz by leaf name for an .npz request), or the refusal's status and detail."""
         if isinstance(output, _Refusal):
             body = json.dumps({"detail": output.detail})
             return Response(content=body, status_code=output.status, media_type="application/json")
-        return Response(content=json.dumps(self.codec.answer(output)), media_type="application/json")
+        if output.npz:
+            return Response(content=self.codec.npz_answer(output.leaves), media_type="application/octet-stream")
+        return Response(content=json.dumps(self.codec.answer(output.leaves)), media_type="application/json")
 
-    def _run_stacked(self, requests: Sequence[_Rows]) -> list[list[np.ndarray] | _Refusal]:
+    def _run_stacked(self, requests: Sequence[_Rows]) -> list[_Answer | _Refusal]:
         """One run for all ``requests``, split back by rows; one run each where that cannot be done."""
         if len(requests) == 1:
             return [self._run_alone(requests[0])]
@@ -155,14 +171,14 @@ class ExportedModelAPI(ls.LitAPI):
             return [self._run_alone(item) for item in requests]
         if any(output.ndim == 0 or output.shape[0] != sum(rows) for output in outputs):
             return [self._run_alone(item) for item in requests]  # outputs not one row per input row
-        bounds = np.cumsum([0, *rows])
-        return [[output[start:end] for output in outputs] for start, end in itertools.pairwise(bounds)]
+        bounds = itertools.pairwise(np.cumsum([0, *rows]))
+        return [_Answer([o[start:end] for o in outputs], item.npz) for item, (start, end) in zip(requests, bounds)]
 
-    def _run_alone(self, item: _Rows | _Refusal) -> list[np.ndarray] | _Refusal:
+    def _run_alone(self, item: _Rows | _Refusal) -> _Answer | _Refusal:
         if isinstance(item, _Refusal):
             return item
         try:
-            return self._run(item.leaves)
+            return _Answer(self._run(item.leaves), item.npz)
         except Exception as err:  # noqa: BLE001 - answered as a 500 naming the runtime's error; the server goes on
             return _Refusal(500, f"the model failed on this request: {type(err).__name__}: {err}"[:1000])
 

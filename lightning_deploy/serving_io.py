@@ -1,9 +1,10 @@
-"""JSON in and out of a served artifact, and which requests can share one run.
+"""JSON (or ``.npz``) in and out of a served artifact, and which requests can share one run.
 
 A request is a JSON object keyed by ``forward``'s argument names, its values nested as the
 model's inputs are (dicts, lists, tensors as nested lists of numbers); an answer is the output
 structure in JSON (dicts stay dicts, tuples and lists become lists, named tuples, dataclasses
-and other records become objects by field name, tensors nested lists, ``None`` null). Both are
+and other records become objects by field name, tensors nested lists, ``None`` null). The
+binary form is an ``.npz`` keyed by leaf names, both ways. Both are
 walked by the manifest's schema, so they need neither the model's code nor torch. Every check
 here concerns one request alone: a server batches requests *after* decoding them, and one bad
 request must not fail the others.
@@ -11,6 +12,8 @@ request must not fail the others.
 
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -19,14 +22,14 @@ import numpy as np
 from lightning_deploy.errors import ConfigurationError, StructureError
 from lightning_deploy.schema import Structure
 
-__all__ = ["JsonCodec", "batch_axis"]
+__all__ = ["RequestCodec", "batch_axis"]
 
 # Which JSON numbers an input of each numpy kind takes: integers make floats, fractions never make integers.
 _ACCEPTED_KINDS = {"f": "fiu", "c": "fiuc", "i": "iu", "u": "iu", "b": "b"}
 _KIND_WORDS = {"b": "true/false", "i": "integer", "u": "integer", "f": "fractional", "U": "string", "O": "mixed"}
 
 
-class JsonCodec:
+class RequestCodec:
     """The manifest's input and output schemas, compiled once for JSON requests and answers.
 
     Args:
@@ -40,6 +43,8 @@ class JsonCodec:
         inputs, outputs = manifest["inputs"], manifest["outputs"]
         self._io = {"inputs": inputs, "outputs": outputs}
         self.parameters: list[str] = list(inputs["schema"]["call"]["parameters"])
+        self.input_names: list[str] = list(inputs["names"])
+        self.output_names: list[str] = list(outputs["names"])
         self._dtypes = {name: _numpy_dtype(name, dtype) for name, dtype in zip(inputs["names"], inputs["dtypes"])}
         self._inputs = Structure(inputs["schema"]["tree"], root="input", leaf=self._array)
         self._output_tree = outputs["schema"]["tree"]
@@ -62,9 +67,41 @@ class JsonCodec:
             )
         return self._inputs.flatten(request)
 
+    def leaves_from_npz(self, body: bytes) -> list[np.ndarray]:
+        """The input leaves of an ``.npz`` body keyed by input leaf names (``batch.x``), as the exported dtypes.
+
+        The binary form of a request, for large tensors: decoding it costs a copy where JSON's
+        text costs a parse per number (resnet18's 224x224 image: 3.1 MB of JSON, 50 ms to parse).
+        """
+        if not body.startswith(b"PK"):  # a zip archive's magic; np.load would read anything else as a pickle
+            raise StructureError(
+                "the body is neither JSON (content-type: application/json) nor an .npz archive."
+                " HINT: send JSON, or numpy.savez's bytes keyed by input leaf names."
+            )
+        try:
+            with np.load(io.BytesIO(body), allow_pickle=False) as archive:
+                named = {name: archive[name] for name in archive.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise StructureError(
+                f"the body is not an .npz archive of arrays ({err}). HINT: write it with numpy.savez."
+            ) from None
+        missing = [n for n in self.input_names if n not in named]
+        extra = [k for k in named if k not in self._dtypes]
+        if missing or extra:
+            raise StructureError(
+                f"the .npz holds missing {missing}, extra {extra}; the model takes {self.input_names}."
+            )
+        return [self._array(name, named[name]) for name in self.input_names]
+
     def answer(self, leaves: Sequence[np.ndarray]) -> Any:
         """The output structure as JSON-ready Python values, from the output leaves in manifest order."""
         return _to_json(self._output_tree, iter(leaves))
+
+    def npz_answer(self, leaves: Sequence[np.ndarray]) -> bytes:
+        """The output leaves as an ``.npz`` keyed by output leaf names (``out.logits``)."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **dict(zip(self.output_names, leaves)))
+        return buffer.getvalue()
 
     def _array(self, name: str, value: Any) -> np.ndarray:
         dtype = self._dtypes[name]

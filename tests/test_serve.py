@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -153,6 +154,53 @@ def test_concurrent_requests_match_eager(batched_server):
     for response, expected in answers:
         assert response.status_code == 200, response.text
         _assert_close(response.json(), expected)
+
+
+def _npz(arrays):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _leaf(structure, name):
+    """The value at a leaf name (``out.parts.1.first``) of an answer in JSON form."""
+    for part in name.split(".")[1:]:
+        structure = structure[part] if isinstance(structure, dict) else structure[int(part)]
+    return structure
+
+
+def test_npz_bodies_are_answered_as_npz_beside_json_ones(batched_server):
+    """The binary form: .npz keyed by input leaf names in, .npz keyed by output leaf names out, in the same batches."""
+    _, url = batched_server
+    cases = [_structured_request(rows=1 + seed % 3, seed=200 + seed) for seed in range(16)]
+    octet = {"content-type": "application/octet-stream"}
+
+    def send(index):
+        body, expected = cases[index]
+        arrays = {f"batch.{k}": np.asarray(v, dtype=np.float32) for k, v in body["batch"].items()}
+        if index % 2:
+            return httpx.post(f"{url}/predict", json=body, timeout=60), expected
+        return httpx.post(f"{url}/predict", content=_npz(arrays), headers=octet, timeout=60), expected
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(send, range(len(cases))))
+    for index, (response, expected) in enumerate(results):
+        assert response.status_code == 200, response.text
+        if index % 2:
+            _assert_close(response.json(), expected)
+            continue
+        assert response.headers["content-type"] == "application/octet-stream"
+        with np.load(io.BytesIO(response.content)) as answer:
+            assert len(answer.files) == 6
+            for name in answer.files:
+                _assert_close(answer[name], _leaf(expected, name), name)
+    for body, message in [
+        (b"not an archive", "neither JSON (content-type: application/json) nor an .npz archive"),
+        (_npz({"batch.x": np.zeros((1, 8), np.float32)}), "the .npz holds missing ['batch.mask'], extra []"),
+        (_npz({"batch.x": np.zeros((1, 8)), "batch.mask": np.array(["a"])}), "input 'batch.mask': string values"),
+    ]:
+        refused = httpx.post(f"{url}/predict", content=body, headers=octet, timeout=60)
+        assert refused.status_code == 422 and message in refused.text, refused.text
 
 
 BAD_REQUESTS = [
