@@ -244,9 +244,13 @@ def test_bad_requests_get_422_naming_the_leaf_and_do_not_fail_their_batch(batche
 
 
 def test_requests_of_other_lengths_batch_apart_and_a_failing_one_fails_alone(artifacts):
-    """Token ids of two lengths in one batch (stacked per length); an id out of range fails only its request."""
+    """Token ids of two lengths in one batch (stacked per length); an id out of range fails only its request.
+
+    Two inference workers: LitServe hands requests to either, and both answer alike.
+    """
     model = TokenClassifier().eval()
     args = _serve_cli(artifacts / "tokens" / "tokens.onnx", "--max-batch-size", "8", "--batch-timeout", "0.05")
+    args += ["--workers", "2"]
     with _server(args, artifacts) as (_, url):
         rng = np.random.default_rng(0)
         requests = [rng.integers(0, 50, size=(1 + i % 2, 5 if i % 3 else 9)) for i in range(24)]
