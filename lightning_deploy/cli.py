@@ -13,17 +13,17 @@ one line naming the problem and the fix, and exit with status 2 (1 when an artif
 
 from __future__ import annotations
 
+import argparse
+import ast
 import difflib
 import functools
 import importlib
+import importlib.util
 import inspect
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-import yaml
-from jsonargparse import ArgumentError, ArgumentParser
+from typing import Any, Literal, NoReturn
 
 from lightning_deploy.errors import LightningDeployError
 from lightning_deploy.manifest import manifest_path, read_manifest
@@ -41,16 +41,13 @@ class CommandError(LightningDeployError):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lightning-deploy`` console script; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = _parser()
     try:
-        config = parser.parse_args(argv)
-        command = config.command
-        return _COMMANDS[command](config[command], argv)
+        if argv[:1] == ["export"]:  # the one command whose parser needs jsonargparse
+            return _export(_parse_export(argv[1:]), argv)
+        config = _parser().parse_args(argv)
+        return _COMMANDS[config.command](config, argv)
     except (LightningDeployError, OSError) as err:
         _fail(str(err))
-    except ArgumentError as err:
-        command = next((a for a in argv if a in _COMMANDS), "")
-        _fail(f"{err} HINT: see 'lightning-deploy {command} --help'.".replace("  ", " "))
     except Exception as err:  # noqa: BLE001 - any other failure becomes one line, not a traceback
         _fail(f"{type(err).__name__}: {err}")
     return 2
@@ -62,37 +59,31 @@ def _fail(message: str) -> None:
     print(f"lightning-deploy: error: {line[:600]}", file=sys.stderr)
 
 
-def _parser() -> ArgumentParser:
-    from lightning_deploy.callback import ModelExport
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a mistake raised as :class:`CommandError` (one line, naming the help) instead of exiting."""
 
-    parser = _new_parser(__doc__.split("\n")[0], prog="lightning-deploy")
-    commands = parser.add_subcommands(dest="command")
+    def error(self, message: str) -> NoReturn:
+        """Raise the parse error; ``main`` prints it as one line."""
+        raise CommandError(f"{message}. HINT: see '{self.prog} --help'.")
 
-    export = _new_parser("Export a checkpoint of a finished run, verified.")
-    export.add_argument("--ckpt_path", required=True, help="the checkpoint to export; artifacts are written beside it")
-    export.add_argument(
-        "--trust_checkpoint",
-        action="store_true",
-        help="read the checkpoint with torch.load(weights_only=False): only for a file you trust, since unpickling"
-        " can run code (default: weights_only=True, which a Lightning checkpoint of tensors and plain values passes)",
-    )
-    export.add_argument(
-        "--model",
-        help="class path of the LightningModule (package.module.Class); default: the class the checkpoint records",
-    )
-    export.add_argument(
-        "--config",
-        help="the LightningCLI YAML that trained the model: its model init_args and its ModelExport settings are used;"
-        " options given here override them",
-    )
-    export.add_class_arguments(ModelExport, None, skip=_CALLBACK_ONLY)
-    commands.add_subcommand("export", export, help="export a checkpoint of a finished run")
 
-    show = _new_parser("Print a manifest as a table.")
+def _parser() -> argparse.ArgumentParser:
+    """Every command but ``export``'s options: plain argparse, so that ``--help``, ``show`` and ``run`` answer at once.
+
+    Nothing here imports torch, Lightning or jsonargparse; ``export`` has its own parser (below).
+    """
+    parser = _Parser(prog="lightning-deploy", description=_DESCRIPTION, allow_abbrev=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    commands.add_parser(
+        "export", add_help=False, help="export a checkpoint of a finished run ('lightning-deploy export --help')"
+    )
+
+    show = commands.add_parser("show", help="print a manifest as a table", description="Print a manifest as a table.")
     show.add_argument("path", help="a manifest (STEM.export.json) or one of its artifacts")
-    commands.add_subcommand("show", show, help="print a manifest as a table")
 
-    run = _new_parser("Run an artifact through load() and print or save its outputs.")
+    run = commands.add_parser(
+        "run", help="run an artifact on inputs from a file", description=_RUN_DESCRIPTION, allow_abbrev=False
+    )
     run.add_argument("artifact", help="STEM.onnx, STEM.torchscript.pt, STEM.pt2, STEM.aoti.pt2 or STEM.export.json")
     run.add_argument("--device", help="cpu, cuda or cuda:N (default: the device the manifest records, if present here)")
     run.add_argument(
@@ -102,11 +93,12 @@ def _parser() -> ArgumentParser:
         " or a sample by example_input_array's convention",
     )
     run.add_argument("--output", help="save the outputs, keyed by output leaf names, to this .npz instead of printing")
-    commands.add_subcommand("run", run, help="run an artifact on inputs from a file")
 
-    serve = _new_parser("Serve an artifact over HTTP with LitServe: POST /predict (JSON), GET /health.")
+    serve = commands.add_parser(
+        "serve", help="serve an artifact over HTTP (needs litserve)", description=_SERVE_DESCRIPTION, allow_abbrev=False
+    )
     serve.add_argument("path", help="an artifact or its manifest (STEM.export.json)")
-    serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="the port to listen on (default: 8000)")
     serve.add_argument("--host", default="0.0.0.0", help="0.0.0.0 (all interfaces), 127.0.0.1 (this machine) or ::")
     serve.add_argument("--device", help="cpu, cuda or cuda:N (default: the device the manifest records, if present)")
     serve.add_argument("--format", help="with a manifest, which artifact to serve (default: the one load() picks)")
@@ -120,9 +112,10 @@ def _parser() -> ArgumentParser:
         "--batch-timeout", type=float, default=0.0, help="seconds to wait for a batch to fill (default: no wait)"
     )
     serve.add_argument("--workers", type=int, default=1, help="inference worker processes, each with the model")
-    commands.add_subcommand("serve", serve, help="serve an artifact over HTTP (needs litserve)")
 
-    triton = _new_parser("Write a Triton Inference Server model repository entry for an ONNX or TorchScript artifact.")
+    triton = commands.add_parser(
+        "triton", help="write a Triton model repository entry", description=_TRITON_DESCRIPTION, allow_abbrev=False
+    )
     triton.add_argument("path", help="an ONNX or TorchScript artifact, or its manifest (its ONNX artifact is used)")
     triton.add_argument("--repository", required=True, help="the model repository folder; NAME/ is written in it")
     triton.add_argument("--name", help="the model's name in Triton (default: the artifact's stem)")
@@ -133,13 +126,88 @@ def _parser() -> ArgumentParser:
     )
     triton.add_argument("--format", help="with a manifest, which artifact (onnx, torchscript, ...)")
     triton.add_argument("--overwrite", action="store_true", help="replace an existing NAME/ in the repository")
-    commands.add_subcommand("triton", triton, help="write a Triton model repository entry")
     return parser
 
 
-def _new_parser(description: str, **kwargs: Any) -> ArgumentParser:
-    """A parser that raises (one line is printed by ``main``) and takes no abbreviated options."""
-    return ArgumentParser(description=description, exit_on_error=False, allow_abbrev=False, **kwargs)
+_DESCRIPTION = "Verified deployable artifacts from Lightning checkpoints: export, show, run, serve, triton."
+_RUN_DESCRIPTION = "Run an artifact through load() and print or save its outputs."
+_SERVE_DESCRIPTION = "Serve an artifact over HTTP with LitServe: POST /predict (JSON or .npz), GET /health."
+_TRITON_DESCRIPTION = "Write a Triton Inference Server model repository entry for an ONNX or TorchScript artifact."
+
+
+def _parse_export(argv: list[str]) -> Any:
+    """``export``'s options, parsed by jsonargparse from ``ModelExport``'s signature read from its source."""
+    from jsonargparse import ArgumentError
+
+    try:
+        return _export_parser().parse_args(argv)
+    except ArgumentError as err:
+        raise CommandError(f"{err} HINT: see 'lightning-deploy export --help'.") from None
+
+
+def _export_parser() -> Any:
+    """The parser of ``export`` (jsonargparse): the checkpoint options, then ``ModelExport``'s own."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(
+        prog="lightning-deploy export",
+        description="Export a checkpoint of a finished run, verified.",
+        exit_on_error=False,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--ckpt_path", required=True, help="the checkpoint to export; artifacts are written beside it")
+    parser.add_argument(
+        "--trust_checkpoint",
+        action="store_true",
+        help="read the checkpoint with torch.load(weights_only=False): only for a file you trust, since unpickling"
+        " can run code (default: weights_only=True, which a Lightning checkpoint of tensors and plain values passes)",
+    )
+    parser.add_argument(
+        "--model",
+        help="class path of the LightningModule (package.module.Class); default: the class the checkpoint records",
+    )
+    parser.add_argument(
+        "--config",
+        help="the LightningCLI YAML that trained the model: its model init_args and its ModelExport settings are used;"
+        " options given here override them",
+    )
+    parser.add_function_arguments(model_export_signature(), None, skip=_CALLBACK_ONLY)
+    return parser
+
+
+def help_texts() -> dict[str, str]:
+    """Every command's ``--help``, keyed by the command line that prints it (for the reference page)."""
+    parser = _parser()
+    texts = {"lightning-deploy": parser.format_help()}
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # argparse has no API
+    for name, command in commands.choices.items():
+        help_text = _export_parser().format_help() if name == "export" else command.format_help()
+        texts[f"lightning-deploy {name}"] = help_text
+    return texts
+
+
+def model_export_signature() -> Callable[..., None]:
+    """A stand-in with ``ModelExport.__init__``'s parameters and ``ModelExport``'s docstring, made from its source.
+
+    Importing the callback imports Lightning and torch (seconds); reading its source with
+    ``ast`` takes milliseconds, and the source stays the one place the options are written.
+    Its annotations use only ``typing`` names, evaluated here; ``tests/test_cli.py`` checks
+    that the stand-in's signature is the callback's.
+    """
+    spec = importlib.util.find_spec("lightning_deploy.callback")
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ModelExport")
+    init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    arguments = ast.arguments(
+        posonlyargs=[], args=init.args.args[1:], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None,
+        defaults=init.args.defaults,
+    )  # fmt: skip
+    stand_in = ast.FunctionDef(name="ModelExport", args=arguments, body=[ast.Pass()], decorator_list=[], returns=None)
+    namespace: dict[str, Any] = {"__name__": __name__, "Any": Any, "Literal": Literal, "Sequence": Sequence}
+    exec(compile(ast.fix_missing_locations(ast.Module([stand_in], [])), spec.origin, "exec"), namespace)
+    function = namespace["ModelExport"]
+    function.__doc__ = ast.get_docstring(cls)
+    return function
 
 
 def _export(config: Any, argv: list[str]) -> int:
@@ -173,6 +241,8 @@ def _given(name: str, argv: list[str]) -> bool:
 
 def _read_config(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The YAML's ``model`` section and its ``lightning_deploy.ModelExport`` init_args."""
+    import yaml
+
     try:
         data = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:

@@ -203,3 +203,26 @@ def test_export_help_lists_every_option_with_its_help():
         "class path of the LightningModule",
     ):
         assert phrase in text  # fmt: skip
+
+
+def test_help_show_and_run_of_onnx_import_neither_torch_nor_lightning(tmp_path):
+    """What makes them answer at once (benchmarks/cli_speed.py times it): Python's own import log, per command."""
+    from lightning_deploy import export
+
+    export(torch.nn.Linear(4, 2), torch.randn(2, 4), tmp_path, "linear", formats=["onnx"])
+    np.savez(tmp_path / "x.npz", input=np.ones((3, 4), np.float32))  # nn.Linear.forward(input)
+    commands = [
+        ["--help"],
+        ["serve", "--help"],
+        ["triton", "--help"],
+        ["show", str(tmp_path / "linear.export.json")],
+        ["run", str(tmp_path / "linear.onnx"), "--input", str(tmp_path / "x.npz")],
+    ]
+    for command in commands:
+        result = _run([sys.executable, "-X", "importtime", "-m", "lightning_deploy.cli", *command], tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if "import time:" in line}
+        assert "lightning_deploy.manifest" in imported, "the import log was read"
+        heavy = imported & {"torch", "lightning", "jsonargparse", "lightning_deploy.callback"}
+        assert not heavy, f"{command}: imports {heavy}"
+    assert "out  shape=[3, 2]" in result.stdout
