@@ -65,7 +65,7 @@ class ModelExport(Callback):
     Raises:
         ConfigurationError: at construction or ``setup``, naming the argument and the fix.
 
-    Example:
+    Examples:
         >>> trainer = pl.Trainer(callbacks=[ModelCheckpoint(monitor="val_loss"), ModelExport()])  # doctest: +SKIP
     """
 

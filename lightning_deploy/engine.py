@@ -102,7 +102,7 @@ def export(
     Raises:
         ConfigurationError: for a bad argument, before any file is written.
 
-    Example:
+    Examples:
         >>> manifest = export(model, torch.randn(4, 8), "out", "model", formats=["onnx"])  # doctest: +SKIP
         >>> manifest["artifacts"][0]["ok"]  # doctest: +SKIP
         True

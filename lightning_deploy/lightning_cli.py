@@ -55,7 +55,7 @@ class LightningDeployCLI(LightningCLI):
 
     Pass ``trainer_class`` by keyword, if at all.
 
-    Example:
+    Examples:
         >>> LightningDeployCLI(DigitsModel, DigitsData)  # doctest: +SKIP
     """
 

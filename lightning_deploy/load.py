@@ -67,7 +67,7 @@ def load(
         IntegrityError: when the sha256 of the artifact (or of a side file such as
             ``STEM.onnx.data``) differs from the manifest's.
 
-    Example:
+    Examples:
         >>> model = load("checkpoints/best.onnx")  # doctest: +SKIP
         >>> out = model({"x": x, "mask": mask})  # doctest: +SKIP
 

@@ -142,7 +142,7 @@ class Structure:
             with each tensor leaf's name and value and returns the array to use; it raises
             :class:`StructureError` for a value it cannot take.
 
-    Example:
+    Examples:
         >>> s = Structure({"kind": "dict", "keys": ["x"], "items": [{"kind": "tensor", "name": "x"}]})
         >>> s.flatten({"x": 1.0})
         [1.0]

@@ -77,7 +77,7 @@ class ExportedModelAPI(ls.LitAPI):
         LoadError: for an artifact ``load`` would refuse (missing, failed at export, changed).
         ConfigurationError: for ``max_batch_size`` > 1 on a model without a dynamic batch.
 
-    Example:
+    Examples:
         >>> import litserve as ls  # doctest: +SKIP
         >>> api = ExportedModelAPI("checkpoints/best.export.json", max_batch_size=8)  # doctest: +SKIP
         >>> ls.LitServer(api, accelerator="cpu", workers_per_device=2).run(port=8000)  # doctest: +SKIP

@@ -1,0 +1,62 @@
+"""The documentation site builds strictly, its home page links to every page, and the generated pages are current."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+
+def _nav_pages(nav) -> list[str]:
+    pages = []
+    for item in nav:
+        for value in item.values():
+            pages += _nav_pages(value) if isinstance(value, list) else [value]
+    return pages
+
+
+def test_site_builds_strictly_and_its_home_links_to_every_page(tmp_path):
+    site = tmp_path / "site"
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=yaml.BaseLoader)
+    pages = _nav_pages(config["nav"])
+    on_disk = {str(p.relative_to(ROOT / "docs")) for p in (ROOT / "docs").rglob("*.md")}
+    assert sorted(pages) == sorted(on_disk), "every page is in the nav, and the nav names no missing page"
+    home = (site / "index.html").read_text()
+    links = set(re.findall(r'href="([^"#]*)"', home))
+    for page in pages:
+        if page == "index.md":
+            continue
+        target = page.removesuffix(".md") + "/"
+        assert target in links, f"site/index.html does not link to {page}"
+        assert (site / target / "index.html").is_file(), page
+    api = (site / "reference" / "api" / "index.html").read_text()
+    for name in ("ModelExport", "export_checkpoint", "ExportedModel", "check_leaves", "LoadError", "ExportedModelAPI"):
+        assert name in api, f"the API reference lacks {name}"
+
+
+def test_command_line_reference_is_the_parsers_help():
+    import cli_reference
+
+    assert (ROOT / "docs" / "reference" / "cli.md").read_text() == cli_reference.render(), (
+        "docs/reference/cli.md is stale: run .venv/bin/python tools/cli_reference.py"
+    )
+
+
+def test_every_example_script_is_run_by_a_test():
+    """An example nobody runs rots: every script in examples/ is named by a test that runs it."""
+    scripts = [p for p in (ROOT / "examples").rglob("*.py") if "__main__" in p.read_text()]
+    tests = " ".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+    assert scripts
+    for script in scripts:
+        assert script.name in tests or script.parent.name in tests, f"no test runs {script.relative_to(ROOT)}"
