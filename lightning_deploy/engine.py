@@ -39,6 +39,7 @@ from lightning_deploy.manifest import MANIFEST_SUFFIX, ONNX_FORMATS, artifact_na
 from lightning_deploy.onnx_passes import DERIVED_FORMATS
 from lightning_deploy.options import ExportOptions, methods_for
 from lightning_deploy.plan import Plan, make_plan
+from lightning_deploy.progress import StepLog
 from lightning_deploy.requires import required_packages
 from lightning_deploy.runtimes import runtime_module
 from lightning_deploy.verify import Verification, verify_artifact
@@ -141,6 +142,7 @@ class _Work:
     onnx_files: dict[str, Path | Exception] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.steps = StepLog(f"lightning-deploy {self.stem}")
         # What load() will read from the manifest, through JSON as it will be written.
         self.io_manifest: dict[str, Any] = json.loads(json.dumps(self.plan.io_manifest()))
 
@@ -300,21 +302,22 @@ def _attempt(fmt: str, method: str, work: _Work) -> _Attempt:
     attempt = _Attempt(method, work.staging / f"{fmt}-{method}")
     attempt.folder.mkdir()
     path = attempt.folder / artifact_name(work.stem, fmt)
+    label = f"{fmt} ({method})"
     try:
-        with _timed(attempt, "capture", skip=method in work.captures):
+        with _timed(attempt, "capture", work.steps, label, skip=method in work.captures):
             capture = work.capture(method)
         attempt.warnings = capture.warnings
-        with _timed(attempt, "compile" if fmt == "aoti" else "save"):
+        with _timed(attempt, "compile" if fmt == "aoti" else "save", work.steps, label):
             _save(fmt, method, capture, path, work, attempt)
         attempt.written = True
         attempt.requires = required_packages(fmt, path)
         if work.options.verify:
             attempt.device, attempt.device_note = _verification_device(fmt, work.plan.device)
-            with _timed(attempt, "verify"):
+            with _timed(attempt, "verify", work.steps, label):
                 attempt.verification = _verify(fmt, method, path, attempt.device, attempt.requires, work)
             attempt.error = attempt.verification.error
         if fmt == "onnx-int8" and work.accuracy_data is not None and attempt.error is None:
-            with _timed(attempt, "accuracy"):
+            with _timed(attempt, "accuracy", work.steps, label):
                 attempt.accuracy = _accuracy(path, work)
     except Exception as err:  # noqa: BLE001 - recorded in the manifest; the next method or format goes on
         # a half-written file stays in staging, which is removed
@@ -323,14 +326,17 @@ def _attempt(fmt: str, method: str, work: _Work) -> _Attempt:
 
 
 @contextlib.contextmanager
-def _timed(attempt: _Attempt, step: str, skip: bool = False) -> Iterator[None]:
-    """Record the wall time of ``step`` in the attempt (not when ``skip``: the work was done before)."""
+def _timed(attempt: _Attempt, step: str, steps: StepLog, label: str, skip: bool = False) -> Iterator[None]:
+    """Record the wall time of ``step`` in the attempt and show it (not when ``skip``: the work was done before)."""
+    if skip:
+        yield
+        return
     start = time.perf_counter()
     try:
-        yield
+        with steps.step(f"{label} {step}"):
+            yield
     finally:
-        if not skip:
-            attempt.seconds[step] = attempt.seconds.get(step, 0.0) + time.perf_counter() - start
+        attempt.seconds[step] = attempt.seconds.get(step, 0.0) + time.perf_counter() - start
 
 
 def _save(fmt: str, method: str, capture: Capture, path: Path, work: _Work, attempt: _Attempt) -> None:
