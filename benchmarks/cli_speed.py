@@ -35,7 +35,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
         export(model, torch.randn(2, 64), folder, "mlp", formats=["onnx"])
-        np.savez(Path(folder) / "x.npz", x=np.random.rand(3, 64).astype(np.float32))
+        np.savez(Path(folder) / "x.npz", input=np.random.rand(3, 64).astype(np.float32))  # Sequential.forward(input)
         commands = {
             'python -c "import onnxruntime"': [sys.executable, "-c", "import onnxruntime"],
             "lightning-deploy --help": [*CLI, "--help"],
