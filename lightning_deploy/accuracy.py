@@ -7,6 +7,7 @@ its predictions did. ``accuracy_delta`` runs both on the same labelled batches (
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from lightning_deploy.adapters import bind_sample, flatten_tree
 from lightning_deploy.errors import ConfigurationError
 
-__all__ = ["accuracy_delta"]
+__all__ = ["accuracy_delta", "input_leaves"]
 
 FlatModel = Callable[[Sequence[torch.Tensor]], Sequence[Any]]
 
@@ -51,6 +52,21 @@ def accuracy_delta(module: torch.nn.Module, eager: FlatModel, artifact: FlatMode
     eager_accuracy, artifact_accuracy = correct["eager"] / samples, correct["artifact"] / samples
     return {"samples": samples, "eager": eager_accuracy, "artifact": artifact_accuracy,
             "delta": artifact_accuracy - eager_accuracy}  # fmt: skip
+
+
+def input_leaves(module: torch.nn.Module, batches: Iterable[Any], limit: int) -> list[tuple[torch.Tensor, ...]]:
+    """The flat input leaves of the first ``limit`` labelled batches: calibration data for static int8.
+
+    Raises:
+        ConfigurationError: for a batch of another form than ``(input_sample, labels)``.
+    """
+    found = []
+    for batch in itertools.islice(batches, limit):
+        sample, _ = _labelled(batch)
+        arguments, _ = bind_sample(module, sample, "accuracy_data")
+        _, leaves = flatten_tree(arguments, None, "accuracy_data's input", ConfigurationError)
+        found.append(tuple(leaves))
+    return found
 
 
 def _labelled(batch: Any) -> tuple[Any, torch.Tensor]:

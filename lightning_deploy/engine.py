@@ -19,10 +19,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from lightning_deploy.accuracy import accuracy_delta
+from lightning_deploy.accuracy import accuracy_delta, input_leaves
 from lightning_deploy.eager import attention_fast_path
 from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.exporters import EXPORTERS, Capture
@@ -129,6 +130,10 @@ def export(
     return manifest
 
 
+# Batches of accuracy_data that calibrate static int8's activation ranges (ONNX Runtime's MinMax).
+CALIBRATION_BATCHES = 8
+
+
 @dataclasses.dataclass
 class _Work:
     """One export's shared state: what is captured and saved once per method is kept here."""
@@ -150,6 +155,28 @@ class _Work:
     def shares_onnx(self) -> bool:
         """Whether derived ONNX formats were asked for, so that one ONNX file per method serves them all."""
         return any(fmt in DERIVED_FORMATS for fmt in self.options.formats)
+
+    def calibration(self) -> list[dict[str, np.ndarray]] | None:
+        """Feeds for static int8 (input leaf name -> array), or ``None`` for dynamic int8.
+
+        The first batches of ``accuracy_data`` (the data the model will see), and the two
+        samples the artifact is verified at: static ranges clip what calibration never saw,
+        and an export sample unlike the data (``torch.randn`` where pixels are in [0, 1]) would
+        otherwise fail verification on values the deployed model never gets. Without
+        ``accuracy_data``, or with batches of another form than ``(input_sample, labels)``
+        (the accuracy entry records why), ``None``.
+        """
+        if self.accuracy_data is None:
+            return None
+        try:
+            found = input_leaves(self.plan.ctx.adapter.module, self.accuracy_data, CALIBRATION_BATCHES)
+        except ConfigurationError:
+            return None
+        if not found:
+            return None
+        verified = [self.plan.inputs.tensors(sample) for sample in self.plan.samples]
+        names = self.plan.ctx.input_names
+        return [{n: leaf.detach().cpu().numpy() for n, leaf in zip(names, leaves)} for leaves in [*found, *verified]]
 
     def capture(self, method: str) -> Capture:
         """The method's capture of the flat adapter, made on first use (a failure is kept and re-raised)."""
@@ -345,6 +372,8 @@ def _save(fmt: str, method: str, capture: Capture, path: Path, work: _Work, atte
         EXPORTERS[method].save(capture, fmt, path, work.plan.ctx)
     elif fmt == "onnx":
         copy_files(work.onnx_file(method).parent, path.parent)  # the source stays for the derived formats
+    elif fmt == "onnx-int8":
+        attempt.derived = DERIVED_FORMATS[fmt](work.onnx_file(method), path, calibration=work.calibration())
     else:
         attempt.derived = DERIVED_FORMATS[fmt](work.onnx_file(method), path)
 

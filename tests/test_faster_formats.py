@@ -14,6 +14,7 @@ from lightning_models import DigitsClassifier, digits_loaders
 from torch import nn
 
 from lightning_deploy import ConfigurationError, ModelExport, export, load
+from lightning_deploy.onnx_passes import vnni_flag
 
 FASTER = ["onnx", "onnx-optimized", "onnx-int8"]
 
@@ -94,8 +95,11 @@ def test_int8_onnx_has_int8_weights_and_stays_within_its_tolerance(encoder_expor
     ops = _ops(dirpath / artifact["path"])
     assert "DynamicQuantizeLinear" in ops and "MatMulInteger" in ops
     assert artifact["derived"]["quantized_matmuls"] >= 8  # q/k/v in, out, two feed-forward per layer
+    # signed weights where this CPU has VNNI (exact, faster there), unsigned elsewhere
+    weight_dtype = "int8" if vnni_flag() else "uint8"
+    assert artifact["derived"]["weights"].startswith(f"{weight_dtype} per channel")
     plain, int8 = _weight_bytes(dirpath / "model.onnx"), _weight_bytes(dirpath / artifact["path"])
-    assert int8["uint8"] > 0.9 * plain["float32"] / 4  # the weights, one byte each
+    assert int8[weight_dtype] > 0.9 * plain["float32"] / 4  # the weights, one byte each
     assert int8["float32"] < 0.1 * plain["float32"]  # only biases and scales stay float
     assert 1e-4 < artifact["max_rel_diff"] <= 0.05  # really quantised, and within its own tolerance
     batch = _batch(5, 40)
@@ -176,3 +180,47 @@ def test_accuracy_data_of_another_form_is_recorded_not_fatal(tmp_path):
     (artifact,) = manifest["artifacts"]
     assert artifact["ok"]
     assert "not (input_sample, integer labels [N])" in artifact["accuracy"]["error"]
+
+
+class SmallCNN(nn.Module):
+    """Two convolutions and a linear head: what dynamic int8 leaves float, and static int8 quantises."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(3)
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )  # fmt: skip
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
+def test_labelled_data_calibrates_static_int8_of_convolutions(tmp_path):
+    """With accuracy_data, int8 is static QDQ: Conv and Gemm quantised with calibrated ranges, checked at int8_rtol."""
+    model = SmallCNN().eval()
+    generator = torch.Generator().manual_seed(4)
+    images = [torch.rand(8, 3, 32, 32, generator=generator) for _ in range(10)]
+    with torch.no_grad():
+        labelled = [(x, model(x).argmax(-1)) for x in images]
+    manifest = export(model, images[0][:2], tmp_path, "cnn", formats=["onnx-int8"], accuracy_data=labelled)
+    (artifact,) = manifest["artifacts"]
+    assert artifact["ok"] and artifact["verified"], artifact["error"]
+    derived = artifact["derived"]
+    assert derived["pass"].startswith("onnxruntime quantize_static (QDQ")
+    assert derived["calibration_batches"] == 10  # CALIBRATION_BATCHES (8) of the 10, and the 2 verified samples
+    ops = _ops(tmp_path / artifact["path"])
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and "Conv" in ops
+    weight_dtype = "int8" if vnni_flag() else "uint8"
+    assert _weight_bytes(tmp_path / artifact["path"]).get(weight_dtype, 0) > 0, "the convolutions' weights are int8"
+    assert 1e-4 < artifact["max_rel_diff"] <= 0.05
+    accuracy = artifact["accuracy"]
+    assert accuracy["samples"] == 80 and accuracy["eager"] == 1.0 and abs(accuracy["delta"]) <= 0.05
+    # through load() at a batch the export never saw
+    batch = torch.rand(5, 3, 32, 32, generator=generator)
+    with torch.no_grad():
+        want = model(batch).numpy()
+    got = load(tmp_path / artifact["path"])(batch.numpy())
+    assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
