@@ -253,7 +253,12 @@ def check_node(node: Any, path: str) -> None:
 
 def _flatten_leaf(path: str) -> Flattener:
     def flatten(value: Any, out: list) -> None:
-        if type(value) is not np.ndarray and (value is None or isinstance(value, (Mapping, list, tuple, str))):
+        # arrays and tensors (both have __dlpack__) skip the isinstance against Mapping, an ABC and slow
+        if (
+            type(value) is not np.ndarray
+            and not hasattr(value, "__dlpack__")
+            and (value is None or isinstance(value, (Mapping, list, tuple, str)))
+        ):
             raise StructureError(
                 f"{path}: expected an array or tensor, got {type(value).__name__}."
                 " HINT: pass the same structure as the model's forward."
