@@ -125,8 +125,11 @@ def _timed(runners: dict[str, Callable[[], Any]], repeats: int, rounds: int = 5)
     return times
 
 
-def _paired_overhead(folder: Path, sample: tuple, threads: int) -> tuple[float, float]:  # CPU only
-    """``load()``'s per-call time over its own ONNX Runtime session, from alternating timed blocks.
+def _paired_overhead(folder: Path, sample: tuple, threads: int, torch_io: bool) -> tuple[float, float]:  # CPU only
+    """``load()``'s per-call time over its own ONNX Runtime session (numpy in and out), alternating timed blocks.
+
+    ``torch_io``: ``load()`` is called with torch tensors (and returns torch tensors), as a torch
+    user calls it; else with numpy arrays, as the session is.
 
     One session serves both, so what differs is exactly the work ``load()`` adds (binding,
     flattening, checks, rebuilding the output structure). Twenty alternating blocks spread the
@@ -140,7 +143,8 @@ def _paired_overhead(folder: Path, sample: tuple, threads: int) -> tuple[float, 
     leaves = dict(zip(model.input_names, (t.numpy() for t in torch.utils._pytree.tree_leaves(sample))))
     feed = {i.name: leaves[i.name] for i in model.session.get_inputs()}
     names = [o.name for o in model.session.get_outputs()]
-    calls = {"load": lambda: model(*numpy_sample), "session": lambda: model.session.run(names, feed)}
+    call = (lambda: model(*sample)) if torch_io else (lambda: model(*numpy_sample))
+    calls = {"load": call, "session": lambda: model.session.run(names, feed)}
     start = time.perf_counter()
     calls["session"]()
     block = max(1, round(0.05 / (time.perf_counter() - start)))
@@ -164,7 +168,6 @@ def _runners(model: nn.Module, sample: tuple, folder: Path, threads: int, device
     loaded = {fmt: load(manifest, format=fmt, threads=threads if fmt in ONNX_FILES else None, device=device)
               for fmt in formats}  # fmt: skip
     leaves = [t for t in torch.utils._pytree.tree_leaves(sample) if isinstance(t, torch.Tensor)]
-    numpy_sample = torch.utils._pytree.tree_map(lambda t: t.cpu().numpy(), sample)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     providers = ["CPUExecutionProvider"] if device == "cpu" else ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -188,7 +191,7 @@ def _runners(model: nn.Module, sample: tuple, folder: Path, threads: int, device
 
     def timed_call(call: Callable[[], Any]) -> Callable[[], Any]:
         def run() -> Any:
-            with torch.no_grad():
+            with torch.inference_mode():  # how a user serving eager runs it
                 out = call()
             sync()
             return out
@@ -207,8 +210,25 @@ def _runners(model: nn.Module, sample: tuple, folder: Path, threads: int, device
     for fmt in ONNX_FILES:
         if fmt in formats:
             runners[f"{fmt} (raw)"] = session(fmt)
-            runners[f"{fmt} (load)"] = lambda fmt=fmt: loaded[fmt](*numpy_sample)
+            runners[f"{fmt} (load)"] = timed_call(lambda fmt=fmt: loaded[fmt](*sample))  # torch in, torch out
     return runners
+
+
+def _labelled(model: nn.Module, make_sample: Callable[[int], tuple], device: str) -> list[tuple[tuple, torch.Tensor]]:
+    """Eight batches of 4 labelled by the model's own top-1 (for a classifier; the tagger's labels are a stand-in).
+
+    ``export(accuracy_data=...)`` calibrates static int8 on them and records the top-1 agreement.
+    """
+    batches = []
+    for seed in range(8):
+        torch.manual_seed(100 + seed)
+        sample = torch.utils._pytree.tree_map(lambda t: t.to(device), make_sample(4))
+        with torch.inference_mode():
+            out = model(*sample)
+        scores = out.logits if hasattr(out, "logits") else out
+        labels = scores.argmax(-1) if scores.dim() == 2 else torch.zeros(4, dtype=torch.long)
+        batches.append((sample, labels.cpu()))
+    return batches
 
 
 # Calls per runner, as multiples of --repeats: the fast models get more, so that their medians
@@ -225,7 +245,8 @@ def bench_model(name: str, repeats: int, threads: int, device: str = "cpu") -> l
     on_device = lambda batch: torch.utils._pytree.tree_map(lambda t: t.to(device), make_sample(batch))  # noqa: E731
     rows = []
     with tempfile.TemporaryDirectory() as folder:
-        manifest = export(model, on_device(2), folder, "model", formats=formats_for(device), **options)
+        manifest = export(model, on_device(2), folder, "model", formats=formats_for(device),
+                          accuracy_data=_labelled(model, make_sample, device), **options)  # fmt: skip
         failed = [a["format"] for a in manifest["artifacts"] if not a["ok"]]
         if failed:
             raise RuntimeError(f"{name}: {failed} did not verify")
@@ -237,8 +258,9 @@ def bench_model(name: str, repeats: int, threads: int, device: str = "cpu") -> l
             for runtime, times in _timed(runners, repeats).items():
                 rows.append({"model": name, "batch": batch, "runtime": runtime, "times": times})
             if device == "cpu":
-                overhead = _paired_overhead(Path(folder), make_sample(batch), threads)
-                rows.append({"model": name, "batch": batch, "runtime": "load() over its session", "times": overhead})
+                for torch_io, label in ((False, "numpy"), (True, "torch")):
+                    overhead = _paired_overhead(Path(folder), make_sample(batch), threads, torch_io)
+                    rows.append({"model": name, "batch": batch, "runtime": f"overhead {label}", "times": overhead})
     return rows
 
 
@@ -269,15 +291,34 @@ def _summary_rows(medians: dict, overheads: dict) -> list[list[str]]:
         aoti = loads["aoti (load)"]
         row = [model, str(batch), f"{eager * 1e3:.3f}", best, f"{loads[best] * 1e3:.3f}", f"{eager / loads[best]:.2f}x",
                f"{aoti * 1e3:.3f}", f"{eager / aoti:.2f}x"]  # fmt: skip
-        if (model, batch) in overheads:
-            over, ratio = overheads[(model, batch)]
+        if (model, batch, "numpy") in overheads:
+            for kind in ("numpy", "torch"):
+                over, ratio = overheads[(model, batch, kind)]
+                row.append(f"{over * 1e6:+.1f} µs ({ratio:.3f}x)")
             int8 = loads["onnx-int8 (load)"]
-            row += [f"{over * 1e6:+.1f} µs ({ratio:.3f}x)", f"{int8 * 1e3:.3f}", f"{eager / int8:.2f}x",
-                    f"{medians[(model, batch, 'onnx (load)')] / int8:.2f}x"]  # fmt: skip
+            onnx = medians[(model, batch, "onnx (load)")]
+            row += [f"{int8 * 1e3:.3f}", f"{eager / int8:.2f}x", f"{onnx / int8:.2f}x"]
         else:
-            row += ["-"] * 4
+            row += ["-"] * 5
         table.append(row)
     return table
+
+
+def _cpu_flags() -> str:
+    """The CPU's vector extensions that decide int8 and bf16 speed, from /proc/cpuinfo."""
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split())
+    except (OSError, IndexError):
+        return "flags unknown"
+    return ", ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)
+
+
+def ort_version() -> str:
+    """ONNX Runtime's version."""
+    import onnxruntime
+
+    return onnxruntime.__version__
 
 
 def main() -> None:
@@ -290,8 +331,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     rows = [row for name in args.models for row in bench_model(name, args.repeats, args.threads, args.device)]
-    overheads = {(r["model"], r["batch"]): r.pop("times") for r in rows if r["runtime"] == "load() over its session"}
-    rows = [r for r in rows if r["runtime"] != "load() over its session"]
+    overheads = {(r["model"], r["batch"], r["runtime"].split()[1]): r.pop("times") for r in rows
+                 if r["runtime"].startswith("overhead ")}  # fmt: skip
+    rows = [r for r in rows if not r["runtime"].startswith("overhead ")]
     medians = {(r["model"], r["batch"], r["runtime"]): statistics.median(r["times"]) for r in rows}
     threads = f"{args.threads} threads everywhere (torch.set_num_threads, ONNX Runtime intra-op)"
     gpu = args.device != "cpu"
@@ -304,9 +346,13 @@ def main() -> None:
         " TransformerEncoder (d=128, 4 heads, seq 64) with a padding mask; resnet18 at 224x224, weights=None."
     )
     cpu_notes = [
-        "load()'s overhead: load() and a direct run() of the same ONNX Runtime session, twenty alternating"
-        " timed blocks of about 50 ms each; difference and ratio of the fastest blocks' per-call means"
-        " (timeit's rule).",
+        "load()'s overhead: load() and a direct run() of the same ONNX Runtime session (numpy in and out), twenty"
+        " alternating timed blocks of about 50 ms each; difference and ratio of the fastest blocks' per-call means"
+        " (timeit's rule); load() called with numpy arrays, and with torch tensors (torch out).",
+        "Eager and every torch runner under torch.inference_mode(); every load() runner takes and returns torch"
+        " tensors; the raw ONNX Runtime sessions take numpy.",
+        f"CPU: {_cpu_flags()}; onnxruntime {ort_version()}. int8 is static (QDQ, calibrated on 8 batches of 4"
+        " labelled by the model's own top-1) for all three models.",
         "The int8 artifact is verified at its own tolerance (rtol 0.05), so it is not a candidate for the"
         " fastest artifact at the default tolerance.",
     ]
@@ -318,7 +364,8 @@ def main() -> None:
         f"runtime{suffix}-summary",
         f"Runtime{where}: the fastest verified artifact against eager, AOTInductor, load()'s overhead, int8",
         ["model", "batch", "eager ms", "fastest artifact (default tolerance)", "its ms", "eager / it", "aoti ms",
-         "eager / aoti", "onnx load() over its own session", "int8 ms", "eager / int8", "onnx / int8"],
+         "eager / aoti", "load() over session, numpy", "load() over session, torch", "int8 ms", "eager / int8",
+         "onnx / int8"],
         _summary_rows(medians, overheads),
         [f"Median of {args.repeats} calls per runner (times " + ", ".join(f"{k} x{v}" for k, v in REPEAT_SCALE.items())
          + f"), in five rounds of one block per runner; {threads}.", models, *(gpu_notes if gpu else cpu_notes)],
