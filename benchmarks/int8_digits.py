@@ -59,6 +59,7 @@ def main() -> None:
             float_ms, int8_ms = (statistics.median(times[f]) * 1e3 for f in ("onnx", "onnx-int8"))
             rows.append([str(batch), f"{float_ms:.4f}", f"{int8_ms:.4f}", f"{float_ms / int8_ms:.2f}x"])
     accuracy = artifacts["onnx-int8"]["accuracy"]
+    tried = ", ".join(f"{a.get('variant')} {'ok' if a['ok'] else 'failed'}" for a in artifacts["onnx-int8"]["attempts"])
     rel_diff = {fmt: artifacts[fmt]["max_rel_diff"] for fmt in artifacts}
     publish(
         "int8",
@@ -67,7 +68,8 @@ def main() -> None:
         rows,
         [f"Top-1 accuracy on the {accuracy['samples']} validation digits, measured by ModelExport at fit end:"
          f" checkpoint {accuracy['eager']:.4f}, int8 artifact {accuracy['artifact']:.4f},"
-         f" delta {accuracy['delta']:+.4f}.",
+         f" delta {accuracy['delta']:+.4f}. The int8 file: {artifacts['onnx-int8']['derived']['pass']}"
+         f" (attempts: {tried}).",
          f"Verification, largest difference relative to each output's scale: float ONNX {rel_diff['onnx']:.1e},"
          f" int8 {rel_diff['onnx-int8']:.1e} (its tolerance: rtol {artifacts['onnx-int8']['tolerance']['rtol']}).",
          f"Median of {args.repeats} calls each, one artifact after the other; {args.threads} ONNX Runtime"

@@ -224,3 +224,17 @@ def test_labelled_data_calibrates_static_int8_of_convolutions(tmp_path):
         want = model(batch).numpy()
     got = load(tmp_path / artifact["path"])(batch.numpy())
     assert np.abs(got - want).max() <= 0.05 * np.abs(want).max()
+
+
+def test_static_int8_that_does_not_verify_falls_back_to_dynamic(tmp_path):
+    """Calibrated on data far from the export sample (zeros, as DigitsMLP's example_input_array), static int8
+    clips the sample; dynamic int8 is tried next and kept, and both attempts are in the manifest."""
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
+    generator = torch.Generator().manual_seed(6)
+    data = [(torch.rand(8, 64, generator=generator) * 16, torch.zeros(8, dtype=torch.long)) for _ in range(8)]
+    manifest = export(model, torch.zeros(4, 64), tmp_path, "mlp", formats=["onnx-int8"], accuracy_data=data)
+    (artifact,) = manifest["artifacts"]
+    assert [(a["variant"], a["ok"]) for a in artifact["attempts"]] == [("static", False), ("dynamic", True)]
+    assert "mismatch" in artifact["attempts"][0]["error"]
+    assert artifact["ok"] and artifact["derived"]["pass"] == "onnxruntime quantize_dynamic"
