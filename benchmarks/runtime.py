@@ -231,6 +231,9 @@ def _labelled(model: nn.Module, make_sample: Callable[[int], tuple], device: str
     return batches
 
 
+# Which int8 pass each model's artifact came from (static where it verifies, else dynamic), for the notes.
+INT8_PASSES: dict[str, str] = {}
+
 # Calls per runner, as multiples of --repeats: the fast models get more, so that their medians
 # of tens of microseconds are stable against the machine's noise.
 REPEAT_SCALE = {"mlp": 20, "transformer": 4, "resnet18": 1}
@@ -250,6 +253,9 @@ def bench_model(name: str, repeats: int, threads: int, device: str = "cpu") -> l
         failed = [a["format"] for a in manifest["artifacts"] if not a["ok"]]
         if failed:
             raise RuntimeError(f"{name}: {failed} did not verify")
+        int8 = next((a for a in manifest["artifacts"] if a["format"] == "onnx-int8"), None)
+        if int8 is not None:
+            INT8_PASSES[name] = int8["derived"]["pass"].removeprefix("onnxruntime ")
         aoti = next(a for a in manifest["artifacts"] if a["format"] == "aoti")
         compile_s = aoti["attempts"][-1]["seconds"]["compile"]
         print(f"{name}: exported on {device}; AOTInductor compiled in {compile_s:.1f} s", flush=True)
@@ -351,8 +357,8 @@ def main() -> None:
         " (timeit's rule); load() called with numpy arrays, and with torch tensors (torch out).",
         "Eager and every torch runner under torch.inference_mode(); every load() runner takes and returns torch"
         " tensors; the raw ONNX Runtime sessions take numpy.",
-        f"CPU: {_cpu_flags()}; onnxruntime {ort_version()}. int8 is static (QDQ, calibrated on 8 batches of 4"
-        " labelled by the model's own top-1) for all three models.",
+        f"CPU: {_cpu_flags()}; onnxruntime {ort_version()}. int8 calibrated on 8 batches of 4 labelled by the"
+        " model's own top-1: " + "; ".join(f"{m} {p}" for m, p in INT8_PASSES.items()) + ".",
         "The int8 artifact is verified at its own tolerance (rtol 0.05), so it is not a candidate for the"
         " fastest artifact at the default tolerance.",
     ]
