@@ -67,7 +67,7 @@ def quantize_int8(
     ``MatMul`` weights only and quantises activations per call.
     """
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared = target.with_name(target.name + ".prepared")
@@ -80,8 +80,7 @@ def quantize_int8(
     model = onnx.load(str(prepared))
     gemms = _gemm_to_matmul(model.graph)
     onnx.save(model, str(prepared))
-    vnni = vnni_flag()
-    weight_type = QuantType.QInt8 if vnni else QuantType.QUInt8
+    weight_type, weights = _weight_choice()
     quantize_dynamic(str(prepared), str(target), op_types_to_quantize=["MatMul"], weight_type=weight_type,
                      per_channel=True)  # fmt: skip
     prepared.unlink()
@@ -92,7 +91,6 @@ def quantize_int8(
             "onnx-int8: the model has no MatMul or Gemm with constant weights, so dynamic quantisation changes"
             " nothing (Conv stays float). HINT: drop 'onnx-int8' from formats for this model."
         )
-    weights = f"int8 per channel (this CPU has {vnni})" if vnni else "uint8 per channel (this CPU has no VNNI)"
     return {"pass": "onnxruntime quantize_dynamic", "weights": weights, "quantized_matmuls": quantized,
             "gemms_rewritten": gemms}  # fmt: skip
 
@@ -109,9 +107,9 @@ def _quantize_static(prepared: Path, target: Path, calibration: Sequence[Mapping
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(feeds, None)
 
-    vnni = vnni_flag()
+    weight_type, weights = _weight_choice()
     quantize_static(str(prepared), str(target), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    weight_type=QuantType.QInt8 if vnni else QuantType.QUInt8, activation_type=QuantType.QUInt8,
+                    weight_type=weight_type, activation_type=QuantType.QUInt8,
                     op_types_to_quantize=["Conv", "MatMul", "Gemm"])  # fmt: skip
     counts: dict[str, int] = {}
     for node in onnx.load(str(target), load_external_data=False).graph.node:
@@ -119,10 +117,19 @@ def _quantize_static(prepared: Path, target: Path, calibration: Sequence[Mapping
     if not counts.get("QuantizeLinear"):
         target.unlink()
         raise ExportError("onnx-int8: static quantisation found no Conv, MatMul or Gemm to quantise.")
-    weights = f"int8 per channel (this CPU has {vnni})" if vnni else "uint8 per channel (this CPU has no VNNI)"
     return {"pass": "onnxruntime quantize_static (QDQ, MinMax calibration)", "calibration_batches": len(calibration),
             "weights": weights, "activations": "uint8 per tensor",
             "quantize_nodes": counts["QuantizeLinear"]}  # fmt: skip
+
+
+def _weight_choice() -> tuple[Any, str]:
+    """ONNX Runtime's weight type for this CPU (signed with VNNI, see :func:`vnni_flag`) and its manifest words."""
+    from onnxruntime.quantization import QuantType
+
+    vnni = vnni_flag()
+    if vnni:
+        return QuantType.QInt8, f"int8 per channel (this CPU has {vnni})"
+    return QuantType.QUInt8, "uint8 per channel (this CPU has no VNNI)"
 
 
 def vnni_flag(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
