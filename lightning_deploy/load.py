@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from lightning_deploy.errors import IntegrityError, LoadError, StructureError
+from lightning_deploy.fast_call import Miss, compile_call
 from lightning_deploy.files import sha256_file
 from lightning_deploy.manifest import ONNX_FORMATS, SUFFIXES, manifest_path, read_manifest
 from lightning_deploy.manifest_check import check_entry, check_io, contained_file
@@ -247,6 +248,20 @@ class ExportedModel:
         except Exception as err:  # the runtime's own error, said as ours with the file named
             text = " ".join(str(err).split())[:500]
             raise LoadError(f"{artifact}: {runtime.RUNTIME} cannot open it as {self.format}: {text}") from err
+        self._fast = self._compile_fast_call(inputs, outputs)
+
+    def _compile_fast_call(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> Callable[..., Any] | None:
+        """The straight-line call (``fast_call``) where it applies: an ONNX artifact on the CPU, positional calls."""
+        runner = getattr(self, "_run", None)
+        if self._positional is None or self.device != "cpu" or not hasattr(runner, "run_feed") or not self.input_names:
+            return None
+        try:
+            return compile_call(
+                self._positional, inputs["schema"]["tree"], outputs["schema"]["tree"], runner.fed,
+                runner.output_names, runner.run_feed, runner.run_options, self._shared_axes, self._outputs.class_of,
+            )  # fmt: skip
+        except Miss:  # a record field that is no attribute name: the general path only
+            return None
 
     def _choose_device(self, entry: Mapping[str, Any], runtime: Any, device: str | None, providers: Any) -> str:
         """Where the artifact runs (``placement.choose_device``); explicit ONNX providers decide it themselves."""
@@ -260,6 +275,11 @@ class ExportedModel:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the artifact on structured inputs; returns the structured outputs."""
+        if self._fast is not None and not kwargs:
+            try:
+                return self._fast(*args)
+            except Exception:  # noqa: BLE001 - not the common case: the general path gives the answer or the error
+                self._fast.refresh()  # torch may have been imported since load()
         if self._native:
             return self._call_native(self._bind(args, kwargs))
         return self._outputs.unflatten(self._run_flat(self._inputs.flatten(self._bind(args, kwargs))))

@@ -158,6 +158,7 @@ class Structure:
         self.node = node
         self._leaf = leaf
         self.names = leaf_names(node)
+        self._classes: dict[int, Callable[..., Any]] = {}
         self._flatten = self._compile_flatten(node, root)
         self._build = self._compile_build(node)
 
@@ -172,6 +173,10 @@ class Structure:
         if len(leaves) != len(self.names):
             raise StructureError(f"Expected {len(self.names)} leaves, got {len(leaves)}.")
         return self._build(iter(leaves))
+
+    def class_of(self, node: Mapping[str, Any]) -> Callable[..., Any]:
+        """The class :meth:`unflatten` builds for ``node``, a record node of this schema's tree."""
+        return self._classes[id(node)]
 
     def _compile_flatten(self, node: Mapping[str, Any], path: str) -> Flattener:
         kind = node["kind"]
@@ -203,7 +208,7 @@ class Structure:
         if kind == "dict":
             keys = node["keys"]
             return lambda leaves: {k: build(leaves) for k, build in zip(keys, children)}
-        cls = _resolve_class(node)
+        cls = self._classes[id(node)] = _resolve_class(node)
         fields = node["fields"]
         if kind == "namedtuple":
             return lambda leaves: cls(*(build(leaves) for build in children))

@@ -1,0 +1,138 @@
+"""load()'s straight-line call of ONNX artifacts: the same answers, types and errors as its general path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import torch.utils._pytree as pytree
+from models import Pair, StructuredModel, structured_sample
+from torch import nn
+
+from lightning_deploy import StructureError, export, load
+
+
+class Nested(nn.Module):
+    """Tuple, list, None and named-tuple inputs sharing a batch axis; dict, named tuple, list and None out."""
+
+    def forward(self, pair: tuple, items: list, nothing: None, named: Pair) -> dict:
+        first, second = pair
+        return {
+            "sum": first + second * items[0],
+            "named": Pair(named.first * 2, named.second - 1),
+            "rows": [items[1].sum(-1)],
+            "none": nothing,
+        }
+
+
+def nested_sample(batch: int) -> tuple:
+    generator = torch.Generator().manual_seed(batch)
+    rand = lambda *shape: torch.randn(*shape, generator=generator)  # noqa: E731
+    pair, items = (rand(batch, 4), rand(batch, 4)), [rand(batch, 4), rand(batch, 3)]
+    return pair, items, None, Pair(rand(batch, 2), rand(batch, 5))
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("fast")
+    export(StructuredModel(), structured_sample(2), folder, "structured", formats=["onnx"])
+    export(Nested(), nested_sample(2), folder, "nested", formats=["onnx"])
+    return folder
+
+
+def general_path(model):
+    """The same artifact with the straight-line call switched off: load()'s general path only."""
+    model._fast = None
+    return model
+
+
+def assert_same(fast, general):
+    """Same structure, same types at every node, equal values."""
+    fast_leaves, fast_spec = pytree.tree_flatten(fast)
+    general_leaves, general_spec = pytree.tree_flatten(general)
+    assert fast_spec == general_spec
+    assert type(fast) is type(general)
+    assert [type(leaf) for leaf in fast_leaves] == [type(leaf) for leaf in general_leaves]
+    for got, want in zip(fast_leaves, general_leaves):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+CASES = {"structured": (StructuredModel, structured_sample), "nested": (Nested, nested_sample)}
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("arrays", ["torch", "numpy"])
+def test_fast_call_matches_the_general_path_and_eager(artifacts, name, arrays):
+    build, make_sample = CASES[name]
+    model = load(artifacts / f"{name}.onnx")
+    general = general_path(load(artifacts / f"{name}.onnx"))
+    assert model._fast is not None
+    for batch in (2, 5):
+        sample = make_sample(batch)
+        if arrays == "numpy":
+            sample = pytree.tree_map(lambda t: None if t is None else t.numpy(), sample)
+        fast = model._fast(*sample)  # the straight-line call itself: it takes this case without falling back
+        assert_same(fast, general(*sample))
+        assert_same(model(*sample), fast)
+        with torch.no_grad():
+            want = build().eval()(*make_sample(batch))
+        arrays_out = [leaf for leaf in pytree.tree_leaves(fast) if leaf is not None]
+        eager_out = [leaf for leaf in pytree.tree_leaves(want) if leaf is not None]
+        assert len(arrays_out) == len(eager_out) > 1
+        for got, expected in zip(arrays_out, eager_out):
+            assert isinstance(got, torch.Tensor if arrays == "torch" else np.ndarray)
+            np.testing.assert_allclose(np.asarray(got), expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_calls_it_does_not_take_get_the_general_answer_or_error(artifacts):
+    model = load(artifacts / "nested.onnx")
+    general = general_path(load(artifacts / "nested.onnx"))
+    (first, second), items, _, named = nested_sample(3)
+    refused = {
+        "needs grad": ((first.clone().requires_grad_(True), second), items, None, named),
+        "mixed numpy and torch": ((first.numpy(), second), items, None, named),
+        "a dict for a named tuple": ((first, second), items, None, named._asdict()),
+    }
+    for sample in refused.values():
+        with pytest.raises(Exception):  # noqa: B017 - the straight-line call refuses it, whatever the reason
+            model._fast(*sample)
+        assert_same(model(*sample), general(*sample))
+    # a list where a tuple was exported is taken, as the general path takes it
+    as_lists = ([first, second], list(items), None, named)
+    assert_same(model._fast(*as_lists), general(*as_lists))
+    assert_same(model((first, second), items, nothing=None, named=named), general((first, second), items, None, named))
+    wrong_batch = ((first, second[:2]), items, None, named)
+    with pytest.raises(StructureError, match="disagree on dim"):
+        model(*wrong_batch)
+    with pytest.raises(StructureError, match="the model was exported with None here"):
+        model((first, second), items, first, named)
+    with pytest.raises(StructureError, match=r"extra \['extra'\]"):
+        load(artifacts / "structured.onnx")({**structured_sample(3)[0], "extra": first})
+
+
+def test_torch_imported_after_load_gets_torch_tensors_back(artifacts):
+    """A process that loads with numpy first and imports torch later still gets torch out for torch in."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        from lightning_deploy import load
+        model = load({str(artifacts / "structured.onnx")!r})
+        assert "torch" not in sys.modules
+        x, mask = np.ones((3, 8), np.float32), np.ones(3, np.float32)
+        numpy_out = model({{"x": x, "mask": mask}})
+        import torch
+        torch_out = model({{"x": torch.from_numpy(x), "mask": torch.from_numpy(mask)}})
+        assert type(numpy_out.logits) is np.ndarray and type(torch_out.logits) is torch.Tensor
+        np.testing.assert_array_equal(torch_out.logits.numpy(), numpy_out.logits)
+        model._fast(*[{{"x": torch.from_numpy(x), "mask": torch.from_numpy(mask)}}])  # now the fast path's
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "ok"
