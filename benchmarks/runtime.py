@@ -233,6 +233,38 @@ def _labelled(model: nn.Module, make_sample: Callable[[int], tuple], device: str
 
 # Which int8 pass each model's artifact came from (static where it verifies, else dynamic), for the notes.
 INT8_PASSES: dict[str, str] = {}
+# Floating-point operations of one call, per (model, batch), for the compute-rate columns.
+FLOPS: dict[tuple[str, int], int] = {}
+
+
+def model_flops(model: nn.Module, sample: tuple) -> int:
+    """The floating-point operations of one call: matrix products and convolutions, as torch's ``FlopCounterMode`` counts.
+
+    Counted with autograd on, so that ``nn.TransformerEncoderLayer`` takes its decomposed path:
+    its fused inference kernel is not one of the operators the counter knows.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(*sample)
+    return counter.get_total_flops()
+
+
+def gemm_rate(threads: int) -> float:
+    """This machine's fp32 compute rate in practice: GFLOP/s of a 2048x2048 matrix product on ``threads`` threads.
+
+    The best a float artifact can approach: a model's layers are smaller products than this one.
+    """
+    torch.set_num_threads(threads)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    best = float("inf")
+    for _ in range(12):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * 2048**3 / best / 1e9
+
 
 # Calls per runner, as multiples of --repeats: the fast models get more, so that their medians
 # of tens of microseconds are stable against the machine's noise.
@@ -260,6 +292,7 @@ def bench_model(name: str, repeats: int, threads: int, device: str = "cpu") -> l
         compile_s = aoti["attempts"][-1]["seconds"]["compile"]
         print(f"{name}: exported on {device}; AOTInductor compiled in {compile_s:.1f} s", flush=True)
         for batch in batches if device == "cpu" else GPU_BATCHES:
+            FLOPS[(name, batch)] = model_flops(model, on_device(batch))
             runners = _runners(model, on_device(batch), Path(folder), threads, device)
             for runtime, times in _timed(runners, repeats).items():
                 rows.append({"model": name, "batch": batch, "runtime": runtime, "times": times})
@@ -295,7 +328,9 @@ def _summary_rows(medians: dict, overheads: dict) -> list[list[str]]:
         loads = {r: t for (m, b, r), t in medians.items() if (m, b) == (model, batch) and r.endswith("(load)")}
         best = min((r for r in loads if not r.startswith("onnx-int8")), key=loads.get)
         aoti = loads["aoti (load)"]
+        flops = FLOPS[(model, batch)]
         row = [model, str(batch), f"{eager * 1e3:.3f}", best, f"{loads[best] * 1e3:.3f}", f"{eager / loads[best]:.2f}x",
+               f"{flops / loads[best] / 1e9:.1f}", f"{2 * flops / eager / 1e9:.1f}",
                f"{aoti * 1e3:.3f}", f"{eager / aoti:.2f}x"]  # fmt: skip
         if (model, batch, "numpy") in overheads:
             for kind in ("numpy", "torch"):
@@ -336,7 +371,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
+    gemm = gemm_rate(args.threads)
     rows = [row for name in args.models for row in bench_model(name, args.repeats, args.threads, args.device)]
+    gemm = max(gemm, gemm_rate(args.threads))  # before and after: the better of two, on a machine that drifts
     overheads = {(r["model"], r["batch"], r["runtime"].split()[1]): r.pop("times") for r in rows
                  if r["runtime"].startswith("overhead ")}  # fmt: skip
     rows = [r for r in rows if not r["runtime"].startswith("overhead ")]
@@ -369,12 +406,17 @@ def main() -> None:
     publish(
         f"runtime{suffix}-summary",
         f"Runtime{where}: the fastest verified artifact against eager, AOTInductor, load()'s overhead, int8",
-        ["model", "batch", "eager ms", "fastest artifact (default tolerance)", "its ms", "eager / it", "aoti ms",
+        ["model", "batch", "eager ms", "fastest artifact (default tolerance)", "its ms", "eager / it",
+         "its GFLOP/s", "2x eager needs GFLOP/s", "aoti ms",
          "eager / aoti", "load() over session, numpy", "load() over session, torch", "int8 ms", "eager / int8",
          "onnx / int8"],
         _summary_rows(medians, overheads),
         [f"Median of {args.repeats} calls per runner (times " + ", ".join(f"{k} x{v}" for k, v in REPEAT_SCALE.items())
-         + f"), in five rounds of one block per runner; {threads}.", models, *(gpu_notes if gpu else cpu_notes)],
+         + f"), in five rounds of one block per runner; {threads}.", models, *(gpu_notes if gpu else cpu_notes),
+         f"Compute rates: the floating-point operations of one call (torch's FlopCounterMode: matrix products and"
+         f" convolutions, two per multiply-add) per second. This machine's fp32 matrix product (2048x2048, {args.threads} threads, best of 12 before"
+         f" and after the models) runs at {gemm:.0f} GFLOP/s: a float artifact whose '2x eager needs' exceeds"
+         " that cannot be twice as fast as eager here, whatever the runtime."],
         args.doc,
     )  # fmt: skip
     publish(
