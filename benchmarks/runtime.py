@@ -238,7 +238,7 @@ FLOPS: dict[tuple[str, int], int] = {}
 
 
 def model_flops(model: nn.Module, sample: tuple) -> int:
-    """The floating-point operations of one call: matrix products and convolutions, as torch's ``FlopCounterMode`` counts.
+    """The floating-point operations of one call: matrix products and convolutions, as ``FlopCounterMode`` counts.
 
     Counted with autograd on, so that ``nn.TransformerEncoderLayer`` takes its decomposed path:
     its fused inference kernel is not one of the operators the counter knows.
@@ -413,10 +413,10 @@ def main() -> None:
         _summary_rows(medians, overheads),
         [f"Median of {args.repeats} calls per runner (times " + ", ".join(f"{k} x{v}" for k, v in REPEAT_SCALE.items())
          + f"), in five rounds of one block per runner; {threads}.", models, *(gpu_notes if gpu else cpu_notes),
-         f"Compute rates: the floating-point operations of one call (torch's FlopCounterMode: matrix products and"
-         f" convolutions, two per multiply-add) per second. This machine's fp32 matrix product (2048x2048, {args.threads} threads, best of 12 before"
-         f" and after the models) runs at {gemm:.0f} GFLOP/s: a float artifact whose '2x eager needs' exceeds"
-         " that cannot be twice as fast as eager here, whatever the runtime."],
+         "Compute rates: the floating-point operations of one call (torch's FlopCounterMode: matrix products and"
+         " convolutions, two per multiply-add) per second. This machine's fp32 matrix product (2048x2048,"
+         f" {args.threads} threads, best of 12 before and after the models) runs at {gemm:.0f} GFLOP/s: a float"
+         " artifact whose '2x eager needs' exceeds that cannot be twice as fast as eager here, whatever the runtime."],
         args.doc,
     )  # fmt: skip
     publish(
