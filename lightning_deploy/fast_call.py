@@ -16,6 +16,7 @@ or the error that names the leaf; so this function never has to explain anything
 
 from __future__ import annotations
 
+import keyword
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -57,6 +58,9 @@ def compile_call(
         shared_axes: ``(axis, [(leaf index, dim), ...])`` of dynamic axes several leaves share.
         output_class: the class ``load()``'s general path builds for a record node of the
             outputs, so both paths return the same types.
+
+    Raises:
+        Miss: where an input record has a field that is no attribute name (the general path only).
     """
     writer = _Writer()
     leaves = writer.flatten_tuple(input_tree, [f"p{i}" for i in range(len(parameters))])
@@ -71,7 +75,8 @@ def compile_call(
     }
     lines = [f"def call({', '.join(f'p{i}' for i in range(len(parameters)))}):", *writer.lines]
     outputs = [f"o{i}" for i in range(len(output_names))]
-    unpack = f"{', '.join(outputs)}, = run(output_names, {{{_feed(fed, 'a')}}}, run_options)"
+    feed = ", ".join(f"{name!r}: a{index}" for index, name in fed)
+    unpack = f"{', '.join(outputs)}, = run(output_names, {{{feed}}}, run_options)"
     same_axes = [
         f"a{index}.shape[{dim}] != a{first}.shape[{first_dim}]"
         for _, ((first, first_dim), *rest) in shared_axes
@@ -79,7 +84,7 @@ def compile_call(
     ]
     check_axes = [f"    if {' or '.join(same_axes)}:", "        raise Miss"] if same_axes else []
     build = _build(output_tree, iter(outputs), names, output_class)
-    all_of = lambda kind: " and ".join(f"type({leaf}) is {kind}" for leaf in leaves) or "True"  # noqa: E731
+    all_of = lambda kind: " and ".join(f"type({leaf}) is {kind}" for leaf in leaves)  # noqa: E731
     lines += [
         f"    if {all_of('Tensor')}:",
         *(f"        a{i} = {leaf}.numpy()" for i, leaf in enumerate(leaves)),  # CPU, no grad: its own memory
@@ -93,6 +98,8 @@ def compile_call(
         *(f"        {o} = from_numpy({o})" for o in outputs),
         f"    return {build}",
     ]
+    # The source holds only names made here and literals written by repr() from a checked schema
+    # (keys, fields and graph input names), so executing it runs nothing a manifest could inject.
     exec("\n".join(lines), names)
     call = names["call"]
     call.refresh = lambda: _bind_torch(names)
@@ -100,15 +107,16 @@ def compile_call(
     return call
 
 
+def _attribute_name(field: str) -> bool:
+    """Whether ``value.field`` and ``cls(field=...)`` can be written in source (``lambda`` cannot)."""
+    return field.isidentifier() and not keyword.iskeyword(field)
+
+
 def _bind_torch(names: dict[str, Any]) -> None:
     """Let the function take torch tensors once torch is imported (it may be after ``load()``)."""
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "from_numpy"):
         names["Tensor"], names["from_numpy"] = torch.Tensor, torch.from_numpy
-
-
-def _feed(fed: Sequence[tuple[int, str]], prefix: str) -> str:
-    return ", ".join(f"{name!r}: {prefix}{index}" for index, name in fed)
 
 
 class _Writer:
@@ -150,7 +158,7 @@ class _Writer:
         else:  # a record by attribute (a dict given for it takes the general path)
             self.lines += [f"    if type({value}) is dict:", "        raise Miss"]
             for field, child in zip(node["fields"], items):
-                if not field.isidentifier():
+                if not _attribute_name(field):
                     raise Miss(f"field {field!r} is no attribute name")
                 self.flatten(child, f"{value}.{field}")
 
@@ -180,6 +188,6 @@ def _build(node: Mapping[str, Any], outputs: Any, names: dict[str, Any], output_
     names[cls] = output_class(node)
     if kind == "namedtuple":
         return f"{cls}({', '.join(items)})"
-    if all(field.isidentifier() for field in node["fields"]):
+    if all(_attribute_name(field) for field in node["fields"]):
         return f"{cls}({', '.join(f'{field}={item}' for field, item in zip(node['fields'], items))})"
     return f"{cls}(**{{{', '.join(f'{field!r}: {item}' for field, item in zip(node['fields'], items))}}})"

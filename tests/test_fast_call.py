@@ -136,3 +136,24 @@ def test_torch_imported_after_load_gets_torch_tensors_back(artifacts):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "ok"
+
+
+def test_field_names_that_are_no_attribute_names_are_written_as_strings():
+    """Record fields such as ``lambda`` or ``0`` (a pytree node's keys) cannot appear in source as names."""
+    from lightning_deploy.fast_call import Miss, compile_call
+    from lightning_deploy.schema import Structure
+
+    tensor = lambda name: {"kind": "tensor", "name": name}  # noqa: E731
+    record = {"kind": "record", "class": "somewhere.Out", "fields": ["lambda", "0"]}
+    record["items"] = [tensor("a"), tensor("b")]
+    outputs = Structure(record, root="output")
+    inputs = {"kind": "tuple", "items": [tensor("x")]}
+    double = lambda names, feed, options: [feed["x"], feed["x"] * 2]  # noqa: E731 - the session's run, by hand
+    call = compile_call(["x"], inputs, record, [(0, "x")], ["a", "b"], double, None, [], outputs.class_of)
+    out = call(np.ones(3, np.float32))
+    assert type(out) is outputs.class_of(record)
+    np.testing.assert_array_equal(out["lambda"], np.ones(3))
+    np.testing.assert_array_equal(out[1], np.full(3, 2.0))
+    keyword_input = {"kind": "tuple", "items": [{**record, "items": [tensor("x"), tensor("y")]}]}
+    with pytest.raises(Miss, match="'lambda' is no attribute name"):
+        compile_call(["r"], keyword_input, record, [(0, "x")], ["a", "b"], double, None, [], outputs.class_of)
