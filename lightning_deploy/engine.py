@@ -359,8 +359,12 @@ def _fastest(attempts: list[_Attempt], work: _Work) -> _Attempt:
     ctx = work.plan.ctx
     leaves = [leaf.detach().cpu().numpy() for leaf in work.plan.inputs.tensors(work.plan.samples[0])]
     paths = [a.folder / artifact_name(work.stem, "onnx-int8") for a in attempts]
-    with work.steps.step("onnx-int8 variants timed"):
-        times = seconds_per_call(paths, ctx.input_names, ctx.output_names, leaves)
+    try:
+        with work.steps.step("onnx-int8 variants timed"):
+            times = seconds_per_call(paths, ctx.input_names, ctx.output_names, leaves)
+    except Exception as err:  # noqa: BLE001 - both verified; a failed timing keeps the first, saying why
+        attempts[0].derived = {**(attempts[0].derived or {}), "chosen": f"first verified (timing failed: {err})"}
+        return attempts[0]
     for attempt, seconds in zip(attempts, times):
         attempt.ms_per_call = round(seconds * 1e3, 4)
     chosen = min(zip(times, range(len(attempts))))[1]
