@@ -3,8 +3,8 @@
 int8 has two passes that can both verify (static and dynamic quantisation), and which is
 faster depends on the model and on the CPU: static quantises convolutions (resnet18: 2.9x the
 float file here, where dynamic leaves them float), dynamic is faster on a TransformerEncoder
-(1.6x against static's 1.4x at batch 16, measured here). So the export times both, at the two verified shapes, where
-it makes them, on the machine it runs on, and keeps the faster.
+(1.6x against static's 1.4x at batch 16, measured here). So where the export makes both, it
+times them at the two verified shapes, on the machine it runs on, and keeps the faster.
 """
 
 from __future__ import annotations
