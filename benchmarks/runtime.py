@@ -125,6 +125,9 @@ def _timed(runners: dict[str, Callable[[], Any]], repeats: int, rounds: int = 5)
     return times
 
 
+OVERHEAD_BLOCKS = 40  # per path: the fastest of forty ~50 ms blocks is stable to a few tenths of a µs here
+
+
 def _paired_overhead(folder: Path, sample: tuple, threads: int, torch_io: bool) -> tuple[float, float]:  # CPU only
     """``load()``'s per-call time over its own ONNX Runtime session (numpy in and out), alternating timed blocks.
 
@@ -132,7 +135,7 @@ def _paired_overhead(folder: Path, sample: tuple, threads: int, torch_io: bool) 
     user calls it; else with numpy arrays, as the session is.
 
     One session serves both, so what differs is exactly the work ``load()`` adds (binding,
-    flattening, checks, rebuilding the output structure). Twenty alternating blocks spread the
+    flattening, checks, rebuilding the output structure). Forty alternating blocks spread the
     machine's drift over both; within a block (about 50 ms of calls) each path stays hot, as in
     a serving loop. Per path the fastest block's mean is taken (``timeit``'s rule: noise only
     ever adds time, and on this shared 2-core machine it adds tens of microseconds at random).
@@ -149,7 +152,7 @@ def _paired_overhead(folder: Path, sample: tuple, threads: int, torch_io: bool) 
     calls["session"]()
     block = max(1, round(0.05 / (time.perf_counter() - start)))
     best = {name: float("inf") for name in calls}
-    for _ in range(20):
+    for _ in range(OVERHEAD_BLOCKS):
         for name, run in calls.items():
             run()
             start = time.perf_counter()
@@ -301,6 +304,7 @@ def bench_model(name: str, repeats: int, threads: int, device: str = "cpu") -> l
             runners = _runners(model, on_device(batch), Path(folder), threads, device)
             for runtime, times in _timed(runners, repeats).items():
                 rows.append({"model": name, "batch": batch, "runtime": runtime, "times": times})
+            del runners  # their sessions and compiled modules are not in the overhead's way
             if device == "cpu":
                 for torch_io, label in ((False, "numpy"), (True, "torch")):
                     overhead = _paired_overhead(Path(folder), make_sample(batch), threads, torch_io)
@@ -394,9 +398,9 @@ def main() -> None:
         " TransformerEncoder (d=128, 4 heads, seq 64) with a padding mask; resnet18 at 224x224, weights=None."
     )
     cpu_notes = [
-        "load()'s overhead: load() and a direct run() of the same ONNX Runtime session (numpy in and out), twenty"
-        " alternating timed blocks of about 50 ms each; difference and ratio of the fastest blocks' per-call means"
-        " (timeit's rule); load() called with numpy arrays, and with torch tensors (torch out).",
+        "load()'s overhead: load() and a direct run() of the same ONNX Runtime session (numpy in and out),"
+        f" {OVERHEAD_BLOCKS} alternating timed blocks of about 50 ms each; difference and ratio of the fastest"
+        " blocks' per-call means (timeit's rule); load() called with numpy arrays, and with torch tensors (torch out).",
         "Each runner as its user runs it: eager and the raw torch modules under torch.inference_mode() (1.6 µs a"
         " call here), load() bare (it needs no torch context; its torch runtimes take no_grad themselves);"
         " every load() runner takes and returns torch tensors; the raw ONNX Runtime sessions take numpy.",

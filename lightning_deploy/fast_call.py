@@ -82,21 +82,26 @@ def compile_call(
         for _, ((first, first_dim), *rest) in shared_axes
         for index, dim in rest
     ]
-    check_axes = [f"    if {' or '.join(same_axes)}:", "        raise Miss"] if same_axes else []
+    check_axes = [f"        if {' or '.join(same_axes)}:", "            raise Miss"] if same_axes else []
     build = _build(output_tree, iter(outputs), names, output_class)
     all_of = lambda kind: " and ".join(f"type({leaf}) is {kind}" for leaf in leaves)  # noqa: E731
+
+    def branch(arrays: list[str], outputs_as: str) -> list[str]:
+        """One array type's whole call: its arrays, the shared-axes check, the run, the outputs, the structure."""
+        return [
+            *(f"        a{i} = {array}" for i, array in enumerate(arrays)),
+            *check_axes,
+            f"        {unpack}",
+            *(f"        {o} = {outputs_as.format(o)}" for o in outputs if outputs_as != "{}"),
+            f"        return {build}",
+        ]
+
     lines += [
-        f"    if {all_of('Tensor')}:",
-        *(f"        a{i} = {leaf}.numpy()" for i, leaf in enumerate(leaves)),  # CPU, no grad: its own memory
-        f"    elif {all_of('ndarray')}:",
-        *(f"        a{i} = {leaf}" for i, leaf in enumerate(leaves)),
-        "    else:",
-        "        raise Miss",
-        *check_axes,
-        f"    {unpack}",
-        f"    if type({leaves[0]}) is Tensor:",
-        *(f"        {o} = from_numpy({o})" for o in outputs),
-        f"    return {build}",
+        f"    if {all_of('Tensor')}:",  # CPU tensors without grad: each one's own memory as an array, and back
+        *branch([f"{leaf}.numpy()" for leaf in leaves], "from_numpy({})"),
+        f"    if {all_of('ndarray')}:",
+        *branch(leaves, "{}"),
+        "    raise Miss",
     ]
     # The source holds only names made here and literals written by repr() from a checked schema
     # (keys, fields and graph input names), so executing it runs nothing a manifest could inject.
