@@ -125,7 +125,7 @@ def _timed(runners: dict[str, Callable[[], Any]], repeats: int, rounds: int = 5)
     return times
 
 
-OVERHEAD_BLOCKS = 40  # per path: the fastest of forty ~50 ms blocks is stable to a few tenths of a µs here
+OVERHEAD_BLOCKS = 40  # per path: the more blocks, the less the fastest one depends on when the machine was busy
 
 
 def _paired_overhead(folder: Path, sample: tuple, threads: int, torch_io: bool) -> tuple[float, float]:  # CPU only
