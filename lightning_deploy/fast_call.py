@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Miss", "compile_call"]
+__all__ = ["Miss", "bind_torch", "compile_call"]
 
 
 class Miss(Exception):
@@ -106,9 +106,8 @@ def compile_call(
     # The source holds only names made here and literals written by repr() from a checked schema
     # (keys, fields and graph input names), so executing it runs nothing a manifest could inject.
     exec("\n".join(lines), names)
-    call = names["call"]
-    call.refresh = lambda: _bind_torch(names)
-    call.refresh()
+    call = names.pop("call")  # its globals hold the session; the function in them would make a cycle, freed late
+    bind_torch(call)
     return call
 
 
@@ -117,11 +116,11 @@ def _attribute_name(field: str) -> bool:
     return field.isidentifier() and not keyword.iskeyword(field)
 
 
-def _bind_torch(names: dict[str, Any]) -> None:
-    """Let the function take torch tensors once torch is imported (it may be after ``load()``)."""
+def bind_torch(call: Callable[..., Any]) -> None:
+    """Let ``call`` take torch tensors once torch is imported (it may be after ``load()``)."""
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "from_numpy"):
-        names["Tensor"], names["from_numpy"] = torch.Tensor, torch.from_numpy
+        call.__globals__["Tensor"], call.__globals__["from_numpy"] = torch.Tensor, torch.from_numpy
 
 
 class _Writer:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lightning_deploy.errors import IntegrityError, LoadError, StructureError
-from lightning_deploy.fast_call import Miss, compile_call
+from lightning_deploy.fast_call import Miss, bind_torch, compile_call
 from lightning_deploy.files import sha256_file
 from lightning_deploy.manifest import ONNX_FORMATS, SUFFIXES, manifest_path, read_manifest
 from lightning_deploy.manifest_check import check_entry, check_io, contained_file
@@ -279,7 +279,7 @@ class ExportedModel:
             try:
                 return self._fast(*args)
             except Exception:  # noqa: BLE001 - not the common case: the general path gives the answer or the error
-                self._fast.refresh()  # torch may have been imported since load()
+                bind_torch(self._fast)  # torch may have been imported since load()
         if self._native:
             return self._call_native(self._bind(args, kwargs))
         return self._outputs.unflatten(self._run_flat(self._inputs.flatten(self._bind(args, kwargs))))

@@ -157,3 +157,22 @@ def test_field_names_that_are_no_attribute_names_are_written_as_strings():
     keyword_input = {"kind": "tuple", "items": [{**record, "items": [tensor("x"), tensor("y")]}]}
     with pytest.raises(Miss, match="'lambda' is no attribute name"):
         compile_call(["r"], keyword_input, record, [(0, "x")], ["a", "b"], double, None, [], outputs.class_of)
+
+
+def test_a_dropped_model_frees_its_session_at_once(artifacts):
+    """No reference cycle keeps a session (and its ONNX Runtime threads) alive until the garbage collector runs."""
+    import gc
+    import os
+
+    threads = lambda: len(os.listdir("/proc/self/task"))  # noqa: E731 - Linux: one entry per thread
+    gc.collect()
+    gc.disable()
+    try:
+        model = load(artifacts / "structured.onnx", threads=2)
+        model(*structured_sample(3))
+        with_session = threads()
+        del model
+        after = threads()
+    finally:
+        gc.enable()
+    assert after < with_session, (with_session, after)
