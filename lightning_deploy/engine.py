@@ -299,7 +299,7 @@ def _export_format(fmt: str, work: _Work) -> tuple[dict[str, Any], Path | None]:
         if any(a.clean for a in attempts):
             break
     clean = [a for a in attempts if a.clean]
-    chosen = _fastest(clean, work) if len(clean) > 1 else next(iter(clean), None)
+    chosen = _fastest(fmt, clean, work) if len(clean) > 1 else next(iter(clean), None)
     chosen = chosen or next((a for a in attempts if a.ok), None)
     chosen = chosen or next((a for a in attempts if a.written), None)
     name = artifact_name(stem, fmt)
@@ -354,13 +354,13 @@ def _variants(fmt: str, work: _Work) -> tuple[str | None, ...]:
     return (None,)
 
 
-def _fastest(attempts: list[_Attempt], work: _Work) -> _Attempt:
+def _fastest(fmt: str, attempts: list[_Attempt], work: _Work) -> _Attempt:
     """The attempt whose ONNX file runs fastest here at the two verified samples (each attempt records its time)."""
     ctx = work.plan.ctx
     samples = [[leaf.detach().cpu().numpy() for leaf in work.plan.inputs.tensors(s)] for s in work.plan.samples]
-    paths = [a.folder / artifact_name(work.stem, "onnx-int8") for a in attempts]
+    paths = [a.folder / artifact_name(work.stem, fmt) for a in attempts]
     try:
-        with work.steps.step("onnx-int8 variants timed"):
+        with work.steps.step(f"{fmt} variants timed"):
             times = seconds_per_call(paths, ctx.input_names, ctx.output_names, samples)
     except Exception as err:  # noqa: BLE001 - both verified; a failed timing keeps the first, saying why
         attempts[0].derived = {**(attempts[0].derived or {}), "chosen": f"first verified (timing failed: {err})"}

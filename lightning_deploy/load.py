@@ -297,11 +297,11 @@ class ExportedModel:
         """Check and run the input leaves; outputs come back in the inputs' array type (torch: on the device)."""
         numpy_in = not leaves or type(leaves[0]) is np.ndarray or not _is_torch(leaves[0])
         if self._arrays == "numpy":
-            if numpy_in:  # the common case first, without a call per leaf
+            if numpy_in:  # arrays as they are, no call per numpy leaf
                 arrays = [x if type(x) is np.ndarray else _convert(x, "numpy") for x in leaves]
                 return self._run_onnx(arrays)
             # torch tensors into ONNX Runtime and back, sharing memory on the CPU (a few hundred ns a leaf)
-            outputs = self._run_onnx([_tensor_as_array(x) for x in leaves])
+            outputs = self._run_onnx([_convert(x, "numpy") for x in leaves])
             if self.device == "cpu":
                 from_numpy = sys.modules["torch"].from_numpy
                 return [from_numpy(o) for o in outputs]
@@ -523,14 +523,6 @@ def _dtype_name(array: Any) -> str:
 def _is_torch(value: Any) -> bool:
     torch = sys.modules.get("torch")
     return torch is not None and isinstance(value, torch.Tensor)
-
-
-def _tensor_as_array(value: Any) -> np.ndarray:
-    """A leaf of a torch call as a numpy array: the tensor's own memory where it can (a CPU tensor without grad)."""
-    try:
-        return value.numpy()
-    except (AttributeError, RuntimeError, TypeError):  # not a tensor, needs grad, on a GPU, conj/neg bits
-        return _convert(value, "numpy")
 
 
 def _convert(value: Any, kind: str, device: str = "cpu") -> Any:
