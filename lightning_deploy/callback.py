@@ -18,12 +18,15 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
+from lightning_deploy.adapters import bind_sample
 from lightning_deploy.checkpoints import is_sharded, load_weights, rebuild
+from lightning_deploy.checks import samples_from_batches
 from lightning_deploy.engine import export
 from lightning_deploy.errors import CheckpointError, ConfigurationError, ExportError
 from lightning_deploy.input_spec import sample_from_spec
@@ -61,6 +64,11 @@ class ModelExport(Callback):
         strict: raise at fit end (and at preflight) if any artifact failed.
         opset: ONNX opset; ``None`` for the exporter's default.
         int8_rtol: ``rtol`` of the ``onnx-int8`` artifact's verification.
+        check_batches: also verify every artifact on the first ``check_batches`` batches of the
+            validation loader (0: none), each recorded in the artifact's ``checks``. Forward's
+            inputs are taken from a batch by the LightningModule's ``export_sample(batch)`` where
+            it defines one, else by the ``(input_sample, target)`` convention; batches of another
+            form are skipped with a warning.
 
     Raises:
         ConfigurationError: at construction or ``setup``, naming the argument and the fix.
@@ -93,11 +101,18 @@ class ModelExport(Callback):
         strict: bool = False,
         opset: int | None = None,
         int8_rtol: float = 0.05,
+        check_batches: int = 2,
     ) -> None:
         self.options = ExportOptions(
             formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol, owner="ModelExport"
         )
         self._check_choices(input_sample, input_spec, submodule, checkpoint, dirpath, preflight, strict)
+        if isinstance(check_batches, bool) or not isinstance(check_batches, int) or check_batches < 0:
+            raise ConfigurationError(
+                f"ModelExport(check_batches={check_batches!r}): must be a whole number >= 0."
+                " HINT: pass e.g. check_batches=2, or 0 to verify on the synthetic samples alone."
+            )
+        self.check_batches = check_batches
         self.input_sample = input_sample
         self.input_spec = input_spec
         self._spec_sample = sample_from_spec(input_spec) if input_spec is not None else None
@@ -176,6 +191,7 @@ class ModelExport(Callback):
         ckpt_path: str | None,
         trainer: pl.Trainer | None = None,
         holds_weights: bool = False,
+        datamodule: pl.LightningDataModule | None = None,
     ) -> dict[str, Any]:
         """Export ``ckpt_path``'s weights, loaded into a copy of ``model``, next to the checkpoint.
 
@@ -187,8 +203,10 @@ class ModelExport(Callback):
         ``holds_weights=True`` ``model`` already holds its weights (the command line rebuilt it
         from the checkpoint) and is exported as it is, without a second copy of the weights.
         With ``ckpt_path=None`` the model's own weights are exported into ``dirpath`` as ``final``.
-        Used at fit end and by the command line; failures become a manifest, which is returned
-        and kept in ``self.manifest``.
+        The check batches come from the trainer's validation loader, else from ``datamodule``'s
+        or ``model``'s own ``val_dataloader()`` (the command line's YAML). Used at fit end and
+        by the command line; failures become a manifest, which is returned and kept in
+        ``self.manifest``.
 
         Raises:
             ConfigurationError: when there is no sample or ``submodule`` does not resolve.
@@ -199,9 +217,11 @@ class ModelExport(Callback):
         stem = Path(ckpt_path).stem if ckpt_path else self.FINAL_STEM
         try:
             copied = model if holds_weights else self._rebuild(trainer, model, ckpt_path)
-            accuracy_data = self._accuracy_data(trainer)
+            loader = validation_loader(trainer, model, datamodule)
+            accuracy_data = loader if "onnx-int8" in self.options.formats else None
+            check_samples = self._check_samples(model, loader)
             self.manifest = self._export(
-                self._target(copied), self._sample(copied), dirpath, stem, ckpt_path, accuracy_data
+                self._target(copied), self._sample(copied), dirpath, stem, ckpt_path, accuracy_data, check_samples
             )
         except Exception as err:  # noqa: BLE001 - fit must end normally; the error goes to the manifest
             self.manifest = failure_manifest(dirpath, stem, ckpt_path, self.options.formats, err)
@@ -216,6 +236,7 @@ class ModelExport(Callback):
         stem: str,
         checkpoint: str | None,
         accuracy_data: DataLoader | None = None,
+        check_samples: dict[str, Any] | None = None,
         preflight: bool = False,
     ) -> dict:
         """Call the engine with this callback's options.
@@ -230,14 +251,34 @@ class ModelExport(Callback):
         return export(target, sample, dirpath, stem, formats=formats, method=o.method,
                       dynamic_batch=o.dynamic_batch, dynamic_axes=o.dynamic_axes, verify=o.verify,
                       atol=o.atol, rtol=o.rtol, opset=o.opset, checkpoint=checkpoint, int8_rtol=o.int8_rtol,
-                      accuracy_data=accuracy_data)  # fmt: skip
+                      accuracy_data=accuracy_data, check_samples=check_samples)  # fmt: skip
 
-    def _accuracy_data(self, trainer: pl.Trainer | None) -> DataLoader | None:
-        """The fit's validation loader, on which the int8 artifact's accuracy is measured (one loader only)."""
-        if trainer is None or "onnx-int8" not in self.options.formats:
+    def _check_samples(self, model: nn.Module, loader: DataLoader | None) -> dict[str, Any] | None:
+        """Forward's inputs from the first ``check_batches`` validation batches, by source.
+
+        Batches that give no inputs for the exported module are skipped with a warning, so that
+        data of another form never costs the export.
+        """
+        if loader is None or self.check_batches == 0:
             return None
-        loaders = trainer.val_dataloaders
-        return loaders if isinstance(loaders, DataLoader) else None
+        if self.submodule is not None and not callable(getattr(model, "export_sample", None)):
+            reason = (
+                f"a batch holds the inputs of {type(model).__name__}, not of its submodule {self.submodule!r}."
+                " HINT: define export_sample(batch) returning the submodule's inputs, or pass check_batches=0."
+            )
+            found: list[tuple[str, Any]] = []
+        else:
+            found, reason = samples_from_batches(model, loader, self.check_batches)
+        target = self._target(model)
+        for source, sample in found:
+            try:
+                bind_sample(target, sample, source)
+            except ConfigurationError as err:
+                found, reason = [], f"{err} HINT: define export_sample(batch) returning forward's inputs."
+                break
+        if reason:
+            rank_zero_warn(f"ModelExport(check_batches={self.check_batches}): not verified on data: {reason}")
+        return dict(found) or None
 
     def _checkpoint_callback(self, trainer: pl.Trainer) -> pl.callbacks.ModelCheckpoint:
         callback = trainer.checkpoint_callback
@@ -336,6 +377,22 @@ class ModelExport(Callback):
             raise ExportError(message)
         rank_zero_warn(message)
         rank_zero_info("ModelExport: training goes on; the export at fit end will report the same failure.")
+
+
+def validation_loader(
+    trainer: pl.Trainer | None, model: nn.Module, datamodule: pl.LightningDataModule | None = None
+) -> DataLoader | None:
+    """The validation loader: the trainer's (after fit), else the datamodule's or the model's own (one loader only)."""
+    if trainer is not None:
+        loaders = trainer.val_dataloaders
+    elif datamodule is not None and is_overridden("val_dataloader", datamodule):
+        datamodule.setup("validate")
+        loaders = datamodule.val_dataloader()
+    elif isinstance(model, pl.LightningModule) and is_overridden("val_dataloader", model):
+        loaders = model.val_dataloader()
+    else:
+        return None
+    return loaders if isinstance(loaders, DataLoader) else None
 
 
 def _device_of(module: nn.Module) -> torch.device:

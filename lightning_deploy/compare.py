@@ -110,28 +110,41 @@ class DetectionMatch:
     unmatched: int
 
 
-def detection_groups(names: Sequence[str]) -> dict[str, list[int]]:
-    """Output leaves that form detection sets: siblings named ``boxes`` and ``scores`` (torchvision's convention).
+def detection_groups(names: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Output leaves that form detection sets: siblings holding boxes and scores.
 
-    Returns ``{prefix: [leaf indices]}``, e.g. ``{"out.0": [0, 1, 2]}`` for ``out.0.boxes``,
-    ``out.0.labels``, ``out.0.scores``.
+    torchvision names them ``boxes``, ``scores``, ``labels``; detectron2's ``Instances``
+    ``pred_boxes`` (a ``Boxes``, whose leaf is ``pred_boxes.tensor``), ``scores``, ``pred_classes``.
+    Returns ``{prefix: {field: leaf index}}`` by torchvision's field names, e.g.
+    ``{"out.0": {"boxes": 0, "labels": 1, "scores": 2}}``.
     """
-    by_prefix: dict[str, list[int]] = {}
+    by_prefix: dict[str, dict[str, int]] = {}
     for index, name in enumerate(names):
-        prefix, _, field = name.rpartition(".")
-        if field in _DETECTION_FIELDS:
-            by_prefix.setdefault(prefix, []).append(index)
-    return {p: idx for p, idx in by_prefix.items() if {"boxes", "scores"} <= {names[i].rpartition(".")[2] for i in idx}}
+        for suffix, field in _DETECTION_FIELDS.items():
+            if name.endswith("." + suffix):
+                by_prefix.setdefault(name[: -len(suffix) - 1], {})[field] = index
+                break
+    return {prefix: fields for prefix, fields in by_prefix.items() if {"boxes", "scores"} <= set(fields)}
 
 
-_DETECTION_FIELDS = {"boxes", "scores", "labels", "masks", "keypoints", "keypoints_scores"}
+# leaf name suffix -> field, longest first where one ends another
+_DETECTION_FIELDS = {
+    "pred_boxes.tensor": "boxes", "pred_classes": "labels", "pred_masks": "masks", "pred_keypoints": "keypoints",
+    "pred_keypoint_heatmaps": "keypoint_heatmaps", "boxes": "boxes", "scores": "scores", "labels": "labels",
+    "masks": "masks", "keypoints_scores": "keypoints_scores", "keypoints": "keypoints",
+}  # fmt: skip
 _MIN_IOU = 0.5
 
 
 def compare_detections(
-    names: Sequence[str], got: Sequence[np.ndarray], want: Sequence[np.ndarray], atol: float, rtol: float
+    names: Sequence[str],
+    kinds: Sequence[str],
+    got: Sequence[np.ndarray],
+    want: Sequence[np.ndarray],
+    atol: float,
+    rtol: float,
 ) -> DetectionMatch:
-    """Compare two sets of detections regardless of order.
+    """Compare two sets of detections regardless of order; ``kinds`` say what each leaf holds (``boxes``, ...).
 
     Each eager detection is matched to an unmatched exported one with the same label, IoU of
     at least 0.5 and the closest score; matched rows of every leaf are then compared with
@@ -139,7 +152,7 @@ def compare_detections(
     lies within tolerance of the cut-off (the lowest score either runtime kept): NMS and
     top-k may keep different members of a near-tie there. Nothing is loosened.
     """
-    fields = {name.rpartition(".")[2]: i for i, name in enumerate(names)}
+    fields = {kind: index for index, kind in enumerate(kinds)}
     g = {f: np.asarray(got[i], dtype=np.float64) for f, i in fields.items()}
     w = {f: np.asarray(want[i], dtype=np.float64) for f, i in fields.items()}
     box_tol = atol + rtol * float(np.abs(w["boxes"]).max(initial=0.0))

@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from lightning_deploy import detectron2
 from lightning_deploy.accuracy import accuracy_delta, input_leaves
+from lightning_deploy.checks import labelled_samples
 from lightning_deploy.eager import attention_fast_path
 from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.exporters import EXPORTERS, Capture
@@ -70,6 +72,7 @@ def export(
     checkpoint: str | os.PathLike[str] | None = None,
     int8_rtol: float = 0.05,
     accuracy_data: Iterable[Any] | None = None,
+    check_samples: Sequence[Any] | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export ``module`` to verified artifacts ``dirpath/stem.*`` and a manifest.
 
@@ -99,6 +102,12 @@ def export(
             ``DataLoader`` (read twice, so not a one-shot generator): ``onnx-int8`` becomes
             static int8 calibrated on its first batches, and its top-1 accuracy is measured
             on them beside the eager model's, the delta recorded under ``accuracy``.
+        check_samples: more samples, in ``input_sample``'s convention, that every artifact is
+            verified at (real data: what the deployed model will see); a mapping names them
+            (``{"validation batch 0": sample}``). Each check is recorded in the artifact's
+            ``checks``; besides them every artifact is checked at the export sample, at a
+            second sample with every dynamic dim changed, and at a synthetic sample with
+            smaller dynamic dims and new values.
 
     Returns:
         The manifest, also written to ``dirpath/stem.export.json``.
@@ -115,8 +124,11 @@ def export(
     options = ExportOptions(formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol)
     dirpath = _checked_target(module, dirpath, stem)
     # Captures and the eager reference take the plain attention path (eager.py); eval mode, no autograd.
-    with _eval_mode(module), torch.no_grad(), attention_fast_path(False), _lightning_scripting(module):
-        plan = make_plan(module, input_sample, options)
+    with contextlib.ExitStack() as stack:
+        for context in (_eval_mode(module), torch.no_grad(), attention_fast_path(False), _lightning_scripting(module)):
+            stack.enter_context(context)
+        module = stack.enter_context(detectron2.support(module))
+        plan = make_plan(module, input_sample, options, labelled_samples(check_samples))
         dirpath.mkdir(parents=True, exist_ok=True)
         with staging_dir(dirpath, stem) as staging:
             work = _Work(plan, options, staging, stem, accuracy_data)
@@ -327,6 +339,8 @@ def _export_format(fmt: str, work: _Work) -> tuple[dict[str, Any], Path | None]:
         "max_abs_diff": json_safe(verification.max_abs_diff) if verification else None,
         "max_rel_diff": json_safe(verification.max_rel_diff) if verification else None,
         "checked_shapes": verification.checked_shapes if verification else [],
+        "checks": verification.checks if verification else [],
+        "checks_passed": verification.checks_passed if verification else 0,
         "detections": verification.detections if verification else None,
         "vacuous": bool(vacuous),
         "vacuous_leaves": vacuous,
@@ -447,9 +461,9 @@ def _verify(fmt: str, method: str, path: Path, device: str, requires: list[str],
     """Verify through ``load()``'s path on ``device``, with the manifest's inputs and outputs as written."""
     native = _native_io(fmt, method, work.plan)
     entry = {"format": fmt, "io": "native" if native else "flat", "requires": requires, "device": device}
-    samples, expected = work.plan.checks(native)
     atol, rtol = work.options.tolerance(fmt)
-    return verify_artifact(entry, path, work.io_manifest, work.plan.call, samples, expected, atol, rtol, device)
+    checks = work.plan.checks_for(native)
+    return verify_artifact(entry, path, work.io_manifest, work.plan.call, checks, atol, rtol, device)
 
 
 def _vacuous_warning(fmt: str, leaves: list[str]) -> str:
@@ -517,6 +531,7 @@ def _manifest(
         "ok": all(a["ok"] for a in artifacts),
         **work.io_manifest,
         "attention_fast_path": work.plan.fast_path,
+        "skipped_checks": work.plan.skipped,
         "options": {
             "formats": list(options.formats),
             "method": options.method,

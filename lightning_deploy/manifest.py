@@ -135,6 +135,8 @@ def failure_manifest(
         "max_abs_diff": None,
         "max_rel_diff": None,
         "checked_shapes": [],
+        "checks": [],
+        "checks_passed": 0,
         "detections": None,
         "vacuous": False,
         "vacuous_leaves": [],

@@ -18,6 +18,14 @@ import torch
 from torch import nn
 
 from lightning_deploy.adapters import CallSpec, FlatAdapter, FlatTree, bind_sample, flatten_tree
+from lightning_deploy.checks import (
+    EXPORT_SOURCE,
+    SECOND_SOURCE,
+    SYNTHETIC_SOURCE,
+    Check,
+    output_dims,
+    synthetic_sample,
+)
 from lightning_deploy.dynamic import (
     DynamicDims,
     export_and_check_samples,
@@ -35,33 +43,45 @@ __all__ = ["Plan", "device_name", "make_plan", "module_device"]
 
 @dataclasses.dataclass
 class Plan:
-    """The flattened structures, the export context and the eager reference at each check sample.
+    """The flattened structures, the export context and the eager reference at each check.
 
-    ``samples`` are ``{parameter: value}`` (the export sample, then the second sample) and
-    ``expected`` the eager model's structured outputs there; ``flat_expected`` their tensor
-    leaves. ``device`` is where the module lives and so where everything was captured.
+    ``checks`` are the samples every artifact is verified at (``checks.py``): the export sample,
+    the second sample, the synthetic one where the model runs on it, then the user's data.
+    ``samples`` are the first two's ``{parameter: value}`` (what int8 calibrates on and the
+    timing runs), ``flat_expected`` the eager outputs' tensor leaves there. ``skipped`` says which
+    checks were left out and why. ``device`` is where the module lives and so where everything
+    was captured.
     """
 
     inputs: FlatTree
     call: CallSpec
     outputs: FlatTree
     ctx: ExportContext
-    samples: list[dict[str, Any]]
-    expected: list[Any]
+    checks: list[Check]
     flat_expected: list[tuple[torch.Tensor, ...]]
     device: str = "cpu"
     fast_path: dict[str, Any] | None = None
-    _native_checks: tuple[list[dict], list[Any]] | None = None
+    data_dependent: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    _native_checks: list[Check] | None = None
 
-    def checks(self, native: bool) -> tuple[list[dict], list[Any]]:
-        """Samples and eager outputs to verify at; with native I/O, also every list cut to one item and grown by one."""
+    @property
+    def samples(self) -> list[dict[str, Any]]:
+        """The export sample and the second sample, as ``{parameter: value}``."""
+        return [check.arguments for check in self.checks[:2]]
+
+    def checks_for(self, native: bool) -> list[Check]:
+        """The checks to verify at; with native I/O, also every list cut to one item and grown by one."""
         if not native:
-            return self.samples, self.expected
+            return self.checks
         if self._native_checks is None:
             extra = list_length_samples(*self.samples)
+            sources = ["lists cut to one item", "lists grown by one item"][-len(extra):]
             module = self.ctx.adapter.module
-            outputs = [module(*args, **kwargs) for args, kwargs in map(self.call.split, extra)]
-            self._native_checks = ([*self.samples, *extra], [*self.expected, *outputs])
+            self._native_checks = [*self.checks, *(
+                Check(source, arguments, module(*args, **kwargs))
+                for source, arguments, (args, kwargs) in zip(sources, extra, map(self.call.split, extra))
+            )]  # fmt: skip
         return self._native_checks
 
     def io_manifest(self) -> dict[str, Any]:
@@ -81,16 +101,21 @@ class Plan:
                 "shapes": [list(t.shape) for t in self.flat_expected[0]],
                 "dtypes": [dtype_name(t) for t in self.flat_expected[0]],
                 "dynamic_axes": {n: dims for n, dims in zip(ctx.output_names, ctx.output_dims) if dims},
+                "data_dependent": self.data_dependent,
             },
         }
 
 
-def make_plan(module: nn.Module, input_sample: Any, options: ExportOptions) -> Plan:
-    """Flatten the sample, run eager at both shapes, and fix every name and dynamic dim.
+def make_plan(
+    module: nn.Module, input_sample: Any, options: ExportOptions, data: Sequence[tuple[str, Any]] = ()
+) -> Plan:
+    """Flatten the sample, run eager at every check, and fix every name and dynamic dim.
+
+    ``data`` are the user's check samples as ``(source, sample)``, in ``input_sample``'s convention.
 
     Raises:
-        ConfigurationError: for a sample that does not fit ``forward``, holds no tensor, or on
-            which (or on whose second shape) the model itself fails.
+        ConfigurationError: for a sample (or a data sample) that does not fit ``forward``, holds
+            no tensor, or on which (or on whose second shape) the model itself fails.
         ExportError: for an output that holds no tensor or changes rank with the input's shape.
 
     """
@@ -112,20 +137,60 @@ def make_plan(module: nn.Module, input_sample: Any, options: ExportOptions) -> P
         raise ExportError(f"{type(module).__name__} returned no tensor; there is nothing to export.")
     changed = changed_dims(inputs.names, export_args, check_args, input_dims)
     second = run_eager(module, call, samples[1], changed, options)
-    check_expected = outputs.tensors(second)
+    checks = [Check(EXPORT_SOURCE, samples[0], first), Check(SECOND_SOURCE, samples[1], second)]
+    skipped = _synthetic_check(module, call, inputs, synthetic_sample(export_args, input_dims), checks)
+    checks += [_data_check(module, call, source, sample, device, options) for source, sample in data]
+    flat_expected = [expected, outputs.tensors(second)]
+    output_dynamic, data_dependent = _output_dims(inputs, outputs, checks)
     ctx = ExportContext(
         adapter=FlatAdapter(module, inputs, call, outputs),
         args=export_args,
         input_names=inputs.names,
         output_names=outputs.names,
         input_dims=input_dims,
-        output_dims=_output_dims(outputs.names, expected, check_expected),
+        output_dims=output_dynamic,
         opset=options.opset,
         native=longest_list(samples[0]) > 0,
     )
-    flat_expected = [expected, check_expected]
     fast_path = fast_path_agreement(module, call, samples, outputs, flat_expected, options.atol, options.rtol)
-    return Plan(inputs, call, outputs, ctx, samples, [first, second], flat_expected, device_name(device), fast_path)
+    return Plan(inputs, call, outputs, ctx, checks, flat_expected, device_name(device), fast_path,
+                data_dependent, skipped)  # fmt: skip
+
+
+def _synthetic_check(
+    module: nn.Module, call: CallSpec, inputs: FlatTree, tensors: tuple[torch.Tensor, ...], checks: list[Check]
+) -> list[dict[str, str]]:
+    """Add the synthetic check where the model itself runs on it; else say why it was skipped.
+
+    It is ours, not the user's: a model that needs a minimum size (inception_v3: 75 pixels)
+    fails on it, and that is no fault of the export.
+    """
+    arguments = inputs.unflatten(tensors)
+    args, kwargs = call.split(arguments)
+    try:
+        expected = module(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - the model's own limit; recorded, the other checks go on
+        reason = f"the model itself fails on it: {type(err).__name__}: {str(err)[:300]}"
+        return [{"source": SYNTHETIC_SOURCE, "skipped": reason}]
+    checks.append(Check(SYNTHETIC_SOURCE, arguments, expected))
+    return []
+
+
+def _data_check(
+    module: nn.Module, call: CallSpec, source: str, sample: Any, device: torch.device, options: ExportOptions
+) -> Check:
+    """A check at the user's data: bound to ``forward``, moved to the module's device, run eagerly."""
+    arguments, _ = bind_sample(module, sample, f"{options.owner}: {source}")
+    tree, tensors = flatten_tree(arguments, None, source, ConfigurationError)
+    arguments = tree.unflatten(tuple(t.to(device) for t in tensors))
+    args, kwargs = call.split(arguments)
+    try:
+        return Check(source, arguments, module(*args, **kwargs))
+    except Exception as err:
+        raise ConfigurationError(
+            f"{options.owner}: {type(module).__name__}.forward fails on {source}: {type(err).__name__}: {err}."
+            " HINT: check samples follow input_sample's convention (a tuple holds positional arguments)."
+        ) from err
 
 
 def module_device(module: nn.Module, tensors: Sequence[torch.Tensor]) -> torch.device:
@@ -144,14 +209,24 @@ def device_name(device: torch.device) -> str:
     return device.type
 
 
-def _output_dims(names: Sequence[str], first: Sequence[torch.Tensor], second: Sequence[torch.Tensor]) -> DynamicDims:
-    """Output dims that changed between the two samples are dynamic."""
-    dims: DynamicDims = []
-    for name, a, b in zip(names, first, second):
-        if a.dim() != b.dim():
-            raise ExportError(f"Output '{name}' has {a.dim()} dims at one input shape and {b.dim()} at another.")
-        dims.append({d: f"{name}_{d}" for d in range(a.dim()) if a.shape[d] != b.shape[d]})
-    return dims
+def _output_dims(inputs: FlatTree, outputs: FlatTree, checks: Sequence[Check]) -> tuple[DynamicDims, dict]:
+    """Dynamic and data-dependent output dims, from the checks whose input and output structures are the export's.
+
+    A data sample of another structure (a list of another length) or output rank is still a
+    check, which the artifacts fail; it just says nothing about sizes.
+    """
+    flat_outputs: list[tuple[torch.Tensor, ...]] = []
+    input_shapes = []
+    for index, check in enumerate(checks):
+        try:
+            got, leaves = outputs.tensors(check.expected), inputs.tensors(check.arguments)
+        except ExportError:
+            continue
+        if index >= 2 and [t.dim() for t in got] != [t.dim() for t in flat_outputs[0]]:
+            continue  # another rank is a mismatch its verification names; the first two must agree
+        flat_outputs.append(got)
+        input_shapes.append([list(t.shape) for t in leaves])
+    return output_dims(outputs.names, flat_outputs, input_shapes)
 
 
 def dtype_name(tensor: torch.Tensor) -> str:

@@ -18,14 +18,12 @@ __all__ = ["log_headlines", "print_report"]
 
 
 def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
-    """Print one table: format, method, device, ok, max difference, checked shapes, sha256 prefix, file or error."""
+    """One table: format, method, device, ok, max difference, checks passed (their shapes), sha256, file or error."""
     source = manifest.get("checkpoint") or "in-memory weights"
     table = Table(title=f"lightning-deploy: {source} -> {dirpath}")
-    for column in ("format", "method", "device", "ok", "max abs diff", "checked shapes", "sha256", "file / error"):
+    for column in ("format", "method", "device", "ok", "max abs diff", "checks", "sha256", "file / error"):
         table.add_column(column, overflow="fold")
     for a in manifest["artifacts"]:
-        shapes = a.get("checked_shapes", [])
-        checks = "\n".join(" ".join("x".join(map(str, leaf)) for leaf in check) for check in shapes)
         diff = a.get("max_abs_diff")
         table.add_row(
             a["format"],
@@ -33,11 +31,32 @@ def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
             a.get("device") or "-",
             "[green]yes[/]" if a["ok"] else "[red]no[/]",
             "-" if diff is None else f"{diff:.2e}",
-            checks or "-",
+            _checks(a),
             (a.get("sha256") or "-")[:12],
-            _file_note(a) if a["ok"] else (a["error"] or "")[:300],
+            "\n".join([_file_note(a) if a["ok"] else (a["error"] or "")[:300], *_tracer_note(a)]),
         )
     Console(width=max(120, Console().width)).print(table)
+
+
+def _checks(artifact: dict[str, Any]) -> str:
+    """How many checks passed, then each check's input shapes (a failed one marked)."""
+    checks = artifact.get("checks") or []
+    if not checks:
+        return "-"
+    lines = [f"{sum(1 for c in checks if c['ok'])}/{len(checks)} passed"]
+    for check in checks:
+        shapes = " ".join("x".join(map(str, leaf)) for leaf in check["shapes"])
+        lines.append(shapes if check["ok"] else f"[red]{shapes} failed[/]")
+    return "\n".join(lines)
+
+
+def _tracer_note(artifact: dict[str, Any]) -> list[str]:
+    """The TracerWarnings of the chosen method's capture: where a trace took a Python value from a tensor."""
+    found = [w for a in artifact.get("attempts") or [] if a["method"] == artifact["method"]
+             for w in a.get("tracer_warnings") or []]  # fmt: skip
+    if not found:
+        return []
+    return [f"[yellow]{len(found)} tracer warning(s): {found[0][:160]}[/]"]
 
 
 def _file_note(artifact: dict[str, Any]) -> str:

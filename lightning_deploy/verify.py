@@ -4,8 +4,9 @@ Each artifact is opened as an :class:`~lightning_deploy.load.ExportedModel` from
 that will be written beside it, called with the model's structured arguments, and its
 structured output (rebuilt by the saved schema) compared with the eager output: the same leaf
 paths, and every leaf within tolerance. So "ok" means what a user of ``load()`` will get. It
-runs at every check sample (the export shape and the second shape) and is ``ok`` only if every
-output leaf matches at all of them.
+runs at every check (``checks.py``: the export sample, the second shape, a synthetic sample
+unlike the first, the user's data), records each (source, shapes, differences) and is ``ok``
+only if every output leaf matches at all of them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from lightning_deploy.adapters import CallSpec, flatten_tree
+from lightning_deploy.checks import Check
 from lightning_deploy.compare import LeafDiff, compare_detections, compare_leaves, detection_groups, named_leaves
 from lightning_deploy.errors import ExportError
 from lightning_deploy.load import ExportedModel
@@ -40,6 +42,12 @@ class Verification:
     error: str | None = None
     detections: dict[str, int] | None = None  # matched/unmatched counts, for outputs with boxes and scores
     vacuous: list[str] = dataclasses.field(default_factory=list)  # leaves whose scale is within the tolerance
+    checks: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # one record per check, in order
+
+    @property
+    def checks_passed(self) -> int:
+        """How many checks matched eager."""
+        return sum(1 for check in self.checks if check["ok"])
 
 
 def verify_artifact(
@@ -47,27 +55,26 @@ def verify_artifact(
     path: Path,
     io_manifest: Mapping[str, Any],
     call: CallSpec,
-    samples: Sequence[Mapping[str, Any]],
-    expected: Sequence[Any],
+    checks: Sequence[Check],
     atol: float,
     rtol: float,
     device: str = "cpu",
 ) -> Verification:
-    """Open ``path`` as ``load()`` does, on ``device``, and compare its outputs with eager at each sample.
+    """Open ``path`` as ``load()`` does, on ``device``, and compare its outputs with eager at each check.
 
     Args:
         entry: the artifact's manifest entry as far as it is known (``format``, ``io``, ``requires``).
         path: the artifact.
         io_manifest: the manifest's ``inputs`` and ``outputs`` (what ``load()`` reads).
         call: how the bound arguments are passed to ``forward`` (and so to the loaded model).
-        samples: ``{parameter: value}`` per check, the export sample first.
-        expected: the eager model's structured output per sample.
+        checks: where each sample came from, its ``{parameter: value}`` and eager's output; the export sample first.
         atol: absolute tolerance.
         rtol: tolerance relative to each output leaf's largest magnitude.
         device: where the artifact runs (``load(device=...)``); inputs are moved there.
 
     Returns:
-        The verification; failures to load or run are reported in ``error``, not raised.
+        The verification; failures to load or run are reported in ``error``, not raised. A call
+        that fails at one check fails that check; the others still run and are recorded.
 
     """
     if entry["format"] in ONNX_FORMATS:
@@ -76,13 +83,26 @@ def verify_artifact(
         onnx.checker.check_model(str(path))
     model = ExportedModel(io_manifest, entry, path, device=device)
     result = Verification(ok=True, runtime=model.runtime, max_abs_diff=0.0, max_rel_diff=0.0)
-    for arguments, want in zip(samples, expected):
-        shapes = [list(t.shape) for t in pytree.tree_leaves(arguments) if isinstance(t, torch.Tensor)]
-        args, kwargs = call.split(arguments)
-        diffs = _compare_structures(result, model(*args, **kwargs), want, atol, rtol)
+    for check in checks:
+        shapes = [list(t.shape) for t in pytree.tree_leaves(check.arguments) if isinstance(t, torch.Tensor)]
+        args, kwargs = call.split(check.arguments)
         result.checked_shapes.append(shapes)
-        _accumulate(result, diffs, shapes, atol, rtol)
+        try:
+            got = model(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - the artifact failed on this input: the check fails, named
+            _record_failure(result, check.source, shapes, f"{type(err).__name__}: {err}")
+            continue
+        _accumulate(result, check.source, _compare_structures(result, got, check.expected, atol, rtol), shapes,
+                    atol, rtol)  # fmt: skip
     return result
+
+
+def _record_failure(result: Verification, source: str, shapes: list, text: str) -> None:
+    """A check where the artifact raised: recorded; the first failure is the verification's error."""
+    result.checks.append({"source": source, "shapes": shapes, "ok": False, "error": text[:2000]})
+    if result.ok:
+        result.ok = False
+        result.error = f"{result.runtime} failed at the {source}, input shapes {shapes}: {text}"
 
 
 def _compare_structures(result: Verification, got: Any, want: Any, atol: float, rtol: float) -> list[LeafDiff]:
@@ -103,33 +123,44 @@ def _compare_outputs(
 ) -> list[LeafDiff]:
     """Detection sets are compared order-insensitively, every other leaf element-wise."""
     groups = detection_groups(names)
-    grouped = {i for indices in groups.values() for i in indices}
+    grouped = {i for fields in groups.values() for i in fields.values()}
     plain = [i for i in range(len(names)) if i not in grouped]
     diffs = compare_leaves([names[i] for i in plain], [got[i] for i in plain], [want[i] for i in plain], atol, rtol)
     if groups:
         result.detections = result.detections or {"matched": 0, "unmatched": 0}
-    for indices in groups.values():
-        match = compare_detections(
-            [names[i] for i in indices], [got[i] for i in indices], [want[i] for i in indices], atol, rtol
-        )
+    for fields in groups.values():
+        indices = list(fields.values())
+        match = compare_detections([names[i] for i in indices], list(fields), [got[i] for i in indices],
+                                   [want[i] for i in indices], atol, rtol)  # fmt: skip
         diffs.extend(match.diffs)
         result.detections["matched"] += match.matched
         result.detections["unmatched"] += match.unmatched
     return diffs
 
 
-def _accumulate(result: Verification, diffs: list[LeafDiff], shapes: list, atol: float, rtol: float) -> None:
+def _accumulate(result: Verification, source: str, diffs: list[LeafDiff], shapes: list, atol: float,
+                rtol: float) -> None:  # fmt: skip
+    """Record one check and fold it into the totals; the first failing check's message is the error."""
+    failed = [d for d in diffs if not d.ok]
+    finite = [d for d in diffs if d.reason is None]
+    record: dict[str, Any] = {
+        "source": source,
+        "shapes": shapes,
+        "ok": not failed,
+        "max_abs_diff": max((d.max_abs for d in finite), default=0.0),
+        "max_rel_diff": max((d.max_rel for d in finite), default=0.0),
+    }
     for diff in diffs:
         result.max_abs_diff = max(result.max_abs_diff, diff.max_abs)
         result.max_rel_diff = max(result.max_rel_diff, diff.max_rel)
         if diff.vacuous(atol, rtol) and diff.name not in result.vacuous:
             result.vacuous.append(diff.name)
-    failed = [d for d in diffs if not d.ok]
-    if failed and result.ok:
-        result.ok = False
-        result.error = f"mismatch in {result.runtime} at input shapes {shapes}: " + "; ".join(
-            d.describe(atol, rtol) for d in failed
-        )
+    if failed:
+        record["error"] = "; ".join(d.describe(atol, rtol) for d in failed)
+        if result.ok:
+            result.ok = False
+            result.error = f"mismatch in {result.runtime} at the {source}, input shapes {shapes}: {record['error']}"
+    result.checks.append(record)
 
 
 def _numpy(value: Any) -> np.ndarray:

@@ -28,7 +28,7 @@ def test_fasterrcnn_onnx_falls_back_to_trace_and_loads_as_list_of_dicts(tmp_path
     assert first["method"] == "export" and not first["ok"]
     assert first["error"]  # the dynamo exporter's own error, kept in the manifest
     assert onnx["method"] == "trace" and (tmp_path / "frcnn.onnx").is_file()
-    assert [shapes[0] for shapes in onnx["checked_shapes"]] == [[3, 240, 320], [3, 256, 384]]
+    assert [shapes[0] for shapes in onnx["checked_shapes"]] == [[3, 240, 320], [3, 256, 384], [3, 48, 64]]
     assert manifest["outputs"]["names"][:3] == ["out.0.boxes", "out.0.labels", "out.0.scores"]
     # Whether the degenerate weights=None model verifies is the model-coverage work; here the
     # fallback must have produced a runnable artifact with the model's own output structure.
@@ -57,7 +57,7 @@ def test_fasterrcnn_verified_with_detections_present(tmp_path, method, formats):
     assert artifact["method"] == ("trace" if method == "auto" else method)  # ONNX: dynamo fails, trace verifies
     assert [s[0] for s in artifact["checked_shapes"][:2]] == [[3, 240, 320], [3, 256, 384]]
     # Scripted TorchScript takes the list itself: also checked with a second image in it.
-    assert [len(s) for s in artifact["checked_shapes"]] == ([1, 1, 2] if method == "script" else [1, 1])
+    assert [len(s) for s in artifact["checked_shapes"]] == ([1, 1, 1, 2] if method == "script" else [1, 1, 1])
     assert artifact["detections"]["matched"] > 0
 
 

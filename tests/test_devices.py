@@ -128,7 +128,7 @@ def test_aoti_of_a_structured_model_is_verified_at_two_shapes(structured_export)
     aoti = entries["aoti"]
     assert aoti["path"] == "model.aoti.pt2" and (folder / "model.aoti.pt2").is_file()
     assert aoti["runtime"] == "aotinductor" and aoti["method"] == "export" and aoti["verified"]
-    assert [s[0] for s in aoti["checked_shapes"]] == [[2, 8], [3, 8]]
+    assert [s[0] for s in aoti["checked_shapes"][:2]] == [[2, 8], [3, 8]]
     assert aoti["attempts"][0]["seconds"]["compile"] > 0  # the compile is timed on its own
     assert {a["device"] for a in manifest["artifacts"]} == {"cpu"}
     saved = json.loads((folder / "model.export.json").read_text())

@@ -86,7 +86,12 @@ def test_resnet18_onnx_verified_at_second_batch_and_resolution(tmp_path):
     )
     (onnx,) = manifest["artifacts"]
     assert onnx["ok"], onnx["error"]
-    assert onnx["checked_shapes"] == [[[2, 3, 64, 64]], [[3, 3, 96, 96]]]
+    # export sample, second sample, synthetic sample (smaller, new values)
+    assert onnx["checked_shapes"] == [[[2, 3, 64, 64]], [[3, 3, 96, 96]], [[2, 3, 32, 32]]]
+    assert [c["source"] for c in onnx["checks"]] == [
+        "export sample", "second sample (dynamic dims changed)", "synthetic sample (dynamic dims smaller, new values)"
+    ]  # fmt: skip
+    assert onnx["checks_passed"] == 3 and all(c["max_abs_diff"] < 1e-3 for c in onnx["checks"])
     assert manifest["inputs"]["dynamic_axes"] == {"x": {"0": "batch", "2": "height", "3": "width"}}
     runner = load(tmp_path / "resnet18.onnx")
     image = torch.randn(1, 3, 80, 112)

@@ -67,7 +67,7 @@ def test_every_faster_format_verified_at_two_shapes(encoder_export):
     assert [a for a in artifacts] == FASTER
     for fmt, artifact in artifacts.items():
         assert artifact["ok"] and artifact["verified"], (fmt, artifact["error"])
-        assert artifact["checked_shapes"] == [[[2, 16, 32], [2, 16]], [[3, 24, 32], [3, 24]]]
+        assert artifact["checked_shapes"][:2] == [[[2, 16, 32], [2, 16]], [[3, 24, 32], [3, 24]]]
         assert (dirpath / artifact["path"]).is_file()
     assert artifacts["onnx-optimized"]["path"] == "model.optimized.onnx"
     assert artifacts["onnx-int8"]["path"] == "model.int8.onnx"

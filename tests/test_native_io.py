@@ -42,10 +42,10 @@ def test_scripted_torchscript_is_verified_at_list_lengths_one_two_and_three(tmp_
     manifest = _export(_PerItem(), tmp_path)
     torchscript, onnx = manifest["artifacts"]
     assert torchscript["ok"] and torchscript["io"] == "native", torchscript["error"]
-    assert [len(shapes) for shapes in torchscript["checked_shapes"]] == [2, 2, 1, 3]
-    assert torchscript["checked_shapes"][3] == [[8, 4], [8, 4], [6, 4]]  # grown list mixes both lengths
+    assert [len(shapes) for shapes in torchscript["checked_shapes"]] == [2, 2, 2, 1, 3]
+    assert torchscript["checked_shapes"][4] == [[8, 4], [8, 4], [6, 4]]  # grown list mixes both lengths
     assert onnx["ok"] and onnx["io"] == "flat"  # a graph of fixed arity: the export sample's list length
-    assert [len(shapes) for shapes in onnx["checked_shapes"]] == [2, 2]
+    assert [len(shapes) for shapes in onnx["checked_shapes"]] == [2, 2, 2]
 
 
 def test_native_artifact_loads_and_runs_any_list_length_like_eager(tmp_path):
@@ -72,4 +72,5 @@ def test_a_difference_only_at_list_length_one_fails_verification(tmp_path):
     manifest = _export(_WrongForOneItem(), tmp_path)
     torchscript = manifest["artifacts"][0]
     assert not torchscript["ok"]
-    assert "at input shapes [[6, 4]]" in torchscript["error"] and "out.0.mean" in torchscript["error"]
+    assert "lists cut to one item, input shapes [[6, 4]]" in torchscript["error"]
+    assert "out.0.mean" in torchscript["error"]
