@@ -15,7 +15,7 @@ import numpy as np
 
 from lightning_deploy.schema import Record
 
-__all__ = ["LeafDiff", "compare_leaves", "named_leaves"]
+__all__ = ["LeafDiff", "compare_leaves", "compare_outputs", "named_leaves"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +50,28 @@ def compare_leaves(
     if len(got) != len(want):
         return [LeafDiff("*", False, float("inf"), float("inf"), 0.0, f"{len(got)} outputs, expected {len(want)}")]
     return [_compare(name, np.asarray(g), np.asarray(w), atol, rtol) for name, g, w in zip(names, got, want)]
+
+
+def compare_outputs(
+    names: Sequence[str], got: Sequence[np.ndarray], want: Sequence[np.ndarray], atol: float, rtol: float
+) -> tuple[list[LeafDiff], dict[str, int] | None]:
+    """Compare output leaves by name: detection sets order-insensitively, every other leaf element-wise.
+
+    Returns the differences and, where there are detection sets, their matched and unmatched counts.
+    """
+    groups = detection_groups(names)
+    grouped = {i for fields in groups.values() for i in fields.values()}
+    plain = [i for i in range(len(names)) if i not in grouped]
+    diffs = compare_leaves([names[i] for i in plain], [got[i] for i in plain], [want[i] for i in plain], atol, rtol)
+    counts = {"matched": 0, "unmatched": 0} if groups else None
+    for fields in groups.values():
+        indices = list(fields.values())
+        match = compare_detections([names[i] for i in indices], list(fields), [got[i] for i in indices],
+                                   [want[i] for i in indices], atol, rtol)  # fmt: skip
+        diffs.extend(match.diffs)
+        counts["matched"] += match.matched
+        counts["unmatched"] += match.unmatched
+    return diffs, counts
 
 
 def named_leaves(value: Any, prefix: str) -> dict[str, Any]:

@@ -15,6 +15,9 @@ this package never imports detectron2 itself.
 - **TracingAdapter.** A model already wrapped in detectron2's ``TracingAdapter`` returns a flat
   tuple; its outputs are rebuilt with the adapter's own ``outputs_schema``, so
   they too are named and compared as detections.
+- **PanopticFPN** is exported without its panoptic merge, whose ``segments_info`` holds Python
+  ints: the artifact returns ``sem_seg`` and ``instances``, and the host runs detectron2's
+  ``combine_semantic_and_instance_outputs`` on them.
 """
 
 from __future__ import annotations
@@ -135,9 +138,43 @@ class _StructuredTracingAdapter(nn.Module):
         return self.adapter.outputs_schema(flat)
 
 
+class _PanopticWithoutMerge(nn.Module):
+    """``PanopticFPN`` returning ``sem_seg`` and ``instances`` per image, without the panoptic merge.
+
+    The merge (``combine_semantic_and_instance_outputs``) builds ``segments_info`` of Python
+    ints and bools, which no graph can return; it runs on the host, on what this returns.
+    The rest is ``PanopticFPN.inference`` as detectron2 writes it.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batched_inputs: list[dict[str, torch.Tensor]]) -> list[dict[str, Any]]:
+        """``[{"sem_seg": Tensor, "instances": Instances}]``, one per image, at each input's size."""
+        from detectron2.modeling.postprocessing import detector_postprocess, sem_seg_postprocess
+
+        model = self.model
+        images = model.preprocess_image(batched_inputs)
+        features = model.backbone(images.tensor)
+        sem_seg_results, _ = model.sem_seg_head(features, None)
+        proposals, _ = model.proposal_generator(images, features, None)
+        detector_results, _ = model.roi_heads(images, features, proposals, None)
+        results = []
+        for sem_seg, detections, inputs, size in zip(sem_seg_results, detector_results, batched_inputs,
+                                                     images.image_sizes):  # fmt: skip
+            height, width = inputs.get("height", size[0]), inputs.get("width", size[1])
+            results.append({"sem_seg": sem_seg_postprocess(sem_seg, size, height, width),
+                            "instances": detector_postprocess(detections, height, width)})  # fmt: skip
+        return results
+
+
 def _prepared(module: nn.Module) -> nn.Module:
-    """``module``, or, for a detectron2 ``TracingAdapter``, the adapter with structured outputs."""
+    """``module``; a ``TracingAdapter`` with structured outputs; a ``PanopticFPN`` without the host-side merge."""
     flatten = sys.modules.get("detectron2.export.flatten")
     if flatten is not None and isinstance(module, flatten.TracingAdapter):
         return _StructuredTracingAdapter(module)
+    panoptic = sys.modules.get("detectron2.modeling.meta_arch.panoptic_fpn")
+    if panoptic is not None and isinstance(module, panoptic.PanopticFPN):
+        return _PanopticWithoutMerge(module)
     return module

@@ -347,11 +347,22 @@ def _export_format(fmt: str, work: _Work) -> tuple[dict[str, Any], Path | None]:
         "tolerance": dict(zip(("atol", "rtol"), work.options.tolerance(fmt))),
         "derived": chosen.derived if chosen else None,
         "accuracy": chosen.accuracy if chosen else None,
-        "error": chosen.error if chosen else attempts[-1].error,
+        "error": chosen.error if chosen else _most_informative(attempts),
         "warnings": (chosen.warnings if chosen else []) + notes,
         "attempts": [_describe_attempt(a) for a in attempts],
     }
     return entry, (chosen.folder if chosen else None)
+
+
+# An exporter naming the operator it cannot export says what blocks the format; a later fallback's
+# failure ("Failed to get source" from scripting) usually says only that the fallback failed too.
+_UNSUPPORTED = re.compile(r"unsupported|not supported|UnsupportedOperatorError", re.IGNORECASE)
+
+
+def _most_informative(attempts: list[_Attempt]) -> str | None:
+    """The error of a format no attempt wrote: an unsupported-operator message first, else the first method's."""
+    errors = [a.error for a in attempts if a.error]
+    return next((e for e in errors if _UNSUPPORTED.search(e)), errors[0] if errors else None)
 
 
 def _variants(fmt: str, work: _Work) -> tuple[str | None, ...]:

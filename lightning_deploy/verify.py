@@ -22,7 +22,7 @@ import torch.utils._pytree as pytree
 
 from lightning_deploy.adapters import CallSpec, flatten_tree
 from lightning_deploy.checks import Check
-from lightning_deploy.compare import LeafDiff, compare_detections, compare_leaves, detection_groups, named_leaves
+from lightning_deploy.compare import LeafDiff, compare_outputs, named_leaves
 from lightning_deploy.errors import ExportError
 from lightning_deploy.load import ExportedModel
 from lightning_deploy.manifest import ONNX_FORMATS
@@ -121,20 +121,12 @@ def _compare_structures(result: Verification, got: Any, want: Any, atol: float, 
 def _compare_outputs(
     result: Verification, names: Sequence[str], got: list[np.ndarray], want: list[np.ndarray], atol: float, rtol: float
 ) -> list[LeafDiff]:
-    """Detection sets are compared order-insensitively, every other leaf element-wise."""
-    groups = detection_groups(names)
-    grouped = {i for fields in groups.values() for i in fields.values()}
-    plain = [i for i in range(len(names)) if i not in grouped]
-    diffs = compare_leaves([names[i] for i in plain], [got[i] for i in plain], [want[i] for i in plain], atol, rtol)
-    if groups:
+    """Detection sets are compared order-insensitively, every other leaf element-wise; detection counts add up."""
+    diffs, counts = compare_outputs(names, got, want, atol, rtol)
+    if counts is not None:
         result.detections = result.detections or {"matched": 0, "unmatched": 0}
-    for fields in groups.values():
-        indices = list(fields.values())
-        match = compare_detections([names[i] for i in indices], list(fields), [got[i] for i in indices],
-                                   [want[i] for i in indices], atol, rtol)  # fmt: skip
-        diffs.extend(match.diffs)
-        result.detections["matched"] += match.matched
-        result.detections["unmatched"] += match.unmatched
+        for key, value in counts.items():
+            result.detections[key] += value
     return diffs
 
 

@@ -134,6 +134,8 @@ def test_failing_format_does_not_stop_the_others(tmp_path):
     assert not onnx["ok"] and onnx["sha256"] is None and onnx["error"]
     assert [a["method"] for a in onnx["attempts"]] == ["export", "trace", "script"]
     assert all(a["error"] for a in onnx["attempts"])
+    # the exporter that names the operator it cannot export, not the dynamo exporter's generic failure
+    assert onnx["error"] == onnx["attempts"][1]["error"] and "linalg_eigvals" in onnx["error"]
     assert torchscript["ok"], torchscript["error"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.export.json", "m.torchscript.pt"]
 

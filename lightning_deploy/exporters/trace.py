@@ -9,6 +9,7 @@ from typing import ClassVar
 import torch
 
 from lightning_deploy.exporters.base import Capture, ExportContext, Exporter, save_to_file
+from lightning_deploy.exporters.onnx_if_types import unify_if_branch_types
 from lightning_deploy.exporters.onnx_symbolics import known_rank_unflatten
 
 __all__ = ["TraceExporter", "trace_flat"]
@@ -41,7 +42,7 @@ class TraceExporter(Exporter):
         return trace_flat(ctx.adapter, ctx)
 
     def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> None:
-        """``ScriptModule.save`` for TorchScript; ``torch.onnx.export(dynamo=False)`` for ONNX."""
+        """``ScriptModule.save`` for TorchScript; ``torch.onnx.export(dynamo=False)`` for ONNX (``If`` types one)."""
         if fmt == "torchscript":
             save_to_file(path, lambda handle: torch.jit.save(capture.program, handle))
             return
@@ -62,3 +63,4 @@ class TraceExporter(Exporter):
                 dynamic_axes=dynamic_axes,
                 opset_version=ctx.opset,
             )
+        unify_if_branch_types(path)
