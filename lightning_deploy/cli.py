@@ -222,7 +222,8 @@ def _export(config: Any, argv: list[str]) -> int:
     given = {k: v for k, v in config.items() if k in _option_names() and _given(k, argv)}
     callback = ModelExport(**{**yaml_export, **given})
     model = _build_model(ckpt, config.model, yaml_model, config.trust_checkpoint)
-    manifest = callback.export_checkpoint(model, str(ckpt), holds_weights=True)
+    datamodule = _build_datamodule(config.config) if config.config and callback.check_batches else None
+    manifest = callback.export_checkpoint(model, str(ckpt), holds_weights=True, datamodule=datamodule)
     return 0 if manifest["ok"] else 1
 
 
@@ -295,13 +296,27 @@ def _build_model(ckpt: Path, class_path: str | None, yaml_model: dict[str, Any],
         ) from None
 
 
-def _import(class_path: str) -> type:
+def _build_datamodule(path: str) -> Any:
+    """The YAML's datamodule where its ``data`` section names a ``class_path`` (the check batches' source), else None.
+
+    A ``data`` section without ``class_path`` belongs to a LightningCLI script that fixes the
+    class itself; its ``export`` subcommand passes the datamodule instead.
+    """
+    import yaml
+
+    data = (yaml.safe_load(Path(path).read_text()) or {}).get("data")
+    if not isinstance(data, dict) or "class_path" not in data:
+        return None
+    return _import(data["class_path"], "data.class_path")(**(data.get("init_args") or {}))
+
+
+def _import(class_path: str, option: str = "--model") -> type:
     module_name, _, name = class_path.rpartition(".")
     try:
         return getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError):
         raise CommandError(
-            f"--model {class_path}: cannot import it. HINT: give package.module.ClassName, importable from here."
+            f"{option} {class_path}: cannot import it. HINT: give package.module.ClassName, importable from here."
         ) from None
 
 

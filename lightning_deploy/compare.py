@@ -2,7 +2,8 @@
 
 A leaf matches when ``max|got - want| <= atol + rtol * max|want|`` (DESIGN.md: random-weight
 networks have huge outputs, so an element-wise relative tolerance would fail at float32
-precision). NaNs match NaNs in the same places. numpy only, so ``load`` can share it.
+precision). NaNs match NaNs in the same places; boolean leaves match where at most ``rtol`` of
+their elements differ. numpy only, so ``load`` can share it.
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ def _compare(name: str, got: np.ndarray, want: np.ndarray, atol: float, rtol: fl
         )
     if want.size == 0:
         return LeafDiff(name, True, 0.0, 0.0, 0.0)
+    if want.dtype == np.bool_ and got.dtype == np.bool_:
+        return _compare_binary(name, got, want, rtol)
     got64, want64 = got.astype(np.float64), want.astype(np.float64)
     nan_got, nan_want = np.isnan(got64), np.isnan(want64)
     if not np.array_equal(nan_got, nan_want):
@@ -121,6 +124,18 @@ def _compare(name: str, got: np.ndarray, want: np.ndarray, atol: float, rtol: fl
     max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
     ok = bool(max_abs <= atol + rtol * scale)
     return LeafDiff(name, ok, max_abs, max_rel, scale)
+
+
+def _compare_binary(name: str, got: np.ndarray, want: np.ndarray, rtol: float) -> LeafDiff:
+    """Boolean leaves (thresholded masks) match where at most ``rtol`` of their elements differ.
+
+    A value at the threshold (a mask's edge, pasted by bilinear interpolation) flips with float
+    rounding, and a flipped element differs by the whole scale: no element-wise tolerance fits.
+    ``max_rel`` is the share of elements that differ; ``max_abs`` 1 where any does.
+    """
+    share = float(np.count_nonzero(got != want)) / want.size
+    reason = None if share <= rtol else f"{share:.3g} of its elements differ (more than rtol {rtol:g})"
+    return LeafDiff(name, share <= rtol, float(share > 0), share, 1.0, reason)
 
 
 @dataclasses.dataclass

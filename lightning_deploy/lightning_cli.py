@@ -28,7 +28,8 @@ class _ExportingTrainer:
         Args:
             model: the model built from the configuration; the checkpoint's weights are loaded into a copy.
             ckpt_path: the checkpoint to export; artifacts are written beside it.
-            datamodule: unused; accepted so that the same YAML works for every subcommand.
+            datamodule: the configuration's datamodule: its validation batches verify the artifacts
+                (``ModelExport(check_batches=...)``).
 
         Raises:
             ConfigurationError: when the configuration has no ModelExport callback.
@@ -40,7 +41,7 @@ class _ExportingTrainer:
                 "export: the configuration has no ModelExport callback. HINT: add"
                 " {class_path: lightning_deploy.ModelExport} under trainer.callbacks in the YAML."
             )
-        manifest = callbacks[0].export_checkpoint(model, ckpt_path)
+        manifest = callbacks[0].export_checkpoint(model, ckpt_path, datamodule=datamodule)
         if not manifest["ok"]:
             failed = "; ".join(f"{a['format']}: {a['error']}" for a in manifest["artifacts"] if not a["ok"])
             raise ExportError(f"export of {ckpt_path} failed: {failed}")

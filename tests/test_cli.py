@@ -52,6 +52,8 @@ def test_lightning_cli_fit_leaves_verified_artifacts_next_to_the_best_checkpoint
     assert manifest["ok"] and manifest["checkpoint"] == best.name
     assert {a["format"] for a in manifest["artifacts"]} == {"torchscript", "onnx"}
     assert all((best.parent / a["path"]).is_file() for a in manifest["artifacts"])
+    for artifact in manifest["artifacts"]:  # check_batches=2 by default: the datamodule's validation batches
+        assert [c["source"] for c in artifact["checks"]][-2:] == ["validation batch 0", "validation batch 1"]
 
 
 def test_export_subcommand_writes_the_same_files_with_equal_outputs(lightning_cli_run):
@@ -60,6 +62,8 @@ def test_export_subcommand_writes_the_same_files_with_equal_outputs(lightning_cl
     assert suffixes(copy.parent, copy.stem) == suffixes(best.parent, best.stem)
     manifest = json.loads(copy.with_suffix(".export.json").read_text())
     assert manifest["ok"] and all(a["ok"] for a in manifest["artifacts"])
+    for artifact in manifest["artifacts"]:  # the YAML's datamodule, passed to the export subcommand
+        assert [c["source"] for c in artifact["checks"]][-2:] == ["validation batch 0", "validation batch 1"]
     pixels = np.random.default_rng(0).random((5, 64), dtype=np.float32)
     for suffix in (".onnx", ".torchscript.pt"):
         by_callback = load(best.parent / (best.stem + suffix))(pixels)

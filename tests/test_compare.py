@@ -86,3 +86,17 @@ def test_zero_area_boxes_match_by_coordinates_within_tolerance():
     moved[0][0, [0, 2]] += 3.0  # a zero-area box 3 px away is another box
     result = compare_detections(NAMES, KINDS, moved, want, 1e-4, 1e-3)
     assert result.matched == 5 and not all(d.ok for d in result.diffs)
+
+
+def test_boolean_leaves_match_where_few_elements_differ():
+    """A thresholded mask: one edge pixel flipped by rounding passes, a band of them fails, naming the share."""
+    want = np.zeros((100, 100), bool)
+    want[20:60, 30:70] = True
+    edge = want.copy()
+    edge[20, 30] = False
+    (ok,) = compare_leaves(["out.masks"], [edge], [want], 1e-4, 1e-3)
+    assert ok.ok and ok.max_abs == 1.0 and ok.max_rel == 1e-4
+    band = want.copy()
+    band[20:22] = False
+    (bad,) = compare_leaves(["out.masks"], [band], [want], 1e-4, 1e-3)
+    assert not bad.ok and "0.008 of its elements differ" in bad.describe(1e-4, 1e-3)
