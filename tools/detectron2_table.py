@@ -91,7 +91,8 @@ def run_case(name: str, route: str, root: Path, out: Path) -> dict[str, Any]:
     rechecked = json.loads(recheck.stdout.strip().splitlines()[-1]) if recheck.returncode == 0 else {}
     if recheck.returncode != 0:
         print(recheck.stderr[-2000:], file=sys.stderr)
-    return {"name": name, "route": route, "seconds": seconds, "manifest": manifest, "recheck": rechecked}
+    return {"name": name, "route": route, "seconds": seconds, "manifest": manifest, "recheck": rechecked,
+            "folder": folder}  # fmt: skip
 
 
 def recheck(manifest_path: Path) -> dict[str, Any]:

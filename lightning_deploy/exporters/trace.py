@@ -10,7 +10,7 @@ import torch
 
 from lightning_deploy.exporters.base import Capture, ExportContext, Exporter, save_to_file
 from lightning_deploy.exporters.onnx_if_types import unify_if_branch_types
-from lightning_deploy.exporters.onnx_symbolics import known_rank_unflatten
+from lightning_deploy.exporters.onnx_symbolics import trace_symbolics
 
 __all__ = ["TraceExporter", "trace_flat"]
 
@@ -51,7 +51,7 @@ class TraceExporter(Exporter):
             for name, dims in zip(ctx.input_names + ctx.output_names, ctx.input_dims + ctx.output_dims)
             if dims
         }
-        with warnings.catch_warnings(), known_rank_unflatten():
+        with warnings.catch_warnings(), trace_symbolics():
             warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": chosen on purpose
             torch.onnx.export(
                 capture.program,
