@@ -202,9 +202,10 @@ def compare_detections(
     far = [float(s) for s in (*w["scores"][lonely_want], *g["scores"][lonely_got]) if abs(s - cutoff) > score_tol]
     want_rows = [a for a, _ in pairs]
     got_rows = [b for _, b in pairs]
+    # matched rows compared in their own dtypes (boolean masks by the share of pixels that differ)
     diffs = [
-        _compare(names[i], g[f][got_rows], w[f][want_rows], atol, rtol) if f != "labels" else
-        _compare(names[i], g[f][got_rows], w[f][want_rows], 0.0, 0.0)
+        _compare(names[i], np.asarray(got[i])[got_rows], np.asarray(want[i])[want_rows], atol, rtol)
+        if f != "labels" else _compare(names[i], g[f][got_rows], w[f][want_rows], 0.0, 0.0)
         for f, i in fields.items()
     ]  # fmt: skip
     if far:

@@ -29,6 +29,7 @@ from lightning_deploy.checks import labelled_samples
 from lightning_deploy.eager import attention_fast_path
 from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.exporters import EXPORTERS, Capture
+from lightning_deploy.exporters.torch_export import unbacked_output_dims
 from lightning_deploy.files import (
     copy_files,
     install_lock,
@@ -135,6 +136,7 @@ def export(
             results = [_export_format(fmt, work) for fmt in options.formats]
             # A JSON round trip, so that the returned dict is exactly what the file holds (str keys).
             artifacts = [entry for entry, _ in results]
+            _unbacked_sizes(work, artifacts)
             manifest = json.loads(json.dumps(_manifest(work, artifacts, dirpath, checkpoint), allow_nan=False))
             with install_lock(dirpath):  # the whole set moves in together, the manifest last
                 for _, folder in results:
@@ -355,14 +357,49 @@ def _export_format(fmt: str, work: _Work) -> tuple[dict[str, Any], Path | None]:
 
 
 # An exporter naming the operator it cannot export says what blocks the format; a later fallback's
-# failure ("Failed to get source" from scripting) usually says only that the fallback failed too.
-_UNSUPPORTED = re.compile(r"unsupported|not supported|UnsupportedOperatorError", re.IGNORECASE)
+# failure ("Failed to get source" or "Lambda aren't supported" from scripting) says only that the
+# fallback failed too.
+_UNSUPPORTED = re.compile(r"unsupported|not supported", re.IGNORECASE)
+_OPERATOR = re.compile(r"\boperator\b", re.IGNORECASE)
 
 
 def _most_informative(attempts: list[_Attempt]) -> str | None:
     """The error of a format no attempt wrote: an unsupported-operator message first, else the first method's."""
     errors = [a.error for a in attempts if a.error]
-    return next((e for e in errors if _UNSUPPORTED.search(e)), errors[0] if errors else None)
+    named = (e for e in errors if _UNSUPPORTED.search(e) and _OPERATOR.search(e))
+    return next(named, errors[0] if errors else None)
+
+
+def _unbacked_sizes(work: _Work, artifacts: list[dict[str, Any]]) -> None:
+    """Output sizes torch.export found set by values: recorded; a trace they never changed in is not ok.
+
+    Where this export made a ``torch.export`` capture, its unbacked output dims depend on the
+    input's values. Every check that changed such a size tested whether a trace baked it in;
+    where none did, a traced artifact may hold the export sample's size as a constant, so it
+    is not ok, and the error says which sample to give.
+    """
+    capture = work.captures.get("export")
+    if not isinstance(capture, Capture):
+        return
+    ctx, outputs = work.plan.ctx, work.io_manifest["outputs"]
+    found = unbacked_output_dims(capture.program, ctx.output_names)
+    for name, dims in found.items():
+        outputs["data_dependent"][name] = sorted({*outputs["data_dependent"].get(name, []), *dims})
+        outputs["dynamic_axes"].setdefault(name, {}).update({str(d): f"{name}_{d}" for d in dims})
+    varied = dict(zip(ctx.output_names, ctx.output_dims))
+    unchanged = [(name, d) for name, dims in found.items() for d in dims if d not in varied[name]]
+    if not unchanged:
+        return
+    name, dim = unchanged[0]
+    size = work.plan.flat_expected[0][ctx.output_names.index(name)].shape[dim]
+    error = (
+        f"output '{name}' dim {dim} depends on the input's values (torch.export names its size by an unbacked"
+        f" symbol), but every check gave it size {size}, so a trace that baked {size} in would pass them."
+        " HINT: pass check_samples (export) or check_batches (ModelExport) with inputs that give it another size."
+    )
+    for entry in artifacts:
+        if entry["method"] == "trace" and entry["ok"]:
+            entry["ok"], entry["error"] = False, error
 
 
 def _variants(fmt: str, work: _Work) -> tuple[str | None, ...]:

@@ -100,3 +100,14 @@ def test_boolean_leaves_match_where_few_elements_differ():
     band[20:22] = False
     (bad,) = compare_leaves(["out.masks"], [band], [want], 1e-4, 1e-3)
     assert not bad.ok and "0.008 of its elements differ" in bad.describe(1e-4, 1e-3)
+
+
+def test_matched_detection_masks_keep_their_boolean_comparison():
+    names, kinds = [*NAMES, "out.0.masks"], [*KINDS, "masks"]
+    boxes, labels, scores = _detections()
+    masks = np.zeros((len(scores), 64, 64), bool)
+    masks[:, 10:40, 10:40] = True
+    edge = masks.copy()
+    edge[0, 10, 10] = False  # one pixel at an edge, as rounding at the 0.5 threshold flips it
+    result = compare_detections(names, kinds, [boxes, labels, scores, edge], [boxes, labels, scores, masks], 1e-4, 1e-3)
+    assert all(d.ok for d in result.diffs) and result.matched == len(scores)

@@ -216,3 +216,40 @@ def test_batches_without_inputs_are_skipped_with_a_warning(tmp_path):
 def test_bad_check_batches_fail_at_construction(value):
     with pytest.raises(ConfigurationError, match="check_batches"):
         ModelExport(check_batches=value)
+
+
+class KeptRows(nn.Module):
+    """The first rows, as many as have any signal: a count taken by ``.item()``, which a trace bakes in.
+
+    torch.export keeps it as an unbacked size (``u0``); the lambda keeps TorchScript's scripting
+    out (it compiles no lambdas), so ``auto`` keeps the trace.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        count = (x.abs().sum(-1) > 1e-3).sum().item()
+        if not torch.jit.is_tracing():
+            torch._check(count <= x.shape[0])  # for torch.export: the count fits the rows
+        double = lambda t: t * 2  # noqa: E731
+        return double(x[:count])
+
+
+def test_a_size_set_by_values_that_no_check_changed_fails_the_trace_and_names_the_fix(tmp_path):
+    """Random rows always have signal: every check keeps all 16, so only torch.export's symbol tells."""
+    manifest = export(KeptRows(), _sample(), tmp_path, "rows", formats=["torchscript", "onnx"], dynamic_batch=False)
+    torchscript, onnx = manifest["artifacts"]
+    assert torchscript["method"] == "trace" and torchscript["verified"] and not torchscript["ok"]
+    assert "output 'out' dim 0 depends on the input's values" in torchscript["error"]
+    assert "check_samples" in torchscript["error"]
+    assert onnx["method"] == "export" and onnx["ok"], onnx["error"]
+    assert manifest["outputs"]["data_dependent"] == {"out": [0]}
+    assert manifest["outputs"]["dynamic_axes"] == {"out": {"0": "out_0"}}
+    # the check was right: on rows without signal the trace still returns 16 rows, the torch.export graph 5
+    rows = _sample()
+    rows[5:] = 0
+    assert len(load(tmp_path / "rows.torchscript.pt", verified_only=False)(rows)) == 16
+    assert torch.equal(load(tmp_path / "rows.onnx")(rows), KeptRows()(rows)) and len(KeptRows()(rows)) == 5
+    # with a sample that changes the count, the same trace is checked there, and fails there
+    manifest = export(KeptRows(), _sample(), tmp_path / "data", "rows", formats=["torchscript"],
+                      dynamic_batch=False, check_samples=[(rows,)])  # fmt: skip
+    (traced,) = manifest["artifacts"]
+    assert not traced["ok"] and "check_samples[0]" in traced["error"]

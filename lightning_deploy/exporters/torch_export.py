@@ -14,7 +14,7 @@ import torch
 
 from lightning_deploy.exporters.base import Capture, ExportContext, Exporter, save_to_file
 
-__all__ = ["TorchExportExporter"]
+__all__ = ["TorchExportExporter", "unbacked_output_dims"]
 
 # torch._inductor options of the aoti format (measured in docs/performance.md, runtime.py)
 AOTI_INDUCTOR_CONFIGS = {"freezing": True}
@@ -103,3 +103,21 @@ class TorchExportExporter(Exporter):
             )
         weights = sum(t.numel() * t.element_size() for t in capture.program.state_dict.values())
         onnx_program.save(str(path), external_data=True if weights > EXTERNAL_DATA_BYTES else None)
+
+
+def unbacked_output_dims(program: torch.export.ExportedProgram, names: tuple[str, ...]) -> dict[str, list[int]]:
+    """Output dims whose size torch.export could only name by an unbacked symbol (``u0``): set by values.
+
+    ``names`` are the flat adapter's output leaf names, in the order of the program's user outputs.
+    """
+    from torch.export.graph_signature import OutputKind
+    from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+
+    user = [spec.kind == OutputKind.USER_OUTPUT for spec in program.graph_signature.output_specs]
+    values = [node.meta.get("val") for node, keep in zip(program.graph.output_node().args[0], user) if keep]
+    found = {}
+    for name, value in zip(names, values):
+        dims = [d for d, size in enumerate(getattr(value, "shape", ())) if free_unbacked_symbols(size)]
+        if dims:
+            found[name] = dims
+    return found
