@@ -138,7 +138,9 @@ def make_plan(
     changed = changed_dims(inputs.names, export_args, check_args, input_dims)
     second = run_eager(module, call, samples[1], changed, options)
     checks = [Check(EXPORT_SOURCE, samples[0], first), Check(SECOND_SOURCE, samples[1], second)]
-    skipped = _synthetic_check(module, call, inputs, synthetic_sample(export_args, input_dims), checks)
+    synthetic = _synthetic_check(module, call, inputs.unflatten(synthetic_sample(export_args, input_dims)))
+    skipped = [] if isinstance(synthetic, Check) else [{"source": SYNTHETIC_SOURCE, "skipped": synthetic}]
+    checks += [synthetic] if isinstance(synthetic, Check) else []
     checks += [_data_check(module, call, source, sample, device, options) for source, sample in data]
     flat_expected = [expected, outputs.tensors(second)]
     output_dynamic, data_dependent = _output_dims(inputs, outputs, checks)
@@ -157,23 +159,17 @@ def make_plan(
                 data_dependent, skipped)  # fmt: skip
 
 
-def _synthetic_check(
-    module: nn.Module, call: CallSpec, inputs: FlatTree, tensors: tuple[torch.Tensor, ...], checks: list[Check]
-) -> list[dict[str, str]]:
-    """Add the synthetic check where the model itself runs on it; else say why it was skipped.
+def _synthetic_check(module: nn.Module, call: CallSpec, arguments: dict[str, Any]) -> Check | str:
+    """The synthetic check where the model itself runs on it; else why it is skipped.
 
     It is ours, not the user's: a model that needs a minimum size (inception_v3: 75 pixels)
     fails on it, and that is no fault of the export.
     """
-    arguments = inputs.unflatten(tensors)
     args, kwargs = call.split(arguments)
     try:
-        expected = module(*args, **kwargs)
+        return Check(SYNTHETIC_SOURCE, arguments, module(*args, **kwargs))
     except Exception as err:  # noqa: BLE001 - the model's own limit; recorded, the other checks go on
-        reason = f"the model itself fails on it: {type(err).__name__}: {str(err)[:300]}"
-        return [{"source": SYNTHETIC_SOURCE, "skipped": reason}]
-    checks.append(Check(SYNTHETIC_SOURCE, arguments, expected))
-    return []
+        return f"the model itself fails on it: {type(err).__name__}: {str(err)[:300]}"
 
 
 def _data_check(

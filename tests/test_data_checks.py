@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -59,6 +63,9 @@ def test_a_baked_in_count_is_caught_by_the_synthetic_sample(tmp_path):
     runner = load(tmp_path / "topk.torchscript.pt", verified_only=False)
     with pytest.raises(RuntimeError):
         runner(_sample(4))
+    show = [sys.executable, "-m", "lightning_deploy.cli", "show", str(tmp_path / "topk.export.json")]
+    shown = subprocess.run(show, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, check=False)
+    assert "2/3 passed" in shown.stdout and "1 tracer warning(s): Converting a tensor" in shown.stdout, shown.stdout
 
 
 class MaskedRows(nn.Module):
@@ -253,3 +260,14 @@ def test_a_size_set_by_values_that_no_check_changed_fails_the_trace_and_names_th
                       dynamic_batch=False, check_samples=[(rows,)])  # fmt: skip
     (traced,) = manifest["artifacts"]
     assert not traced["ok"] and "check_samples[0]" in traced["error"]
+
+
+def test_a_synthetic_sample_the_model_cannot_take_is_skipped_and_said(tmp_path):
+    model = nn.Conv2d(3, 4, 9)  # needs 9 pixels; the synthetic sample has 4
+    manifest = export(model, torch.randn(2, 3, 16, 16), tmp_path, "conv", formats=["onnx"],
+                      dynamic_axes={"input": {2: "height", 3: "width"}})  # fmt: skip
+    (onnx,) = manifest["artifacts"]
+    assert onnx["ok"], onnx["error"]
+    assert [c["source"] for c in onnx["checks"]] == ["export sample", "second sample (dynamic dims changed)"]
+    (skipped,) = manifest["skipped_checks"]
+    assert skipped["source"].startswith("synthetic") and "the model itself fails" in skipped["skipped"]
