@@ -213,7 +213,8 @@ def _preamble() -> str:
         f" `tools/detectron2_zoo.py`). Exported at {EXPORT_SIZE[0]}x{EXPORT_SIZE[1]} with `dynamic_batch=False` and"
         " height/width dynamic; checks are the export sample, the second sample (sizes grown), the synthetic"
         " sample (32x32, new values). Every artifact marked ok is then run through `load()` in a fresh process"
-        " without detectron2 on three images it never saw (detections per image in brackets). See"
+        " without detectron2 on three images it never saw (detections per image in brackets). A max abs diff"
+        " of 1 is a boolean mask pixel at the threshold (at most `rtol` of a mask's pixels may differ). See"
         " [detectron2 models](detectron2.md).\n\n"
     )
 
