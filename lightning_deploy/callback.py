@@ -274,7 +274,7 @@ class ModelExport(Callback):
             try:
                 bind_sample(target, sample, source)
             except ConfigurationError as err:
-                found, reason = [], f"{err} HINT: define export_sample(batch) returning forward's inputs."
+                found, reason = [], f"{err} Or define export_sample(batch) returning forward's inputs."
                 break
         if reason:
             rank_zero_warn(f"ModelExport(check_batches={self.check_batches}): not verified on data: {reason}")

@@ -5,7 +5,7 @@ this package never imports detectron2 itself.
 
 - **Structures.** ``Instances`` flattens to its fields by name plus ``image_size`` (a tensor
   leaf, so a traced graph computes it from the input); ``Boxes``, ``RotatedBoxes``, ``BitMasks``,
-  ``ROIMasks`` and ``Keypoints`` to their one tensor (field ``tensor``, ``keypoints``), ``ImageList``
+  ``ROIMasks`` and ``Keypoints`` to their one tensor (field ``tensor``), ``ImageList``
   to ``tensor`` and ``image_sizes``. They are registered with ``torch.utils._pytree``, so leaves
   are named ``out.0.instances.pred_boxes.tensor`` and ``load()`` rebuilds named records.
 - **len().** detectron2's ROI heads call ``len(instances)``, which a trace turns into a
@@ -173,8 +173,8 @@ def _prepared(module: nn.Module) -> nn.Module:
     """``module``; a ``TracingAdapter`` with structured outputs; a ``PanopticFPN`` without the host-side merge."""
     flatten = sys.modules.get("detectron2.export.flatten")
     if flatten is not None and isinstance(module, flatten.TracingAdapter):
-        return _StructuredTracingAdapter(module)
+        return _StructuredTracingAdapter(module).train(module.training)
     panoptic = sys.modules.get("detectron2.modeling.meta_arch.panoptic_fpn")
     if panoptic is not None and isinstance(module, panoptic.PanopticFPN):
-        return _PanopticWithoutMerge(module)
+        return _PanopticWithoutMerge(module).train(module.training)
     return module
