@@ -18,6 +18,7 @@ checks with the same input shapes depends on the input's values (``data_dependen
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -124,9 +125,7 @@ def samples_from_batches(
     """
     convert = getattr(module, "export_sample", None)
     found: list[tuple[str, Any]] = []
-    for index, batch in enumerate(batches):
-        if index >= limit:
-            break
+    for index, batch in enumerate(itertools.islice(batches, limit)):  # no batch past the last one is loaded
         if callable(convert):
             sample = convert(batch)
         elif isinstance(batch, (tuple, list)) and len(batch) == 2:
