@@ -3,7 +3,7 @@
 Run: ``.venv/bin/python benchmarks/cold_start.py [--repeats 15] [--doc docs/performance.md]`` (prints a table; asserts
 nothing). Both child processes import what they need, open the model, build the same input
 and run it once; the wall time of each whole process is measured, the median of
-``--repeats`` runs taken. Also printed: the import time of ``lightning_deploy.load`` on top
+``--repeats`` runs taken. Also printed: the import time of ``lightning_deploy.runtime.loading`` on top
 of ``onnxruntime`` (the torch-free path), and whether torch was imported.
 """
 

@@ -23,7 +23,7 @@ import torchvision
 from perfdoc import argument_parser, publish
 
 from lightning_deploy import export, load
-from lightning_deploy.flat_files import save_inputs
+from lightning_deploy.serving.flat_files import save_inputs
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "cpp"
 REPEAT = 100

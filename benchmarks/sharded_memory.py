@@ -71,7 +71,8 @@ import json, resource, sys, warnings
 warnings.filterwarnings("ignore")
 sys.path.insert(0, {here!r})
 import torch, onnx, onnxruntime, onnxscript, lightning.pytorch
-from lightning_deploy import cli, checkpoints, export
+from lightning_deploy import cli, export
+from lightning_deploy.lightning import checkpoints
 from sharded_memory import Wide
 torch.set_num_threads({threads})
 

@@ -3,18 +3,19 @@
 Public API: ``ModelExport`` (the callback), ``export`` (the engine) and ``load`` (run an
 artifact with structured I/O).
 Imports are lazy so that ``from lightning_deploy import load`` of an ONNX artifact works
-with only ``onnxruntime`` and ``numpy`` installed.
+with only ``onnxruntime`` and ``numpy`` installed. The parts and the way they depend on
+each other are in ``docs/design.md``.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
-# Eager, not lazy: importing the submodule ``lightning_deploy.load`` (the verifier does) would
-# otherwise leave the package attribute ``load`` bound to that module instead of the function.
-# It is torch-free (numpy and, for ONNX, onnxruntime only when an artifact is opened).
-from lightning_deploy.load import load
+from lightning_deploy import _compat
+from lightning_deploy.runtime.loading import load  # torch-free: numpy, and onnxruntime once an artifact opens
 
 __version__ = "0.1.0"
 
@@ -32,8 +33,8 @@ __all__ = [
 ]
 
 _LAZY = {
-    "export": "lightning_deploy.engine",
-    "ModelExport": "lightning_deploy.callback",
+    "export": "lightning_deploy.exporting.engine",
+    "ModelExport": "lightning_deploy.lightning.callback",
     "CheckpointError": "lightning_deploy.errors",
     "ConfigurationError": "lightning_deploy.errors",
     "ExportError": "lightning_deploy.errors",
@@ -44,8 +45,6 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from lightning_deploy.callback import ModelExport
-    from lightning_deploy.engine import export
     from lightning_deploy.errors import (
         CheckpointError,
         ConfigurationError,
@@ -55,6 +54,8 @@ if TYPE_CHECKING:
         LoadError,
         StructureError,
     )
+    from lightning_deploy.exporting.engine import export
+    from lightning_deploy.lightning.callback import ModelExport
 
 
 def __getattr__(name: str) -> Any:
@@ -67,3 +68,20 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
+
+
+class _Package(types.ModuleType):
+    """This package, whose public functions keep their names when a submodule of the same name is imported.
+
+    Importing a submodule binds it on its parent; the old path ``lightning_deploy.load``
+    (``_compat``) would so replace the function ``load``.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in __all__ and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+_compat.install()

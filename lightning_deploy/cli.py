@@ -6,36 +6,24 @@
     lightning-deploy serve PATH [--port 8000] [--device D] [--max-batch-size N] [--workers N]
     lightning-deploy triton PATH --repository DIR [--name NAME] [--max-batch-size N]
 
-The parser is jsonargparse's, built from ``ModelExport``'s signature and docstring, so every
-option is validated from its type hint and has the callback's own help text. Failures print
+``export``'s options are ``ModelExport``'s, parsed by jsonargparse (``lightning/export_command.py``);
+the other commands are plain argparse, importing neither torch nor Lightning. Failures print
 one line naming the problem and the fix, and exit with status 2 (1 when an artifact failed).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import difflib
-import functools
-import importlib
-import importlib.util
-import inspect
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
-from lightning_deploy.errors import LightningDeployError
-from lightning_deploy.manifest import manifest_path, read_manifest
+from lightning_deploy.artifact.manifest import manifest_path, read_manifest
+from lightning_deploy.errors import CommandError, LightningDeployError
 from lightning_deploy.report import print_report
 
 __all__ = ["main"]
-
-_CALLBACK_ONLY = {"input_sample"}  # Python objects, not command-line values
-
-
-class CommandError(LightningDeployError):
-    """A command-line mistake; printed as one line."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,7 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["export"]:  # the one command whose parser needs jsonargparse
-            return _export(_parse_export(argv[1:]), argv)
+            from lightning_deploy.lightning.export_command import parse_export, run_export
+
+            return run_export(parse_export(argv[1:]), argv)
         config = _parser().parse_args(argv)
         return _COMMANDS[config.command](config, argv)
     except (LightningDeployError, OSError) as err:
@@ -135,189 +125,17 @@ _SERVE_DESCRIPTION = "Serve an artifact over HTTP with LitServe: POST /predict (
 _TRITON_DESCRIPTION = "Write a Triton Inference Server model repository entry for an ONNX or TorchScript artifact."
 
 
-def _parse_export(argv: list[str]) -> Any:
-    """``export``'s options, parsed by jsonargparse from ``ModelExport``'s signature read from its source."""
-    from jsonargparse import ArgumentError
-
-    try:
-        return _export_parser().parse_args(argv)
-    except ArgumentError as err:
-        raise CommandError(f"{err} HINT: see 'lightning-deploy export --help'.") from None
-
-
-def _export_parser() -> Any:
-    """The parser of ``export`` (jsonargparse): the checkpoint options, then ``ModelExport``'s own."""
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(
-        prog="lightning-deploy export",
-        description="Export a checkpoint of a finished run, verified.",
-        exit_on_error=False,
-        allow_abbrev=False,
-    )
-    parser.add_argument("--ckpt_path", required=True, help="the checkpoint to export; artifacts are written beside it")
-    parser.add_argument(
-        "--trust_checkpoint",
-        action="store_true",
-        help="read the checkpoint with torch.load(weights_only=False): only for a file you trust, since unpickling"
-        " can run code (default: weights_only=True, which a Lightning checkpoint of tensors and plain values passes)",
-    )
-    parser.add_argument(
-        "--model",
-        help="class path of the LightningModule (package.module.Class); default: the class the checkpoint records",
-    )
-    parser.add_argument(
-        "--config",
-        help="the LightningCLI YAML that trained the model: its model init_args and its ModelExport settings are used;"
-        " options given here override them",
-    )
-    parser.add_function_arguments(model_export_signature(), None, skip=_CALLBACK_ONLY)
-    return parser
-
-
 def help_texts() -> dict[str, str]:
     """Every command's ``--help``, keyed by the command line that prints it (for the reference page)."""
+    from lightning_deploy.lightning.export_command import export_parser
+
     parser = _parser()
     texts = {"lightning-deploy": parser.format_help()}
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))  # argparse has no API
     for name, command in commands.choices.items():
-        help_text = _export_parser().format_help() if name == "export" else command.format_help()
+        help_text = export_parser().format_help() if name == "export" else command.format_help()
         texts[f"lightning-deploy {name}"] = help_text
     return texts
-
-
-def model_export_signature() -> Callable[..., None]:
-    """A stand-in with ``ModelExport.__init__``'s parameters and ``ModelExport``'s docstring, made from its source.
-
-    Importing the callback imports Lightning and torch (seconds); reading its source with
-    ``ast`` takes milliseconds, and the source stays the one place the options are written.
-    Its annotations use only ``typing`` names, evaluated here; ``tests/test_cli.py`` checks
-    that the stand-in's signature is the callback's.
-    """
-    spec = importlib.util.find_spec("lightning_deploy.callback")
-    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
-    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ModelExport")
-    init = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
-    arguments = ast.arguments(
-        posonlyargs=[], args=init.args.args[1:], vararg=None, kwonlyargs=[], kw_defaults=[], kwarg=None,
-        defaults=init.args.defaults,
-    )  # fmt: skip
-    stand_in = ast.FunctionDef(name="ModelExport", args=arguments, body=[ast.Pass()], decorator_list=[], returns=None)
-    namespace: dict[str, Any] = {"__name__": __name__, "Any": Any, "Literal": Literal, "Sequence": Sequence}
-    exec(compile(ast.fix_missing_locations(ast.Module([stand_in], [])), spec.origin, "exec"), namespace)
-    function = namespace["ModelExport"]
-    function.__doc__ = ast.get_docstring(cls)
-    return function
-
-
-def _export(config: Any, argv: list[str]) -> int:
-    from lightning_deploy.callback import ModelExport
-
-    ckpt = Path(config.ckpt_path)
-    if not ckpt.exists():
-        raise CommandError(
-            f"--ckpt_path {ckpt}: no such file or directory. HINT: pass a .ckpt file or a sharded checkpoint directory."
-        )
-    yaml_model, yaml_export = _read_config(config.config) if config.config else ({}, {})
-    given = {k: v for k, v in config.items() if k in _option_names() and _given(k, argv)}
-    callback = ModelExport(**{**yaml_export, **given})
-    model = _build_model(ckpt, config.model, yaml_model, config.trust_checkpoint)
-    datamodule = _build_datamodule(config.config) if config.config and callback.check_batches else None
-    manifest = callback.export_checkpoint(model, str(ckpt), holds_weights=True, datamodule=datamodule)
-    return 0 if manifest["ok"] else 1
-
-
-@functools.cache
-def _option_names() -> frozenset[str]:
-    """ModelExport's command-line options (its signature, less the Python-only arguments)."""
-    from lightning_deploy.callback import ModelExport
-
-    return frozenset(inspect.signature(ModelExport).parameters) - _CALLBACK_ONLY
-
-
-def _given(name: str, argv: list[str]) -> bool:
-    """Whether ``--name`` was typed, so that only typed options override the YAML's."""
-    return any(token == f"--{name}" or token.startswith(f"--{name}=") for token in argv)
-
-
-def _read_config(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The YAML's ``model`` section and its ``lightning_deploy.ModelExport`` init_args."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise CommandError(f"--config {path}: no such file.") from None
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        raise CommandError(f"--config {path}: not valid YAML ({where}). HINT: check the indentation there.") from None
-    if not isinstance(data, dict):
-        raise CommandError(f"--config {path}: expected a LightningCLI config (a mapping with model/trainer keys).")
-    callbacks = (data.get("trainer") or {}).get("callbacks") or []
-    exports = [c for c in callbacks if isinstance(c, dict) and str(c.get("class_path", "")).endswith("ModelExport")]
-    init_args = (exports[0].get("init_args") or {}) if exports else {}
-    unknown = sorted(set(init_args) - _option_names())
-    if unknown:
-        guesses = {k: difflib.get_close_matches(k, _option_names(), n=1) for k in unknown}
-        meant = ", ".join(f"{k!r} (did you mean {g[0]!r}?)" if g else repr(k) for k, g in guesses.items())
-        raise CommandError(
-            f"--config {path}: ModelExport init_args has unknown key(s) {meant}."
-            f" HINT: valid keys are {sorted(_option_names())}."
-        )
-    return data.get("model") or {}, init_args
-
-
-def _build_model(ckpt: Path, class_path: str | None, yaml_model: dict[str, Any], trusted: bool = False) -> Any:
-    """The LightningModule of ``ckpt`` (file or sharded directory): its class, hyperparameters, YAML init_args."""
-    from lightning_deploy.checkpoints import is_sharded, read_checkpoint_meta, rebuild
-
-    checkpoint = read_checkpoint_meta(ckpt, trusted)
-    if not is_sharded(ckpt) and "state_dict" not in checkpoint:
-        raise CommandError(f"--ckpt_path {ckpt}: not a Lightning checkpoint (no state_dict).")
-    class_path = class_path or yaml_model.get("class_path") or checkpoint.get("hyper_parameters", {}).get("_class_path")
-    if not class_path:
-        raise CommandError(
-            f"{ckpt.name} does not record its LightningModule class. HINT: pass --model package.module.ClassName."
-        )
-    cls = _import(class_path)
-    init_args = yaml_model.get("init_args", {}) if "class_path" in yaml_model else yaml_model
-    try:
-        return rebuild(cls, ckpt, trusted, **init_args)
-    except RuntimeError as err:
-        detail = " ".join(str(err).split())[:300]
-        raise CommandError(
-            f"--model {class_path} does not match the checkpoint's weights ({detail})."
-            " HINT: pass the class that trained this checkpoint."
-        ) from None
-    except TypeError as err:
-        raise CommandError(
-            f"cannot build {class_path} from the checkpoint: {err}. HINT: pass --config with the training YAML,"
-            " whose model init_args fill in what the checkpoint does not record."
-        ) from None
-
-
-def _build_datamodule(path: str) -> Any:
-    """The YAML's datamodule where its ``data`` section names a ``class_path`` (the check batches' source), else None.
-
-    A ``data`` section without ``class_path`` belongs to a LightningCLI script that fixes the
-    class itself; its ``export`` subcommand passes the datamodule instead.
-    """
-    import yaml
-
-    data = (yaml.safe_load(Path(path).read_text()) or {}).get("data")
-    if not isinstance(data, dict) or "class_path" not in data:
-        return None
-    return _import(data["class_path"], "data.class_path")(**(data.get("init_args") or {}))
-
-
-def _import(class_path: str, option: str = "--model") -> type:
-    module_name, _, name = class_path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError, ValueError):
-        raise CommandError(
-            f"{option} {class_path}: cannot import it. HINT: give package.module.ClassName, importable from here."
-        ) from None
 
 
 def _show(config: Any, argv: list[str]) -> int:
@@ -333,7 +151,7 @@ def _show(config: Any, argv: list[str]) -> int:
 def _run(config: Any, argv: list[str]) -> int:
     import numpy as np
 
-    from lightning_deploy.load import load
+    from lightning_deploy.runtime.loading import load
 
     model = load(config.artifact, device=config.device)
     outputs = _run_on_file(model, Path(config.input))
@@ -377,7 +195,7 @@ def _run_on_file(model: Any, path: Path) -> dict[str, Any]:
 
 def _serve(config: Any, argv: list[str]) -> int:
     try:
-        from lightning_deploy.serve import serve
+        from lightning_deploy.serving.server import serve
     except ImportError as err:
         raise CommandError(f"serve needs {err.name}. HINT: pip install 'lightning-deploy[serve]'.") from None
     serve(
@@ -394,7 +212,7 @@ def _serve(config: Any, argv: list[str]) -> int:
 
 
 def _triton(config: Any, argv: list[str]) -> int:
-    from lightning_deploy.triton import write_model_repository
+    from lightning_deploy.serving.triton import write_model_repository
 
     folder = write_model_repository(
         config.path, config.repository, config.name, config.max_batch_size, config.format, config.overwrite
@@ -412,7 +230,7 @@ def _numpy(value: Any) -> Any:
     return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
 
 
-_COMMANDS = {"export": _export, "show": _show, "run": _run, "serve": _serve, "triton": _triton}
+_COMMANDS = {"show": _show, "run": _run, "serve": _serve, "triton": _triton}
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "CommandError",
     "ConfigurationError",
     "ExportError",
     "IntegrityError",
@@ -44,3 +45,7 @@ class IntegrityError(LoadError):
 
 class StructureError(LightningDeployError, ValueError):
     """A value does not have the structure (keys, lengths, dtypes, ranks) the schema expects."""
+
+
+class CommandError(LightningDeployError):
+    """A mistake on the command line (``lightning-deploy ...``); printed as one line naming the option and the fix."""

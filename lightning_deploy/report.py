@@ -1,4 +1,4 @@
-"""Report an export to the person and the logger: one table, a few headline metrics.
+"""Report an export to the person: one table of its artifacts, their checks and what failed.
 
 Importable without Lightning or torch, so that ``lightning-deploy show`` stays light.
 """
@@ -6,15 +6,12 @@ Importable without Lightning or torch, so that ``lightning-deploy show`` stays l
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-if TYPE_CHECKING:
-    import lightning.pytorch as pl
-
-__all__ = ["log_headlines", "print_report"]
+__all__ = ["print_report"]
 
 
 def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
@@ -70,16 +67,3 @@ def _file_note(artifact: dict[str, Any]) -> str:
     if "delta" in accuracy:
         lines.append(f"top-1 {accuracy['artifact']:.4f} vs {accuracy['eager']:.4f} ({accuracy['delta']:+.4f})")
     return "\n".join(lines)
-
-
-def log_headlines(trainer: pl.Trainer, manifest: dict[str, Any]) -> None:
-    """Log ``export/<format>_ok``, ``export/<format>_max_abs_diff`` (and ``_accuracy_delta``) to the loggers."""
-    metrics: dict[str, float] = {}
-    for a in manifest["artifacts"]:
-        metrics[f"export/{a['format']}_ok"] = float(a["ok"])
-        if a.get("max_abs_diff") is not None:
-            metrics[f"export/{a['format']}_max_abs_diff"] = float(a["max_abs_diff"])
-        if "delta" in (a.get("accuracy") or {}):
-            metrics[f"export/{a['format']}_accuracy_delta"] = float(a["accuracy"]["delta"])
-    for logger in trainer.loggers:
-        logger.log_metrics(metrics, step=trainer.global_step)

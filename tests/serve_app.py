@@ -4,7 +4,7 @@ import sys
 
 import litserve as ls
 
-from lightning_deploy.serve import ExportedModelAPI
+from lightning_deploy.serving.server import ExportedModelAPI
 
 if __name__ == "__main__":  # spawned workers import this file again: build the server only here
     artifact, port = sys.argv[1], int(sys.argv[2])

@@ -226,7 +226,20 @@ def test_help_show_and_run_of_onnx_import_neither_torch_nor_lightning(tmp_path):
         result = _run([sys.executable, "-X", "importtime", "-m", "lightning_deploy.cli", *command], tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
         imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if "import time:" in line}
-        assert "lightning_deploy.manifest" in imported, "the import log was read"
-        heavy = imported & {"torch", "lightning", "jsonargparse", "lightning_deploy.callback"}
+        assert "lightning_deploy.artifact.manifest" in imported, "the import log was read"
+        heavy = imported & {"torch", "lightning", "jsonargparse", "lightning_deploy.lightning.callback"}
         assert not heavy, f"{command}: imports {heavy}"
     assert "out  shape=[3, 2]" in result.stdout
+
+
+def test_export_help_imports_neither_torch_nor_lightning(tmp_path):
+    """As the console script runs it (``lightning_deploy.cli`` imported, not ``__main__``): jsonargparse names the
+    options' import path through the package, which once imported the callback, Lightning and torch (7 s)."""
+    console_script = "import sys; from lightning_deploy.cli import main; sys.exit(main())"
+    result = _run([sys.executable, "-X", "importtime", "-c", console_script, "export", "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "--check_batches" in result.stdout and "--ckpt_path" in result.stdout
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if "import time:" in line}
+    assert "jsonargparse" in imported, "the import log was read"
+    heavy = imported & {"torch", "lightning", "onnxruntime", "lightning_deploy.lightning.callback"}
+    assert not heavy, f"export --help imports {heavy}"

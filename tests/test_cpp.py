@@ -1,7 +1,7 @@
 """The C++ example: build ``infer`` against the wheel's libtorch and run artifacts without Python.
 
 The build (CMake, g++) takes about 15-40 s on 2 cores; its time is printed. Inputs go in and
-outputs come back through ``lightning_deploy.flat_files`` at a batch the export never saw.
+outputs come back through ``lightning_deploy.serving.flat_files`` at a batch the export never saw.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from models import StructuredModel, structured_sample
 
 from lightning_deploy import export, load
-from lightning_deploy.flat_files import load_outputs, save_inputs
+from lightning_deploy.serving.flat_files import load_outputs, save_inputs
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "cpp"
 pytestmark = pytest.mark.skipif(shutil.which("cmake") is None or shutil.which("g++") is None,

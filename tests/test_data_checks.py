@@ -15,8 +15,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_deploy import ConfigurationError, ModelExport, export, load
-from lightning_deploy.checks import smaller_size
-from lightning_deploy.triton import write_model_repository
+from lightning_deploy.exporting.checks import smaller_size
+from lightning_deploy.serving.triton import write_model_repository
 
 
 class ThresholdedTopK(nn.Module):

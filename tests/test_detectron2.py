@@ -52,7 +52,7 @@ def test_mask_rcnn_artifacts_hold_on_images_they_never_saw(case):
 
 
 def test_triton_writes_a_dynamic_count_for_detections(case, tmp_path):
-    from lightning_deploy.triton import write_model_repository
+    from lightning_deploy.serving.triton import write_model_repository
 
     folder = write_model_repository(case["folder"] / "mask_rcnn.export.json", tmp_path / "repo", format="onnx")
     config = (folder / "config.pbtxt").read_text()

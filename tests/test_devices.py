@@ -22,10 +22,10 @@ from models import Prediction, StructuredModel, structured_sample
 from torch import nn
 
 from lightning_deploy import LoadError, ModelExport, export, load
-from lightning_deploy.engine import _verification_device
-from lightning_deploy.placement import choose_device, normalise_device
-from lightning_deploy.plan import device_name, module_device
-from lightning_deploy.runtimes.onnxruntime import providers_for
+from lightning_deploy.exporting.attempts import verification_device as _verification_device
+from lightning_deploy.exporting.plan import device_name, module_device
+from lightning_deploy.runtime.backends.onnxruntime import providers_for
+from lightning_deploy.runtime.placement import choose_device, normalise_device
 
 ALL = ["torchscript", "onnx", "pt2", "aoti"]
 CUDA = torch.cuda.is_available()

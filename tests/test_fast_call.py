@@ -140,8 +140,8 @@ def test_torch_imported_after_load_gets_torch_tensors_back(artifacts):
 
 def test_field_names_that_are_no_attribute_names_are_written_as_strings():
     """Record fields such as ``lambda`` or ``0`` (a pytree node's keys) cannot appear in source as names."""
-    from lightning_deploy.fast_call import Miss, compile_call
-    from lightning_deploy.schema import Structure
+    from lightning_deploy.artifact.structure import Structure
+    from lightning_deploy.runtime.fast_call import Miss, compile_call
 
     tensor = lambda name: {"kind": "tensor", "name": name}  # noqa: E731
     record = {"kind": "record", "class": "somewhere.Out", "fields": ["lambda", "0"]}

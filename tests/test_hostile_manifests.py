@@ -175,3 +175,59 @@ def test_fuzzed_manifests_load_or_raise_load_error(exported, tmp_path_factory, r
     torch.testing.assert_close(
         load(source / "model.export.json")(sample).logits, StructuredModel()(sample).logits, atol=1e-5, rtol=1e-4
     )  # fmt: skip  (the real manifest still works)
+
+
+CALL_NAMES = st.one_of(
+    st.sampled_from(["batch", "x", "", "a b", "1x", "def", "lambda", "p0", "call", "Miss", ")", "batch'"]),
+    st.text(max_size=6),
+)
+
+
+@st.composite
+def mutated_call(draw, manifest):
+    """A copy of ``manifest`` whose ``inputs.schema.call`` (forward's parameters) was changed."""
+    manifest = copy.deepcopy(manifest)
+    call = manifest["inputs"]["schema"]["call"]
+    parameters = call["parameters"]
+    action = draw(st.sampled_from(["drop", "add", "rename", "reorder", "empty", "special"]))
+    if action == "drop" and parameters:
+        parameters.pop(draw(st.integers(0, len(parameters) - 1)))
+    elif action == "add":
+        parameters.insert(draw(st.integers(0, len(parameters))), draw(CALL_NAMES))
+    elif action == "rename" and parameters:
+        parameters[draw(st.integers(0, len(parameters) - 1))] = draw(CALL_NAMES)
+    elif action == "reorder":
+        parameters.reverse()
+    elif action == "empty":
+        parameters.clear()
+    else:
+        call[draw(st.sampled_from(["var_positional", "var_keyword"]))] = draw(st.one_of(st.none(), CALL_NAMES))
+    return manifest
+
+
+def test_fuzzed_call_sections_load_or_raise_load_error(exported, tmp_path_factory):
+    """``forward``'s parameters as the manifest records them feed the straight-line call's source: no foreign error."""
+    source, manifest = exported
+    folder = tmp_path_factory.mktemp("fuzz-call") / "copy"
+    shutil.copytree(source, folder)
+    (sample,) = structured_sample(3)
+    outcomes = {"loaded and ran": 0, "LoadError": 0, "StructureError on call": 0}
+
+    @settings(max_examples=200, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+    @given(data=st.data())
+    def check(data):
+        _write(folder, data.draw(mutated_call(manifest)))
+        try:
+            model = load(folder / "model.export.json", format=data.draw(st.sampled_from(FORMATS)))
+        except LoadError:
+            outcomes["LoadError"] += 1
+            return
+        try:
+            model(sample)
+            outcomes["loaded and ran"] += 1
+        except StructureError:
+            outcomes["StructureError on call"] += 1
+
+    check()
+    assert sum(outcomes.values()) == 200 and outcomes["LoadError"] > 0, outcomes

@@ -13,7 +13,7 @@ def _modules_after(statement: str) -> set[str]:
 
 
 def test_load_module_imports_neither_lightning_nor_torch():
-    loaded = _modules_after("import lightning_deploy.load")
+    loaded = _modules_after("import lightning_deploy.runtime.loading")
     assert "lightning_deploy" in loaded
     assert "lightning" not in loaded and "pytorch_lightning" not in loaded
     assert "torch" not in loaded

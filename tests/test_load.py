@@ -67,7 +67,7 @@ def test_one_changed_byte_is_refused(exported, tmp_path, where):
 
 
 def test_external_onnx_weights_are_loaded_and_their_bytes_checked(tmp_path, monkeypatch):
-    from lightning_deploy.exporters import torch_export
+    from lightning_deploy.exporting.methods import torch_export
 
     monkeypatch.setattr(torch_export, "EXTERNAL_DATA_BYTES", 256)  # the StructuredModel has 848 bytes
     export(StructuredModel(), structured_sample(2), tmp_path, "model", formats=["onnx", "onnx-optimized"],

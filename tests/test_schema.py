@@ -10,8 +10,8 @@ import torch
 from models import Pair, Prediction
 
 from lightning_deploy import ConfigurationError, ExportError
-from lightning_deploy.adapters import flatten_tree
-from lightning_deploy.schema import Structure
+from lightning_deploy.artifact.structure import Structure
+from lightning_deploy.exporting.adapters import flatten_tree
 
 
 def _round_trip(value, root="out"):

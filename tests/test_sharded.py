@@ -19,7 +19,7 @@ from digits import DigitsMLP
 from sharded_checkpoints import lightning_checkpoint, save_from_one_process
 
 from lightning_deploy import CheckpointError, ModelExport, load
-from lightning_deploy.checkpoints import load_weights, rebuild
+from lightning_deploy.lightning.checkpoints import load_weights, rebuild
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent

@@ -21,7 +21,7 @@ from tritonclient.grpc import model_config_pb2
 
 from lightning_deploy import export
 from lightning_deploy.errors import ConfigurationError
-from lightning_deploy.triton import DEFAULT_MAX_BATCH_SIZE, write_model_repository
+from lightning_deploy.serving.triton import DEFAULT_MAX_BATCH_SIZE, write_model_repository
 
 ONNX_TYPES = {  # onnx.TensorProto element type -> Triton's data type
     onnx.TensorProto.FLOAT: "TYPE_FP32",

@@ -12,8 +12,8 @@ from models import ShapeBranch
 from torch import nn
 
 from lightning_deploy import export, load
-from lightning_deploy.plan import Plan
-from lightning_deploy.schema import Record
+from lightning_deploy.artifact.structure import Record
+from lightning_deploy.exporting.plan import Plan
 
 FORMATS = ["onnx", "torchscript", "pt2"]
 

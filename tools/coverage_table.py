@@ -32,7 +32,7 @@ from peers import HF_MODELS, LIGHTNING_DEMOS, TIMM_MODELS, Peer, call_like_forwa
 from zoo import build_detection, non_degenerate
 
 from lightning_deploy import export, load
-from lightning_deploy.manifest import versions
+from lightning_deploy.artifact.manifest import versions
 
 
 @dataclasses.dataclass

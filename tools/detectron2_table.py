@@ -34,9 +34,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from detectron2_zoo import MODELS, build, detectron2_root, image
 
-from lightning_deploy import detectron2 as support
 from lightning_deploy import export
-from lightning_deploy.adapters import flatten_tree
+from lightning_deploy.exporting import detectron2 as support
+from lightning_deploy.exporting.adapters import flatten_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "coverage.md"
@@ -98,7 +98,8 @@ def run_case(name: str, route: str, root: Path, out: Path) -> dict[str, Any]:
 def recheck(manifest_path: Path) -> dict[str, Any]:
     """In a process without detectron2: every ok artifact through ``load()`` at each re-check image."""
     from lightning_deploy import load
-    from lightning_deploy.compare import compare_outputs, named_leaves
+    from lightning_deploy.exporting.compare import named_leaves
+    from lightning_deploy.exporting.detections import compare_outputs
 
     try:
         import detectron2  # noqa: F401
@@ -152,10 +153,13 @@ def table(rows: list[dict[str, Any]]) -> str:
             matched = (entry.get("detections") or {}).get("matched", "-")
             if entry["ok"]:
                 results = row["recheck"].get(fmt, {})
-                recheck_text = ", ".join(
-                    ("✅" if r["ok"] else "❌ " + (r["error"] or "")[:120]) + f" ({r.get('detections', '?')})"
-                    for r in results.values()
-                ) or "❌ not re-checked"
+                recheck_text = (
+                    ", ".join(
+                        ("✅" if r["ok"] else "❌ " + (r["error"] or "")[:120]) + f" ({r.get('detections', '?')})"
+                        for r in results.values()
+                    )
+                    or "❌ not re-checked"
+                )
                 state = "✅"
             else:
                 recheck_text = "- (not ok)"
@@ -171,7 +175,7 @@ def write_doc(text: str) -> None:
     body = f"{SECTION}\n\n{text}\n"
     if SECTION in doc:
         head, _, rest = doc.partition(SECTION)
-        tail = rest[rest.find("\n## ") + 1:] if "\n## " in rest else ""
+        tail = rest[rest.find("\n## ") + 1 :] if "\n## " in rest else ""
         doc = head + body + ("\n" + tail if tail else "")
     else:
         doc = doc.rstrip() + "\n\n" + body

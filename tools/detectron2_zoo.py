@@ -33,8 +33,12 @@ MODELS = {
 SCORE_SCALE = 10.0
 # Untrained mask logits sit near 0, so binary masks are a coin flip at 0.5 that float rounding decides
 # (one pixel in 100 masks differed between eager and ONNX Runtime): they are spread like the scores.
-MASK_LAYERS = ("roi_heads.mask_head.predictor", "roi_heads.mask_head.coarse_head.prediction",
-               "roi_heads.mask_head.point_head.predictor", "roi_heads.keypoint_head.score_lowres")
+MASK_LAYERS = (
+    "roi_heads.mask_head.predictor",
+    "roi_heads.mask_head.coarse_head.prediction",
+    "roi_heads.mask_head.point_head.predictor",
+    "roi_heads.keypoint_head.score_lowres",
+)
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "scripts" / "build-detectron2"
 
 

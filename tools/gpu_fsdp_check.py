@@ -30,7 +30,7 @@ def main() -> None:
     from lightning.pytorch.strategies import FSDPStrategy
 
     from lightning_deploy import ModelExport, load
-    from lightning_deploy.checkpoints import rebuild
+    from lightning_deploy.lightning.checkpoints import rebuild
 
     warnings.filterwarnings("ignore")
     if not torch.cuda.is_available():

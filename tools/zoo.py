@@ -1,7 +1,7 @@
 """Model builders for the coverage table and tests: torchvision models made sane and non-degenerate.
 
 torchvision's detection models built with ``weights=None`` give every box the same score
-(DESIGN.md), which turns any comparison into a tie-break. ``non_degenerate`` re-estimates
+(docs/design.md, "Untrained detectors"), which turns any comparison into a tie-break. ``non_degenerate`` re-estimates
 BatchNorm statistics on a few random images and scales the class-score weights, so that
 detections are present with distinct scores.
 

@@ -3,9 +3,9 @@
 // Runs a lightning-deploy artifact without Python: a TorchScript file (STEM.torchscript.pt,
 // torch::jit::load) or an AOTInductor package (STEM.aoti.pt2, AOTIModelPackageLoader). The
 // inputs are the flat tensors of the manifest's inputs.names, saved by torch.save([t0, t1, ...])
-// (lightning_deploy.flat_files.save_inputs writes them from a structured sample); the outputs
+// (lightning_deploy.serving.flat_files.save_inputs writes them from a structured sample); the outputs
 // are written as a tuple of tensors in the order of outputs.names, which torch.load reads with
-// its default weights_only=True (lightning_deploy.flat_files.load_outputs rebuilds the structure).
+// its default weights_only=True (lightning_deploy.serving.flat_files.load_outputs rebuilds the structure).
 // Any error prints one line and exits 1.
 
 #include <dlfcn.h>

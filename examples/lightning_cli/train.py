@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # examples/digits.py
 
 from digits import DigitsData, DigitsMLP
 
-from lightning_deploy.lightning_cli import LightningDeployCLI
+from lightning_deploy.lightning.lightning_cli import LightningDeployCLI
 
 if __name__ == "__main__":
     LightningDeployCLI(DigitsMLP, DigitsData)

@@ -1,0 +1,127 @@
+"""Which artifact a path names, checked before anything is opened: the manifest, the entry, the files, the digests.
+
+``load()`` and the serving side (a server checks in its parent process what its workers will
+open) resolve a path here. The sha256 of every file is compared with the manifest's, on a
+thread while the runtime opens the artifact (``load()``) or at once (:meth:`ResolvedArtifact.check_files`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning_deploy.artifact.files import sha256_file
+from lightning_deploy.artifact.manifest import SUFFIXES, manifest_path, read_manifest
+from lightning_deploy.artifact.validate import check_entry, contained_file
+from lightning_deploy.errors import IntegrityError, LoadError
+from lightning_deploy.formats import preferred_order
+
+__all__ = ["ResolvedArtifact", "check_digests", "resolve_artifact", "sha256_in_background"]
+
+# A manifest's artifact by default: the plain formats first. The derived ONNX files run only when
+# named: int8 changes the numbers, and fusion is not always faster (docs/performance.md).
+_PREFERENCE = preferred_order()
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedArtifact:
+    """The manifest entry ``load`` would open, its file, and the sha256 recorded for each of its files."""
+
+    manifest: Mapping[str, Any]
+    entry: Mapping[str, Any]
+    artifact: Path
+    recorded: Mapping[Path, str | None]
+
+    def check_files(self) -> None:
+        """Hash the artifact and its side files now; :class:`IntegrityError` where one differs from the manifest."""
+        check_digests({p: sha256_file(p) for p in self.recorded}, self.recorded)
+
+
+def resolve_artifact(path: str | Path, format: str | None = None, verified_only: bool = True) -> ResolvedArtifact:  # noqa: A002
+    """Everything ``load`` checks before it opens a runtime: the manifest, the entry, its files.
+
+    For callers that open the artifact elsewhere (a server's worker) and want its errors early.
+    Raises :class:`LoadError` as ``load`` does; the sha256 check is :meth:`ResolvedArtifact.check_files`.
+    """
+    path = Path(path)
+    manifest_file = manifest_path(path)
+    manifest = read_manifest(manifest_file)
+    entries = manifest.get("artifacts")
+    if not isinstance(entries, list):
+        raise LoadError(f"{manifest_file}: 'artifacts' is not a list. HINT: the manifest is damaged; re-export.")
+    for candidate in entries:
+        check_entry(candidate, manifest_file, SUFFIXES)
+    entry = _select_artifact(manifest, manifest_file, path, format)
+    if verified_only and not entry.get("ok"):
+        raise LoadError(
+            f"{manifest_file}: the {entry['format']} artifact failed at export: {entry.get('error')}."
+            " HINT: fix the export, or pass verified_only=False to run it anyway."
+        )
+    artifact = contained_file(manifest_file.parent, entry["path"], f"{manifest_file}: the {entry['format']} path")
+    if not artifact.is_file():
+        raise LoadError(f"Artifact {artifact} is missing. HINT: copy it along with {manifest_file.name}.")
+    side_files = {artifact.parent / name: sha for name, sha in entry.get("side_files_sha256", {}).items()}
+    missing = [path for path in side_files if not path.is_file()]
+    if missing:
+        raise LoadError(f"{missing[0]} is missing. HINT: copy it along with the artifact and its manifest.")
+    return ResolvedArtifact(manifest, entry, artifact, {artifact: entry.get("sha256"), **side_files})
+
+
+def check_digests(digests: Mapping[Path, str], recorded: Mapping[Path, str | None]) -> None:
+    """:class:`IntegrityError` where a file's digest differs from the one the manifest records."""
+    for path, digest in digests.items():
+        if digest != recorded[path]:
+            raise IntegrityError(
+                f"{path}: sha256 mismatch: the file has {digest}, the manifest records {recorded[path]}."
+                " The file was changed or replaced after export. HINT: re-export it, or restore the original."
+            ) from None
+
+
+def sha256_in_background(paths: list[Path]) -> Callable[[], dict[Path, str]]:
+    """Hash ``paths`` on a thread while the runtime opens the artifact; the returned call waits for the digests.
+
+    Both hashing and opening a session release the GIL, so on a cold start the check costs
+    next to nothing (resnet18: 35 ms of hashing, about as long as ONNX Runtime's session);
+    the model is returned, and so first run, only after the digests matched. A bare thread,
+    not ``concurrent.futures``: importing that costs 6-9 ms on the path this saves time on.
+    """
+    outcome: dict[str, Any] = {}
+
+    def hash_all() -> None:
+        try:
+            outcome["digests"] = {p: sha256_file(p) for p in paths}
+        except OSError as err:  # raised in the caller by wait(), not printed by the thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=hash_all, daemon=True)
+    thread.start()
+
+    def wait() -> dict[Path, str]:
+        thread.join()
+        if "error" in outcome:
+            raise LoadError(f"Cannot read a file to check its sha256: {outcome['error']}.") from outcome["error"]
+        return outcome["digests"]
+
+    return wait
+
+
+def _select_artifact(manifest: Mapping[str, Any], manifest_file: Path, path: Path, fmt: str | None) -> dict:
+    """The entry of the artifact ``path`` names, or for a manifest the ok one of ``fmt`` or of most preference."""
+    entries = manifest.get("artifacts", [])
+    if path != manifest_file:
+        found = [e for e in entries if e.get("path") == path.name]
+        if not found:
+            raise LoadError(f"{manifest_file} lists no artifact named {path.name!r}. HINT: load the manifest instead.")
+        if fmt is not None and found[0]["format"] != fmt:
+            raise LoadError(f"load(format={fmt!r}) conflicts with {path.name}, a {found[0]['format']} artifact.")
+        return found[0]
+    if fmt is not None and fmt not in SUFFIXES:
+        raise LoadError(f"load(format={fmt!r}): unknown format; valid formats are {list(SUFFIXES)}.")
+    ranked = sorted(entries, key=lambda e: (not e.get("ok"), _PREFERENCE.index(e["format"])))
+    found = [e for e in ranked if fmt is None or e["format"] == fmt]
+    if not found:
+        raise LoadError(f"{manifest_file} holds no {fmt or ''} artifact. HINT: export that format first.")
+    return found[0]

@@ -1,0 +1,193 @@
+"""The export engine: adapters -> exporters -> verification -> manifest.
+
+``export()`` is the one entry point; the callback and the command line are thin layers over
+it. Every argument is checked before any file is written; every file is staged and renamed
+into place; a failing format never stops the others; the manifest is written last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_deploy.artifact.files import install_lock, move_into_place, staging_dir, write_json_atomic
+from lightning_deploy.artifact.manifest import MANIFEST_SUFFIX, header, versions
+from lightning_deploy.errors import ConfigurationError
+from lightning_deploy.exporting import detectron2
+from lightning_deploy.exporting.attempts import export_format, unbacked_sizes
+from lightning_deploy.exporting.checks import labelled_samples
+from lightning_deploy.exporting.eager import attention_fast_path
+from lightning_deploy.exporting.options import ExportOptions
+from lightning_deploy.exporting.plan import make_plan
+from lightning_deploy.exporting.work import Work
+
+__all__ = ["export"]
+
+
+def export(
+    module: nn.Module,
+    input_sample: Any,
+    dirpath: str | os.PathLike[str],
+    stem: str,
+    formats: Sequence[str] | str = ("torchscript", "onnx"),
+    method: str = "auto",
+    dynamic_batch: bool = True,
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+    verify: bool = True,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    opset: int | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    int8_rtol: float = 0.05,
+    accuracy_data: Iterable[Any] | None = None,
+    check_samples: Sequence[Any] | Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Export ``module`` to verified artifacts ``dirpath/stem.*`` and a manifest.
+
+    Args:
+        module: any ``nn.Module``; exported in eval mode (its modes are restored after) on the
+            device it lives on: the sample is moved there, and every artifact is verified there
+            (ONNX on a GPU only where ONNX Runtime has its CUDA provider, else on the CPU).
+        input_sample: nested tensors by ``example_input_array``'s convention: a tuple holds
+            positional arguments, a dict keyword arguments, anything else is the one argument.
+        dirpath: the folder of the artifacts (created if missing).
+        stem: the artifacts' common file name stem (``STEM.onnx``, ``STEM.export.json``).
+        formats: any of ``"torchscript"``, ``"onnx"``, ``"pt2"``, ``"aoti"`` (an AOTInductor
+            package compiled for the module's device), and the faster ONNX files
+            ``"onnx-optimized"`` (fused for ONNX Runtime) and ``"onnx-int8"`` (int8 weights).
+        method: ``"trace"``, ``"script"``, ``"export"`` or ``"auto"`` (ONNX: export, then
+            trace, then script; TorchScript: trace, then script where tracing warned or did
+            not verify; pt2: export).
+        dynamic_batch: make dimension 0 of every input leaf dynamic.
+        dynamic_axes: more dynamic dims, ``{leaf or prefix: {dim: name}}``.
+        verify: reload every artifact in its runtime and compare with eager at two shapes.
+        atol: absolute tolerance; ``rtol``: tolerance relative to each leaf's largest value.
+        rtol: see ``atol``.
+        opset: ONNX opset; ``None`` for the exporter's default.
+        checkpoint: the checkpoint the weights came from, recorded in the manifest.
+        int8_rtol: ``rtol`` of the ``onnx-int8`` artifact's verification.
+        accuracy_data: labelled batches ``(input_sample, class indices)``, e.g. a validation
+            ``DataLoader`` (read twice, so not a one-shot generator): ``onnx-int8`` becomes
+            static int8 calibrated on its first batches, and its top-1 accuracy is measured
+            on them beside the eager model's, the delta recorded under ``accuracy``.
+        check_samples: more samples, in ``input_sample``'s convention, that every artifact is
+            verified at (real data: what the deployed model will see); a mapping names them
+            (``{"validation batch 0": sample}``). Each check is recorded in the artifact's
+            ``checks``; besides them every artifact is checked at the export sample, at a
+            second sample with every dynamic dim changed, and at a synthetic sample with
+            smaller dynamic dims and new values.
+
+    Returns:
+        The manifest, also written to ``dirpath/stem.export.json``.
+
+    Raises:
+        ConfigurationError: for a bad argument, before any file is written.
+
+    Examples:
+        >>> manifest = export(model, torch.randn(4, 8), "out", "model", formats=["onnx"])  # doctest: +SKIP
+        >>> manifest["artifacts"][0]["ok"]  # doctest: +SKIP
+        True
+
+    """
+    options = ExportOptions(formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol)
+    dirpath = _checked_target(module, dirpath, stem)
+    # Captures and the eager reference take the plain attention path (eager.py); eval mode, no autograd.
+    with contextlib.ExitStack() as stack:
+        for context in (_eval_mode(module), torch.no_grad(), attention_fast_path(False), _lightning_scripting(module)):
+            stack.enter_context(context)
+        module = stack.enter_context(detectron2.support(module))
+        plan = make_plan(module, input_sample, options, labelled_samples(check_samples))
+        dirpath.mkdir(parents=True, exist_ok=True)
+        with staging_dir(dirpath, stem) as staging:
+            work = Work(plan, options, staging, stem, accuracy_data)
+            results = [export_format(fmt, work) for fmt in options.formats]
+            # A JSON round trip, so that the returned dict is exactly what the file holds (str keys).
+            artifacts = [entry for entry, _ in results]
+            unbacked_sizes(work, artifacts)
+            manifest = json.loads(json.dumps(_manifest(work, artifacts, dirpath, checkpoint), allow_nan=False))
+            with install_lock(dirpath):  # the whole set moves in together, the manifest last
+                for _, folder in results:
+                    if folder is not None:
+                        move_into_place(folder, dirpath)
+                write_json_atomic(dirpath / (stem + MANIFEST_SUFFIX), manifest)
+    return manifest
+
+
+def _checked_target(module: Any, dirpath: Any, stem: Any) -> Path:
+    if not isinstance(module, nn.Module):
+        raise ConfigurationError(f"export(module=...): expected a torch.nn.Module, got {type(module).__name__}.")
+    if not isinstance(stem, str) or not stem or os.sep in stem or "/" in stem or stem.startswith("."):
+        raise ConfigurationError(
+            f"export(stem={stem!r}): the stem must be a plain file name without folders or a leading dot."
+            " HINT: pass the folder as dirpath and e.g. stem='model'."
+        )
+    path = Path(dirpath)
+    if path.exists() and not path.is_dir():
+        raise ConfigurationError(f"export(dirpath={str(path)!r}): this is a file, not a folder. HINT: pass a folder.")
+    return path
+
+
+@contextlib.contextmanager
+def _lightning_scripting(module: nn.Module) -> Iterator[None]:
+    """For a LightningModule, Lightning's own ``_jit_is_scripting`` (what ``to_torchscript`` uses).
+
+    A LightningModule's ``trainer`` property raises when no Trainer is attached, and tracing or
+    scripting reads every attribute; inside this context it returns ``None``. Looked up in
+    ``sys.modules`` so that the engine never imports Lightning itself: a LightningModule means
+    Lightning is already imported.
+    """
+    core = sys.modules.get("lightning.pytorch.core.module")
+    if core is None or not isinstance(module, core.LightningModule):
+        yield
+        return
+    with core._jit_is_scripting():
+        yield
+
+
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
+    """Eval mode for the export; every submodule's own mode is restored afterwards."""
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
+def _manifest(
+    work: Work,
+    artifacts: list[dict[str, Any]],
+    dirpath: Path,
+    checkpoint: str | os.PathLike[str] | None,
+) -> dict[str, Any]:
+    options = work.options
+    return {
+        **header(dirpath, checkpoint),
+        "ok": all(a["ok"] for a in artifacts),
+        **work.io_manifest,
+        "attention_fast_path": work.plan.fast_path,
+        "skipped_checks": work.plan.skipped,
+        "options": {
+            "formats": list(options.formats),
+            "method": options.method,
+            "dynamic_batch": options.dynamic_batch,
+            "dynamic_axes": options.dynamic_axes,
+            "verify": options.verify,
+            "atol": options.atol,
+            "rtol": options.rtol,
+            "int8_rtol": options.int8_rtol,
+            "opset": options.opset,
+        },
+        "artifacts": artifacts,
+        "versions": versions(),
+    }

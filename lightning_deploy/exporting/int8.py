@@ -1,0 +1,102 @@
+"""The int8 policy: calibration feeds, which variants to make, the faster of two that verify, the accuracy delta.
+
+A format declared ``lower_precision`` with ``variants`` (``onnx-int8``: static and dynamic,
+``formats.py``) is made in each variant from one method's capture. Static int8 needs
+activation ranges, calibrated on the first batches of ``accuracy_data``; where both variants
+verify, the one faster on this machine is kept (``latency.py``); its top-1 accuracy on the
+same data is measured beside the eager model's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lightning_deploy.artifact.manifest import artifact_name
+from lightning_deploy.errors import ConfigurationError
+from lightning_deploy.exporting.accuracy import accuracy_delta, input_leaves
+from lightning_deploy.exporting.latency import seconds_per_call
+from lightning_deploy.exporting.plan import Plan
+from lightning_deploy.formats import by_name
+from lightning_deploy.runtime.backends import runtime_module
+
+if TYPE_CHECKING:
+    from lightning_deploy.exporting.work import Attempt, Work
+
+__all__ = ["CALIBRATION_BATCHES", "accuracy", "calibration_feeds", "fastest", "pass_options", "variants"]
+
+# Batches of accuracy_data that calibrate static int8's activation ranges (ONNX Runtime's MinMax).
+CALIBRATION_BATCHES = 8
+
+
+def calibration_feeds(plan: Plan, accuracy_data: Iterable[Any] | None) -> list[dict[str, np.ndarray]] | None:
+    """Feeds (input leaf name -> array) of the first ``accuracy_data`` batches and the two verified samples.
+
+    ``None`` without ``accuracy_data`` or with batches of another form than ``(input_sample, labels)``.
+    """
+    if accuracy_data is None:
+        return None
+    try:
+        found = input_leaves(plan.ctx.adapter.module, accuracy_data, CALIBRATION_BATCHES)
+    except ConfigurationError:
+        return None
+    if not found:
+        return None
+    verified = [plan.inputs.tensors(sample) for sample in plan.samples]
+    names = plan.ctx.input_names
+    return [{n: leaf.detach().cpu().numpy() for n, leaf in zip(names, leaves)} for leaves in [*found, *verified]]
+
+
+def variants(fmt: str, work: Work) -> tuple[str | None, ...]:
+    """The ways to make ``fmt`` from one method's capture, in the order to try them.
+
+    int8 with calibration data: static and dynamic, both made and verified, and where both
+    verify the faster on this machine is kept (static quantises convolutions, dynamic is
+    faster on attention); dynamic alone is what remains where static does not verify (ranges
+    calibrated on the data clip a sample unlike it, e.g. an all-zeros ``example_input_array``).
+    Other formats: one.
+    """
+    declared = by_name(fmt).variants
+    if not declared:
+        return (None,)
+    return declared if work.calibration() else tuple(v for v in declared if v != "static")
+
+
+def pass_options(attempt: Attempt, work: Work) -> dict[str, Any]:
+    """The derivation pass's keyword arguments for this attempt (static int8: its calibration feeds)."""
+    if attempt.variant is None:
+        return {}
+    return {"calibration": work.calibration() if attempt.variant == "static" else None}
+
+
+def fastest(fmt: str, attempts: list[Attempt], work: Work) -> Attempt:
+    """The attempt whose file runs fastest here at the two verified samples (each attempt records its time)."""
+    ctx = work.plan.ctx
+    samples = [[leaf.detach().cpu().numpy() for leaf in work.plan.inputs.tensors(s)] for s in work.plan.samples]
+    paths = [a.folder / artifact_name(work.stem, fmt) for a in attempts]
+    try:
+        with work.steps.step(f"{fmt} variants timed"):
+            times = seconds_per_call(paths, ctx.input_names, ctx.output_names, samples)
+    except Exception as err:  # noqa: BLE001 - both verified; a failed timing keeps the first, saying why
+        attempts[0].derived = {**(attempts[0].derived or {}), "chosen": f"first verified (timing failed: {err})"}
+        return attempts[0]
+    for attempt, seconds in zip(attempts, times):
+        attempt.ms_per_call = round(seconds * 1e3, 4)
+    chosen = min(zip(times, range(len(attempts))))[1]
+    others = ", ".join(f"{a.variant} {a.ms_per_call} ms" for i, a in enumerate(attempts) if i != chosen)
+    winner = attempts[chosen]
+    winner.derived = {**(winner.derived or {}), "chosen": f"faster here: {winner.ms_per_call} ms for a call at"
+                      f" each verified shape, against {others}"}  # fmt: skip
+    return winner
+
+
+def accuracy(fmt: str, path: Path, work: Work) -> dict[str, Any]:
+    """The artifact's top-1 accuracy on ``accuracy_data`` beside the eager model's (on the CPU)."""
+    ctx = work.plan.ctx
+    runner = runtime_module(fmt).open_runner(str(path), ctx.input_names, ctx.output_names, "cpu")
+    device = work.plan.device
+    return accuracy_delta(ctx.adapter.module, lambda leaves: ctx.adapter(*(t.to(device) for t in leaves)),
+                          lambda leaves: runner([t.cpu().numpy() for t in leaves]), work.accuracy_data)  # fmt: skip

@@ -1,0 +1,122 @@
+"""``method="export"``: one ``torch.export`` capture for ``.pt2``, ONNX (dynamo) and ``.aoti.pt2``."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from lightning_deploy.exporting.methods.base import Capture, ExportContext, Exporter, save_to_file
+
+__all__ = ["TorchExportExporter", "unbacked_output_dims"]
+
+# torch._inductor options of the aoti format (measured in docs/performance.md, runtime.py)
+AOTI_INDUCTOR_CONFIGS = {"freezing": True}
+
+_SHAPES_LOGGER = logging.getLogger("torch.fx.experimental.symbolic_shapes")
+
+# Serialising ONNX weights inline holds about three copies of them in memory at once (measured:
+# vit_b_16, 330 MB of weights, peaked 1000 MB above the model in ``ONNXProgram.save``), while
+# external data is written tensor by tensor (120 MB). Above this size the weights go to
+# ``STEM.onnx.data`` beside the model; below it one self-contained file is handier.
+EXTERNAL_DATA_BYTES = 128 * 2**20
+
+
+@contextlib.contextmanager
+def _quiet_failure() -> Iterator[None]:
+    """Hold back what torch.export prints while it runs; drop it if the export fails.
+
+    On a failure torch.export logs and prints the partial graph (hundreds of lines for a
+    detection model). The error itself goes into the manifest and the engine falls back to
+    another method, so the graph dump is noise; on success everything is replayed.
+    """
+    level = _SHAPES_LOGGER.level
+    _SHAPES_LOGGER.setLevel(logging.ERROR)
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            yield
+    finally:
+        _SHAPES_LOGGER.setLevel(level)
+    sys.stderr.write(held.getvalue())
+
+
+class TorchExportExporter(Exporter):
+    """One ``ExportedProgram`` serves the ``.pt2`` file, the ONNX model and the AOTInductor package."""
+
+    method: ClassVar[str] = "export"
+
+    def capture(self, ctx: ExportContext) -> Capture:
+        """``torch.export.export`` with ``Dim.DYNAMIC`` on every dynamic dim.
+
+        ``Dim.DYNAMIC`` lets torch.export infer relations between dims (two inputs sharing a
+        batch) and still raise if a dim it was told is dynamic gets specialised.
+        """
+        shapes = tuple({d: torch.export.Dim.DYNAMIC for d in dims} or None for dims in ctx.input_dims)
+        with _quiet_failure():
+            program = torch.export.export(ctx.adapter, ctx.args, dynamic_shapes=(shapes,))
+        return Capture(program)
+
+    def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> None:
+        """``torch.export.save`` for pt2; ``torch.onnx.export(dynamo=True)`` for ONNX; AOTInductor for aoti.
+
+        ONNX weights go inline, except above :data:`EXTERNAL_DATA_BYTES` (and always above
+        protobuf's 2 GB limit) where they go to ``STEM.onnx.data`` beside the model. The
+        AOTInductor package is compiled (a C++ compiler, tens of seconds) for the device the
+        program's weights are on, keeping its dynamic dims.
+        """
+        if fmt == "pt2":
+            save_to_file(path, lambda handle: torch.export.save(capture.program, handle), buffered=True)
+            return
+        if fmt == "aoti":
+            # imported here: torch._inductor takes a second to import and warns where CUDA is absent
+            from torch._inductor import aoti_compile_and_package
+
+            # Freezing folds the weights into the compiled code as constants (conv weights prepacked
+            # for the CPU): resnet18 at batch 1 ran 28.3 -> 22.8 ms here, same elsewhere, same numbers,
+            # and compiles faster. The package's weights cannot be swapped afterwards, which a deployed
+            # artifact never does.
+            save_to_file(
+                path,
+                lambda handle: aoti_compile_and_package(
+                    capture.program, package_path=handle, inductor_configs=AOTI_INDUCTOR_CONFIGS
+                ),
+                buffered=True,
+            )
+            return
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+            onnx_program = torch.onnx.export(
+                capture.program,
+                ctx.args,
+                dynamo=True,
+                input_names=list(ctx.input_names),
+                output_names=list(ctx.output_names),
+                opset_version=ctx.opset,
+                verbose=False,
+            )
+        weights = sum(t.numel() * t.element_size() for t in capture.program.state_dict.values())
+        onnx_program.save(str(path), external_data=True if weights > EXTERNAL_DATA_BYTES else None)
+
+
+def unbacked_output_dims(program: torch.export.ExportedProgram, names: tuple[str, ...]) -> dict[str, list[int]]:
+    """Output dims whose size torch.export could only name by an unbacked symbol (``u0``): set by values.
+
+    ``names`` are the flat adapter's output leaf names, in the order of the program's user outputs.
+    """
+    from torch.export.graph_signature import OutputKind
+    from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+
+    user = [spec.kind == OutputKind.USER_OUTPUT for spec in program.graph_signature.output_specs]
+    values = [node.meta.get("val") for node, keep in zip(program.graph.output_node().args[0], user) if keep]
+    found = {}
+    for name, value in zip(names, values):
+        dims = [d for d, size in enumerate(getattr(value, "shape", ())) if free_unbacked_symbols(size)]
+        if dims:
+            found[name] = dims
+    return found

@@ -1,0 +1,134 @@
+"""Validated export options, shared by ``export()``, the callback and the command line.
+
+Every check runs at construction so that a mistake is reported before any export (or
+training) work starts, with the argument, the rule and the fix in the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lightning_deploy.errors import ConfigurationError
+from lightning_deploy.formats import METHODS, NAMES, by_name
+
+__all__ = ["FORMATS", "METHODS", "ExportOptions", "methods_for"]
+
+FORMATS = NAMES
+
+
+def methods_for(fmt: str, method: str) -> tuple[str, ...]:
+    """The methods to try, in order, for ``fmt`` under ``method``."""
+    return by_name(fmt).methods if method == "auto" else (method,)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """The engine's settings; see ``lightning_deploy.export`` for their meaning.
+
+    Args:
+        formats: any of :data:`FORMATS`.
+        method: ``"auto"``, ``"trace"``, ``"script"`` or ``"export"``.
+        dynamic_batch: mark dimension 0 of every input leaf dynamic.
+        dynamic_axes: more dynamic dims, ``{leaf or prefix: {dim: name}}``.
+        verify: smoke-test every artifact in its own runtime.
+        atol: absolute tolerance of the comparison.
+        rtol: tolerance relative to each output leaf's largest magnitude.
+        opset: ONNX opset; ``None`` for the exporter's default.
+        int8_rtol: ``rtol`` of the ``onnx-int8`` artifact, whose int8 weights differ from the
+            float model by about 1% of each output's scale (its accuracy is measured apart).
+        owner: the call named in error messages (``export`` or ``ModelExport``).
+
+    Raises:
+        ConfigurationError: for any value outside the rules above.
+
+    """
+
+    formats: tuple[str, ...] = ("torchscript", "onnx")
+    method: str = "auto"
+    dynamic_batch: bool = True
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None
+    verify: bool = True
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    opset: int | None = None
+    int8_rtol: float = 0.05
+    owner: str = "export"
+
+    def __post_init__(self) -> None:
+        set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
+        set_("formats", self._checked_formats())
+        self._check_method()
+        for name in ("dynamic_batch", "verify"):
+            if not isinstance(getattr(self, name), bool):
+                self._fail(name, "must be True or False", f"pass {name}=True or {name}=False")
+        for name in ("atol", "rtol", "int8_rtol"):
+            self._check_tolerance(name)
+        set_("dynamic_axes", self._checked_dynamic_axes())
+        opset = self.opset
+        if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or not 7 <= opset <= 30):
+            self._fail("opset", "must be an ONNX opset number (7 to 30) or None", "pass e.g. opset=18, or None")
+
+    def tolerance(self, fmt: str) -> tuple[float, float]:
+        """``(atol, rtol)`` for an artifact of ``fmt``."""
+        return (self.atol, self.int8_rtol if by_name(fmt).lower_precision else self.rtol)
+
+    def _fail(self, name: str, rule: str, fix: str) -> None:
+        raise ConfigurationError(f"{self.owner}({name}={getattr(self, name)!r}): {name} {rule}. HINT: {fix}.")
+
+    def _checked_formats(self) -> tuple[str, ...]:
+        formats = self.formats
+        if isinstance(formats, str):
+            formats = (formats,)
+        if not isinstance(formats, Sequence) or not formats:
+            self._fail("formats", f"must be a non-empty list drawn from {FORMATS}", "pass e.g. formats=['onnx']")
+        unknown = [f for f in formats if f not in FORMATS]
+        if unknown:
+            self._fail("formats", f"has unknown format(s) {unknown}; valid formats are {FORMATS}", "fix the spelling")
+        if len(set(formats)) != len(formats):
+            self._fail("formats", "lists a format twice", "name each format once")
+        return tuple(formats)
+
+    def _check_method(self) -> None:
+        if self.method not in METHODS:
+            self._fail("method", f"must be one of {METHODS}", "use method='auto' to let the engine choose")
+        unusable = [f for f in self.formats if self.method not in ("auto", *by_name(f).methods)]
+        if unusable:
+            makers = {f: by_name(f).methods for f in unusable}
+            self._fail(
+                "method", f"cannot produce {unusable} (made by {makers})", "use method='auto' or drop the format"
+            )
+
+    def _check_tolerance(self, name: str) -> None:
+        value = getattr(self, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            self._fail(name, "must be a finite number >= 0", f"pass e.g. {name}=1e-4")
+
+    def _checked_dynamic_axes(self) -> dict[str, dict[int, str]] | None:
+        axes: Any = self.dynamic_axes
+        if axes is None:
+            return None
+        example = "dynamic_axes={'x': {2: 'height', 3: 'width'}}"
+        if not isinstance(axes, Mapping):
+            self._fail("dynamic_axes", "must map an input name to {dim: axis name}", f"pass e.g. {example}")
+        checked: dict[str, dict[int, str]] = {}
+        for key, dims in axes.items():
+            if not isinstance(key, str) or not isinstance(dims, Mapping) or not dims:
+                self._fail(
+                    "dynamic_axes",
+                    f"entry {key!r} must map a name to a non-empty {{dim: axis name}}",
+                    f"pass e.g. {example}",
+                )
+            checked[key] = {}
+            for dim, axis in dims.items():
+                index = int(dim) if isinstance(dim, str) and dim.isdigit() else dim
+                if isinstance(index, bool) or not isinstance(index, int) or index < 0 or not isinstance(axis, str):
+                    self._fail(
+                        "dynamic_axes",
+                        f"entry {key!r} has {dim!r}: {axis!r}; dims are ints >= 0 and names strings",
+                        f"pass e.g. {example}",
+                    )
+                checked[key][index] = axis
+        return checked

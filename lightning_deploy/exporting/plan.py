@@ -1,0 +1,230 @@
+"""The export plan: everything decided before the first exporter runs.
+
+The sample is bound to ``forward``, flattened and moved to the module's device, dynamic dims
+are resolved, the export and check samples are made, and the eager reference is computed at
+both (``eager.py``). The plan
+also describes the inputs and outputs as the manifest records them, which is what ``load()``
+(and so verification) reads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from lightning_deploy.errors import ConfigurationError, ExportError
+from lightning_deploy.exporting.adapters import CallSpec, FlatAdapter, FlatTree, bind_sample, flatten_tree
+from lightning_deploy.exporting.checks import (
+    EXPORT_SOURCE,
+    SECOND_SOURCE,
+    SYNTHETIC_SOURCE,
+    Check,
+    output_dims,
+    synthetic_sample,
+)
+from lightning_deploy.exporting.dynamic import (
+    DynamicDims,
+    export_and_check_samples,
+    list_length_samples,
+    longest_list,
+    resolve_dynamic_dims,
+)
+from lightning_deploy.exporting.eager import changed_dims, fast_path_agreement, run_eager
+from lightning_deploy.exporting.methods import ExportContext
+from lightning_deploy.exporting.options import ExportOptions
+
+__all__ = ["Plan", "device_name", "make_plan", "module_device"]
+
+
+@dataclasses.dataclass
+class Plan:
+    """The flattened structures, the export context and the eager reference at each check.
+
+    ``checks`` are the samples every artifact is verified at (``checks.py``): the export sample,
+    the second sample, the synthetic one where the model runs on it, then the user's data.
+    ``samples`` are the first two's ``{parameter: value}`` (what int8 calibrates on and the
+    timing runs), ``flat_expected`` the eager outputs' tensor leaves there. ``skipped`` says which
+    checks were left out and why. ``device`` is where the module lives and so where everything
+    was captured.
+    """
+
+    inputs: FlatTree
+    call: CallSpec
+    outputs: FlatTree
+    ctx: ExportContext
+    checks: list[Check]
+    flat_expected: list[tuple[torch.Tensor, ...]]
+    device: str = "cpu"
+    fast_path: dict[str, Any] | None = None
+    data_dependent: dict[str, list[int]] = dataclasses.field(default_factory=dict)
+    skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    _native_checks: list[Check] | None = None
+
+    @property
+    def samples(self) -> list[dict[str, Any]]:
+        """The export sample and the second sample, as ``{parameter: value}``."""
+        return [check.arguments for check in self.checks[:2]]
+
+    def checks_for(self, native: bool) -> list[Check]:
+        """The checks to verify at; with native I/O, also every list cut to one item and grown by one."""
+        if not native:
+            return self.checks
+        if self._native_checks is None:
+            extra = list_length_samples(*self.samples)
+            sources = ["lists cut to one item", "lists grown by one item"][-len(extra) :]
+            module = self.ctx.adapter.module
+            self._native_checks = [*self.checks, *(
+                Check(source, arguments, module(*args, **kwargs))
+                for source, arguments, (args, kwargs) in zip(sources, extra, map(self.call.split, extra))
+            )]  # fmt: skip
+        return self._native_checks
+
+    def io_manifest(self) -> dict[str, Any]:
+        """The manifest's ``inputs`` and ``outputs``: schemas, leaf names, shapes, dtypes, dynamic axes."""
+        ctx = self.ctx
+        return {
+            "inputs": {
+                "schema": {**self.inputs.schema, "call": self.call.to_json()},
+                "names": list(ctx.input_names),
+                "shapes": [list(t.shape) for t in ctx.args],
+                "dtypes": [dtype_name(t) for t in ctx.args],
+                "dynamic_axes": {n: dims for n, dims in zip(ctx.input_names, ctx.input_dims) if dims},
+            },
+            "outputs": {
+                "schema": self.outputs.schema,
+                "names": list(ctx.output_names),
+                "shapes": [list(t.shape) for t in self.flat_expected[0]],
+                "dtypes": [dtype_name(t) for t in self.flat_expected[0]],
+                "dynamic_axes": {n: dims for n, dims in zip(ctx.output_names, ctx.output_dims) if dims},
+                "data_dependent": self.data_dependent,
+            },
+        }
+
+
+def make_plan(
+    module: nn.Module, input_sample: Any, options: ExportOptions, data: Sequence[tuple[str, Any]] = ()
+) -> Plan:
+    """Flatten the sample, run eager at every check, and fix every name and dynamic dim.
+
+    ``data`` are the user's check samples as ``(source, sample)``, in ``input_sample``'s convention.
+
+    Raises:
+        ConfigurationError: for a sample (or a data sample) that does not fit ``forward``, holds
+            no tensor, or on which (or on whose second shape) the model itself fails.
+        ExportError: for an output that holds no tensor or changes rank with the input's shape.
+
+    """
+    if input_sample is None:
+        raise ConfigurationError("export(input_sample=None): a sample input is needed to export. HINT: pass one.")
+    arguments, call = bind_sample(module, input_sample)
+    inputs, tensors = flatten_tree(arguments, None, "input_sample", ConfigurationError)
+    if not tensors:
+        raise ConfigurationError("export(input_sample=...): the sample holds no tensor. HINT: pass tensors.")
+    device = module_device(module, tensors)
+    tensors = tuple(t.to(device) for t in tensors)
+    input_dims = resolve_dynamic_dims(inputs.names, tensors, options.dynamic_batch, options.dynamic_axes)
+    export_args, check_args = export_and_check_samples(tensors, input_dims)
+    samples = [inputs.unflatten(export_args), inputs.unflatten(check_args)]
+    grown = changed_dims(inputs.names, tensors, export_args, input_dims)
+    first = run_eager(module, call, samples[0], grown, options)
+    outputs, expected = flatten_tree(first, "out", "The model's output", ExportError)
+    if not expected:
+        raise ExportError(f"{type(module).__name__} returned no tensor; there is nothing to export.")
+    changed = changed_dims(inputs.names, export_args, check_args, input_dims)
+    second = run_eager(module, call, samples[1], changed, options)
+    checks = [Check(EXPORT_SOURCE, samples[0], first), Check(SECOND_SOURCE, samples[1], second)]
+    synthetic = _synthetic_check(module, call, inputs.unflatten(synthetic_sample(export_args, input_dims)))
+    skipped = [] if isinstance(synthetic, Check) else [{"source": SYNTHETIC_SOURCE, "skipped": synthetic}]
+    checks += [synthetic] if isinstance(synthetic, Check) else []
+    checks += [_data_check(module, call, source, sample, device, options) for source, sample in data]
+    flat_expected = [expected, outputs.tensors(second)]
+    output_dynamic, data_dependent = _output_dims(inputs, outputs, checks)
+    ctx = ExportContext(
+        adapter=FlatAdapter(module, inputs, call, outputs),
+        args=export_args,
+        input_names=inputs.names,
+        output_names=outputs.names,
+        input_dims=input_dims,
+        output_dims=output_dynamic,
+        opset=options.opset,
+        native=longest_list(samples[0]) > 0,
+    )
+    fast_path = fast_path_agreement(module, call, samples, outputs, flat_expected, options.atol, options.rtol)
+    return Plan(inputs, call, outputs, ctx, checks, flat_expected, device_name(device), fast_path,
+                data_dependent, skipped)  # fmt: skip
+
+
+def _synthetic_check(module: nn.Module, call: CallSpec, arguments: dict[str, Any]) -> Check | str:
+    """The synthetic check where the model itself runs on it; else why it is skipped.
+
+    It is ours, not the user's: a model that needs a minimum size (inception_v3: 75 pixels)
+    fails on it, and that is no fault of the export.
+    """
+    args, kwargs = call.split(arguments)
+    try:
+        return Check(SYNTHETIC_SOURCE, arguments, module(*args, **kwargs))
+    except Exception as err:  # noqa: BLE001 - the model's own limit; recorded, the other checks go on
+        return f"the model itself fails on it: {type(err).__name__}: {str(err)[:300]}"
+
+
+def _data_check(
+    module: nn.Module, call: CallSpec, source: str, sample: Any, device: torch.device, options: ExportOptions
+) -> Check:
+    """A check at the user's data: bound to ``forward``, moved to the module's device, run eagerly."""
+    arguments, _ = bind_sample(module, sample, f"{options.owner}: {source}")
+    tree, tensors = flatten_tree(arguments, None, source, ConfigurationError)
+    arguments = tree.unflatten(tuple(t.to(device) for t in tensors))
+    args, kwargs = call.split(arguments)
+    try:
+        return Check(source, arguments, module(*args, **kwargs))
+    except Exception as err:
+        raise ConfigurationError(
+            f"{options.owner}: {type(module).__name__}.forward fails on {source}: {type(err).__name__}: {err}."
+            " HINT: check samples follow input_sample's convention (a tuple holds positional arguments)."
+        ) from err
+
+
+def module_device(module: nn.Module, tensors: Sequence[torch.Tensor]) -> torch.device:
+    """Where ``module`` lives: its first parameter's (or buffer's) device; without either, the sample's.
+
+    The export follows the module, so a CUDA-trained model is captured and verified on CUDA.
+    """
+    first = next(itertools.chain(module.parameters(), module.buffers(), tensors), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """The manifest's word for a device: ``"cpu"``, ``"cuda"`` (GPU 0) or ``"cuda:N"``."""
+    if device.type == "cuda" and device.index not in (None, 0):
+        return f"cuda:{device.index}"
+    return device.type
+
+
+def _output_dims(inputs: FlatTree, outputs: FlatTree, checks: Sequence[Check]) -> tuple[DynamicDims, dict]:
+    """Dynamic and data-dependent output dims, from the checks whose input and output structures are the export's.
+
+    A data sample of another structure (a list of another length) or output rank is still a
+    check, which the artifacts fail; it just says nothing about sizes.
+    """
+    flat_outputs: list[tuple[torch.Tensor, ...]] = []
+    input_shapes = []
+    for index, check in enumerate(checks):
+        try:
+            got, leaves = outputs.tensors(check.expected), inputs.tensors(check.arguments)
+        except ExportError:
+            continue
+        if index >= 2 and [t.dim() for t in got] != [t.dim() for t in flat_outputs[0]]:
+            continue  # another rank is a mismatch its verification names; the first two must agree
+        flat_outputs.append(got)
+        input_shapes.append([list(t.shape) for t in leaves])
+    return output_dims(outputs.names, flat_outputs, input_shapes)
+
+
+def dtype_name(tensor: torch.Tensor) -> str:
+    """A tensor's dtype as the manifest writes it (``float32``)."""
+    return str(tensor.dtype).removeprefix("torch.")

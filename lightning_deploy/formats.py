@@ -1,0 +1,95 @@
+"""The artifact formats: one declaration each, from which every table in the package is derived.
+
+A format is a file suffix, the runtime that runs it, the export methods that can make it (in
+the order ``method="auto"`` tries them) or the format it is derived from by a pass, and what
+the runtime, ``load()``, the engine and Triton need to know about it. Adding a format is one
+:class:`Format` here plus its exporter and runtime modules (``docs/design.md`` walks through
+it). Standard library only: ``load()`` and ``lightning-deploy show`` read it without torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["FORMATS", "METHODS", "NAMES", "Format", "by_name", "formats_of_runtime", "preferred_order", "suffixes"]
+
+METHODS = ("auto", "trace", "script", "export")
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+    """What the package knows about one artifact format.
+
+    Attributes:
+        name: the name users pass in ``formats=[...]`` and ``load(format=...)``.
+        suffix: the file name is ``STEM + suffix``.
+        runtime: the module that runs it (``lightning_deploy.runtime.backends.<runtime>``).
+        methods: the export methods that can make it, in the order ``method="auto"`` tries them.
+        derived_by: for a format made from another format's file by a pass, that pass
+            (``"module:function"`` under ``lightning_deploy.exporting``), taking the plain file's path.
+        derived_from: the format whose file ``derived_by`` starts from.
+        compiled: machine code for one device kind, run only on the kind it was compiled for.
+        preference: ``load(manifest)`` without ``format=`` runs the ok artifact of least preference.
+        triton: Triton's ``(platform, model file name)`` where Triton runs it flat.
+        lower_precision: its numbers differ from eager by design (int8); verified at its own
+            tolerance, and ``load()`` picks it only when asked for.
+        variants: the ways to make it from one capture, tried in order (int8: static, dynamic).
+        native_io: a scripted capture of it takes ``forward``'s own arguments (lists, ``None``).
+        preflight_as: the format the callback's preflight makes instead (the same capture,
+            without the tens of seconds compiling takes).
+    """
+
+    name: str
+    suffix: str
+    runtime: str
+    methods: tuple[str, ...]
+    preference: int
+    derived_by: str | None = None
+    derived_from: str | None = None
+    compiled: bool = False
+    triton: tuple[str, str] | None = None
+    lower_precision: bool = False
+    variants: tuple[str, ...] = ()
+    native_io: bool = False
+    preflight_as: str | None = None
+
+
+_ALL_METHODS = ("export", "trace", "script")
+
+FORMATS: tuple[Format, ...] = (
+    Format("torchscript", ".torchscript.pt", "torchscript", ("trace", "script"), preference=1,
+           triton=("pytorch_libtorch", "model.pt"), native_io=True),
+    Format("onnx", ".onnx", "onnxruntime", _ALL_METHODS, preference=0, triton=("onnxruntime_onnx", "model.onnx")),
+    Format("pt2", ".pt2", "pt2", ("export",), preference=2),
+    # compiled from the same torch.export program as pt2
+    Format("aoti", ".aoti.pt2", "aoti", ("export",), preference=3, compiled=True, preflight_as="pt2"),
+    Format("onnx-optimized", ".optimized.onnx", "onnxruntime", _ALL_METHODS, preference=4,
+           derived_by="onnx_passes:optimize_for_cpu", derived_from="onnx", triton=("onnxruntime_onnx", "model.onnx")),
+    Format("onnx-int8", ".int8.onnx", "onnxruntime", _ALL_METHODS, preference=5,
+           derived_by="onnx_passes:quantize_int8", derived_from="onnx", triton=("onnxruntime_onnx", "model.onnx"),
+           lower_precision=True, variants=("static", "dynamic")),
+)  # fmt: skip
+"""Every format, in the order the documentation lists them."""
+
+_BY_NAME = {fmt.name: fmt for fmt in FORMATS}
+NAMES = tuple(_BY_NAME)
+
+
+def by_name(name: str) -> Format:
+    """The declaration of ``name``; ``KeyError`` for an unknown one (callers check names first)."""
+    return _BY_NAME[name]
+
+
+def suffixes() -> dict[str, str]:
+    """Format name -> file suffix, for every format."""
+    return {fmt.name: fmt.suffix for fmt in FORMATS}
+
+
+def formats_of_runtime(runtime: str) -> tuple[str, ...]:
+    """The formats one runtime runs (``"onnxruntime"``: the plain ONNX file and its derivatives)."""
+    return tuple(fmt.name for fmt in FORMATS if fmt.runtime == runtime)
+
+
+def preferred_order() -> tuple[str, ...]:
+    """Format names, most preferred first (``load()``'s choice among ok artifacts; Triton's too)."""
+    return tuple(fmt.name for fmt in sorted(FORMATS, key=lambda fmt: fmt.preference))

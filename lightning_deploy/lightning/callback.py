@@ -1,0 +1,386 @@
+"""``ModelExport``: export and verify the best checkpoint when ``fit`` ends.
+
+A thin Lightning-facing layer over ``export()``: it validates its arguments at construction,
+checks the set-up and dry-runs the export before training (``setup``), and at ``on_fit_end``
+rebuilds the model from the chosen checkpoint and exports it next to that checkpoint. Only
+global rank zero exports; every rank meets at a barrier afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from torch import nn
+from torch.utils.data import DataLoader
+from typing_extensions import override
+
+from lightning_deploy.artifact.manifest import failure_manifest
+from lightning_deploy.errors import CheckpointError, ConfigurationError, ExportError
+from lightning_deploy.exporting.adapters import bind_sample
+from lightning_deploy.exporting.checks import samples_from_batches
+from lightning_deploy.exporting.engine import export
+from lightning_deploy.exporting.options import ExportOptions
+from lightning_deploy.formats import by_name
+from lightning_deploy.lightning.checkpoints import is_sharded, load_weights, rebuild
+from lightning_deploy.lightning.data import validation_loader
+from lightning_deploy.lightning.input_spec import sample_from_spec
+from lightning_deploy.lightning.loggers import log_headlines
+from lightning_deploy.report import print_report
+
+__all__ = ["ModelExport"]
+
+
+class ModelExport(Callback):
+    """Export the best checkpoint at the end of ``fit``, verified in every runtime.
+
+    Args:
+        formats: any of ``"torchscript"``, ``"onnx"``, ``"pt2"``, ``"aoti"`` (AOTInductor, compiled
+            for the training device; the preflight checks its ``torch.export`` capture only,
+            since compiling takes tens of seconds), ``"onnx-optimized"`` (fused for
+            ONNX Runtime) and ``"onnx-int8"`` (int8 weights; its top-1 accuracy on the validation
+            loader is recorded beside the checkpoint's where batches are ``(inputs, class indices)``).
+        method: ``"auto"``, ``"trace"``, ``"script"`` or ``"export"``.
+        input_sample: nested tensors (Python only); default ``pl_module.example_input_array``.
+        input_spec: the YAML form of a sample, e.g. ``{"shape": [2, 3, 64, 64], "dtype": "float32"}``
+            or ``{"x": {...}, "mask": {...}}`` for keyword arguments.
+        submodule: dotted path of the ``nn.Module`` to export (``"model.net"``); default the
+            LightningModule itself.
+        dynamic_batch: make dim 0 of every input leaf dynamic.
+        dynamic_axes: more dynamic dims, ``{"x": {2: "height", 3: "width"}}``.
+        checkpoint: ``"best"`` (the checkpoint callback's best, or its last saved when nothing
+            is monitored), ``"last"``, or ``"final"`` (the in-memory weights at fit end).
+        dirpath: where to write; default the chosen checkpoint's folder.
+        verify: smoke-test every artifact in its own runtime at two shapes.
+        atol: absolute tolerance of the comparison.
+        rtol: tolerance relative to each output leaf's largest magnitude.
+        preflight: dry-run the export of the untrained model in ``setup``.
+        strict: raise at fit end (and at preflight) if any artifact failed.
+        opset: ONNX opset; ``None`` for the exporter's default.
+        int8_rtol: ``rtol`` of the ``onnx-int8`` artifact's verification.
+        check_batches: also verify every artifact on the first ``check_batches`` batches of the
+            validation loader (0: none), each recorded in the artifact's ``checks``. Forward's
+            inputs are taken from a batch by the LightningModule's ``export_sample(batch)`` where
+            it defines one, else by the ``(input_sample, target)`` convention; batches of another
+            form are skipped with a warning.
+
+    Raises:
+        ConfigurationError: at construction or ``setup``, naming the argument and the fix.
+
+    Examples:
+        >>> trainer = pl.Trainer(callbacks=[ModelCheckpoint(monitor="val_loss"), ModelExport()])  # doctest: +SKIP
+    """
+
+    CHECKPOINTS = ("best", "last", "final")
+    FINAL_STEM = "final"
+
+    def __init__(
+        self,
+        formats: Sequence[Literal["torchscript", "onnx", "pt2", "aoti", "onnx-optimized", "onnx-int8"]] = (
+            "torchscript",
+            "onnx",
+        ),
+        method: Literal["auto", "trace", "script", "export"] = "auto",
+        input_sample: Any = None,
+        input_spec: dict[str, Any] | None = None,
+        submodule: str | None = None,
+        dynamic_batch: bool = True,
+        dynamic_axes: dict[str, dict[int, str]] | None = None,
+        checkpoint: Literal["best", "last", "final"] = "best",
+        dirpath: str | None = None,
+        verify: bool = True,
+        atol: float = 1e-4,
+        rtol: float = 1e-3,
+        preflight: bool = True,
+        strict: bool = False,
+        opset: int | None = None,
+        int8_rtol: float = 0.05,
+        check_batches: int = 2,
+    ) -> None:
+        self.options = ExportOptions(
+            formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol, owner="ModelExport"
+        )
+        self._check_choices(input_sample, input_spec, submodule, checkpoint, dirpath, preflight, strict)
+        if isinstance(check_batches, bool) or not isinstance(check_batches, int) or check_batches < 0:
+            raise ConfigurationError(
+                f"ModelExport(check_batches={check_batches!r}): must be a whole number >= 0."
+                " HINT: pass e.g. check_batches=2, or 0 to verify on the synthetic samples alone."
+            )
+        self.check_batches = check_batches
+        self.input_sample = input_sample
+        self.input_spec = input_spec
+        self._spec_sample = sample_from_spec(input_spec) if input_spec is not None else None
+        self.submodule = submodule
+        self.checkpoint = checkpoint
+        self.dirpath = dirpath
+        self.preflight = preflight
+        self.strict = strict
+        self.manifest: dict[str, Any] | None = None
+
+    def _check_choices(self, sample: Any, spec: Any, submodule: Any, checkpoint: Any, dirpath: Any,
+                       preflight: Any, strict: Any) -> None:  # fmt: skip
+        if sample is not None and spec is not None:
+            raise ConfigurationError(
+                "ModelExport(input_sample=..., input_spec=...): give one of them, not both."
+                " HINT: input_sample is for Python, input_spec its YAML form."
+            )
+        if checkpoint not in self.CHECKPOINTS:
+            raise ConfigurationError(f"ModelExport(checkpoint={checkpoint!r}): must be one of {self.CHECKPOINTS}.")
+        if checkpoint == "final" and dirpath is None:
+            raise ConfigurationError(
+                "ModelExport(checkpoint='final', dirpath=None): the in-memory weights have no checkpoint folder"
+                " to write beside. HINT: pass dirpath='exports' (or use checkpoint='best')."
+            )
+        if submodule is not None and (not isinstance(submodule, str) or not submodule):
+            raise ConfigurationError(f"ModelExport(submodule={submodule!r}): must be a dotted attribute path or None.")
+        if dirpath is not None and not isinstance(dirpath, (str, Path)):
+            raise ConfigurationError(f"ModelExport(dirpath={dirpath!r}): must be a folder path or None.")
+        for name, value in (("preflight", preflight), ("strict", strict)):
+            if not isinstance(value, bool):
+                raise ConfigurationError(f"ModelExport({name}={value!r}): must be True or False.")
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check the checkpoint callback, the sample and the submodule; dry-run the export."""
+        if stage != "fit":
+            return
+        if self.checkpoint != "final":
+            self._checkpoint_callback(trainer)
+        target = self._target(pl_module)
+        sample = self._sample(pl_module)
+        if self.preflight:
+            self._preflight(trainer, target, sample)
+
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Export the chosen checkpoint on global rank zero; all ranks meet at a barrier."""
+        if trainer.interrupted:
+            return
+        failure: str | None = None
+        if trainer.is_global_zero:
+            failure = self._export_on_rank_zero(trainer, pl_module)
+        failure = trainer.strategy.broadcast(failure, src=0)
+        # The barrier comes last: gloo can keep the last collective's work alive until the process
+        # exits, and if that is the broadcast (tensors made in Python) the interpreter's
+        # finalisation may abort (pytorch/pytorch#179291); a barrier holds no such tensors.
+        trainer.strategy.barrier("ModelExport.on_fit_end")
+        if failure and self.strict:
+            raise ExportError(f"ModelExport(strict=True): {failure}")
+        if failure:
+            rank_zero_warn(f"ModelExport: {failure}")
+
+    def _export_on_rank_zero(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str | None:
+        """Export; returns a one-line failure description, or ``None`` when every artifact is ok."""
+        path = None if self.checkpoint == "final" else self._checkpoint_path(trainer)
+        if self.checkpoint != "final" and not path:
+            return f"no checkpoint was saved, so nothing was exported (checkpoint={self.checkpoint!r})."
+        manifest = self.export_checkpoint(pl_module, path, trainer)
+        log_headlines(trainer, manifest)
+        failed = [a for a in manifest["artifacts"] if not a["ok"]]
+        return "; ".join(f"{a['format']} failed: {a['error']}" for a in failed) or None
+
+    def export_checkpoint(
+        self,
+        model: pl.LightningModule,
+        ckpt_path: str | None,
+        trainer: pl.Trainer | None = None,
+        holds_weights: bool = False,
+        datamodule: pl.LightningDataModule | None = None,
+    ) -> dict[str, Any]:
+        """Export ``ckpt_path``'s weights, loaded into a copy of ``model``, next to the checkpoint.
+
+        The copy lives on the device the trainer trained on (Lightning has moved ``model``
+        itself back to the CPU by ``on_fit_end``), so a GPU-trained model is exported and
+        verified on its GPU; without a trainer, where ``model`` lives.
+
+        ``ckpt_path`` is a ``.ckpt`` file or a sharded checkpoint directory. With
+        ``holds_weights=True`` ``model`` already holds its weights (the command line rebuilt it
+        from the checkpoint) and is exported as it is, without a second copy of the weights.
+        With ``ckpt_path=None`` the model's own weights are exported into ``dirpath`` as ``final``.
+        The check batches come from the trainer's validation loader, else from ``datamodule``'s
+        or ``model``'s own ``val_dataloader()`` (the command line's YAML). Used at fit end and
+        by the command line; failures become a manifest, which is returned and kept in
+        ``self.manifest``.
+
+        Raises:
+            ConfigurationError: when there is no sample or ``submodule`` does not resolve.
+        """
+        self._target(model)  # configuration errors are raised here, not recorded
+        self._sample(model)
+        dirpath = Path(self.dirpath) if self.dirpath is not None else Path(ckpt_path).parent
+        stem = Path(ckpt_path).stem if ckpt_path else self.FINAL_STEM
+        try:
+            copied = model if holds_weights else self._rebuild(trainer, model, ckpt_path)
+            loader = validation_loader(trainer, model, datamodule)
+            accuracy_data = loader if any(by_name(f).lower_precision for f in self.options.formats) else None
+            check_samples = self._check_samples(model, loader)
+            self.manifest = self._export(
+                self._target(copied), self._sample(copied), dirpath, stem, ckpt_path, accuracy_data, check_samples
+            )
+        except Exception as err:  # noqa: BLE001 - fit must end normally; the error goes to the manifest
+            self.manifest = failure_manifest(dirpath, stem, ckpt_path, self.options.formats, err)
+        print_report(self.manifest, dirpath)
+        return self.manifest
+
+    def _export(
+        self,
+        target: nn.Module,
+        sample: Any,
+        dirpath: Path,
+        stem: str,
+        checkpoint: str | None,
+        accuracy_data: DataLoader | None = None,
+        check_samples: dict[str, Any] | None = None,
+        preflight: bool = False,
+    ) -> dict:
+        """Call the engine with this callback's options.
+
+        The preflight checks a compiled format by its capture (``aoti`` by ``pt2``, its
+        ``preflight_as``): what can fail there is the capture, and compiling takes tens of seconds.
+        """
+        o = self.options
+        formats = o.formats
+        if preflight:
+            formats = tuple(dict.fromkeys(by_name(f).preflight_as or f for f in formats))
+        return export(target, sample, dirpath, stem, formats=formats, method=o.method,
+                      dynamic_batch=o.dynamic_batch, dynamic_axes=o.dynamic_axes, verify=o.verify,
+                      atol=o.atol, rtol=o.rtol, opset=o.opset, checkpoint=checkpoint, int8_rtol=o.int8_rtol,
+                      accuracy_data=accuracy_data, check_samples=check_samples)  # fmt: skip
+
+    def _check_samples(self, model: nn.Module, loader: DataLoader | None) -> dict[str, Any] | None:
+        """Forward's inputs from the first ``check_batches`` validation batches, by source.
+
+        Batches that give no inputs for the exported module are skipped with a warning, so that
+        data of another form never costs the export.
+        """
+        if loader is None or self.check_batches == 0:
+            return None
+        if self.submodule is not None and not callable(getattr(model, "export_sample", None)):
+            reason = (
+                f"a batch holds the inputs of {type(model).__name__}, not of its submodule {self.submodule!r}."
+                " HINT: define export_sample(batch) returning the submodule's inputs, or pass check_batches=0."
+            )
+            found: list[tuple[str, Any]] = []
+        else:
+            found, reason = samples_from_batches(model, loader, self.check_batches)
+        target = self._target(model)
+        for source, sample in found:
+            try:
+                bind_sample(target, sample, source)
+            except ConfigurationError as err:
+                found, reason = [], f"{err} Or define export_sample(batch) returning forward's inputs."
+                break
+        if reason:
+            rank_zero_warn(f"ModelExport(check_batches={self.check_batches}): not verified on data: {reason}")
+        return dict(found) or None
+
+    def _checkpoint_callback(self, trainer: pl.Trainer) -> pl.callbacks.ModelCheckpoint:
+        callback = trainer.checkpoint_callback
+        if callback is None:
+            raise ConfigurationError(
+                f"ModelExport(checkpoint={self.checkpoint!r}) needs a ModelCheckpoint callback, and the Trainer has"
+                " none. HINT: add ModelCheckpoint(monitor=...) to callbacks, or use checkpoint='final' with dirpath."
+            )
+        if self.checkpoint == "last" and not callback.save_last:
+            raise ConfigurationError(
+                "ModelExport(checkpoint='last') needs ModelCheckpoint(save_last=True). HINT: set it, or use 'best'."
+            )
+        return callback
+
+    def _checkpoint_path(self, trainer: pl.Trainer) -> str:
+        callback = self._checkpoint_callback(trainer)
+        if self.checkpoint == "last":
+            return callback.last_model_path
+        return callback.best_model_path or callback.last_model_path
+
+    def _rebuild(self, trainer: pl.Trainer | None, pl_module: nn.Module, path: str | None) -> nn.Module:
+        """A model on the training device holding the checkpoint's weights; ``pl_module`` is neither moved nor changed.
+
+        For a checkpoint file, a copy of ``pl_module`` (the trainer is shared, not copied). For a
+        sharded directory (FSDP, ModelParallel), a fresh instance of its class built from the
+        checkpoint's hyperparameters, into which the shards are consolidated: after sharded
+        training ``pl_module``'s parameters may be flattened or DTensors, and a fresh build holds
+        the weights once.
+        """
+        device = trainer.strategy.root_device if trainer is not None else _device_of(pl_module)
+        # At fit end the checkpoint is the one this run just wrote, so it may be fully unpickled;
+        # without a trainer it came from elsewhere and is read with weights_only=True.
+        if path and is_sharded(path):
+            try:
+                model = rebuild(type(pl_module), path, trusted=trainer is not None)
+            except TypeError as err:
+                raise CheckpointError(
+                    f"{path}: cannot rebuild {type(pl_module).__name__} from the sharded checkpoint ({err})."
+                    " HINT: call self.save_hyperparameters() in its __init__, so meta.pt records its arguments."
+                ) from None
+            return model.to(device)
+        model = copy.deepcopy(pl_module, {id(trainer): trainer} if trainer is not None else None)
+        if path:
+            load_weights(model, path, trusted=trainer is not None)
+        return model.to(device)
+
+    def _target(self, model: nn.Module) -> nn.Module:
+        if self.submodule is None:
+            return model
+        try:
+            return model.get_submodule(self.submodule)
+        except AttributeError as err:
+            children = [name for name, _ in model.named_children()]
+            raise ConfigurationError(
+                f"ModelExport(submodule={self.submodule!r}): {err}. HINT: {type(model).__name__} has the"
+                f" children {children}; use a dotted path through them."
+            ) from None
+
+    def _sample(self, pl_module: nn.Module) -> Any:
+        sample = self.input_sample if self.input_sample is not None else self._spec_sample
+        if sample is None:
+            sample = getattr(pl_module, "example_input_array", None)
+        if sample is None:
+            raise ConfigurationError(
+                "ModelExport(input_sample=None, input_spec=None): no sample to export with, and"
+                f" {type(pl_module).__name__}.example_input_array is not set. HINT: set example_input_array in"
+                " the LightningModule, or pass input_sample (Python) or input_spec (YAML)."
+            )
+        return move_data_to_device(sample, _device_of(pl_module))
+
+    def _preflight(self, trainer: pl.Trainer, target: nn.Module, sample: Any) -> None:
+        """Export the untrained model into a temporary folder, so problems show before training."""
+        failure: str | None = None
+        config_error = False
+        if trainer.is_global_zero:
+            with tempfile.TemporaryDirectory(prefix="lightning-deploy-preflight-") as folder:
+                try:
+                    manifest = self._export(target, sample, Path(folder), "preflight", None, preflight=True)
+                    failed = [a for a in manifest["artifacts"] if not a["ok"]]
+                    failure = "; ".join(f"{a['format']}: {a['error']}" for a in failed) or None
+                except ConfigurationError as err:
+                    failure, config_error = str(err), True
+                except Exception as err:  # noqa: BLE001 - reported below, on every rank
+                    failure = f"{type(err).__name__}: {err}"
+        failure, config_error = trainer.strategy.broadcast((failure, config_error), src=0)
+        if failure is None:
+            return
+        message = (
+            f"ModelExport preflight: {type(target).__name__} cannot be exported as configured: {failure}"
+            " HINT: fix the model's forward or the export options (formats, method, dynamic_axes),"
+            " or pass preflight=False to skip this check."
+        )
+        if config_error:
+            raise ConfigurationError(message)
+        if self.strict:
+            raise ExportError(message)
+        rank_zero_warn(message)
+        rank_zero_info("ModelExport: training goes on; the export at fit end will report the same failure.")
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    """Where ``module``'s first parameter lives (the CPU for a module without parameters)."""
+    return next((p.device for p in module.parameters()), torch.device("cpu"))

@@ -1,0 +1,38 @@
+"""Run a ``torch.export`` artifact with ``torch.export.load``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.export.passes import move_to_device_pass
+
+from lightning_deploy.runtime.backends import FlatRunner
+from lightning_deploy.runtime.backends.torch_device import MISSING_DEVICE_HINT, has_device
+
+__all__ = ["ARRAYS", "MISSING_DEVICE_HINT", "RUNTIME", "has_device", "open_runner"]
+
+RUNTIME = "torch.export"
+ARRAYS = "torch"
+
+
+def open_runner(path: str, input_names: Sequence[str], output_names: Sequence[str], device: str = "cpu") -> FlatRunner:
+    """Load ``path``; its weights and device constants are moved to ``device`` where they live elsewhere.
+
+    ``torch.export.load`` gives CPU weights even for a program saved from a GPU (measured,
+    torch 2.11 on an H200), while its graph still says ``cuda``; ``move_to_device_pass`` is
+    torch's own way to re-home an ``ExportedProgram`` (weights, buffers and the ``device=``
+    arguments in its graph), so it runs where asked, on the CPU or a GPU.
+    """
+    program = torch.export.load(path)
+    target = torch.device(device)
+    tensors = [*program.state_dict.values(), *program.constants.values()]
+    if any(isinstance(t, torch.Tensor) and t.device != target for t in tensors):
+        program = move_to_device_pass(program, target)
+    module = program.module()
+
+    def run(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        with torch.no_grad():
+            return list(module(*inputs))
+
+    return run

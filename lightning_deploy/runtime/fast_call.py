@@ -1,0 +1,209 @@
+"""One manifest's common call to ONNX Runtime on the CPU, written out as one straight-line function.
+
+``load()``'s general path walks the schema with compiled closures (``artifact/structure.py``),
+converts and checks leaf by leaf and rebuilds the outputs: 8 µs a call on a small MLP with
+torch tensors in and out, more than ONNX Runtime's own run of it (6 µs), measured here. Like
+``dataclasses`` and ``collections.namedtuple``, which write a class's ``__init__`` as source
+once, this module writes for one manifest the function a person would write by hand for
+that model: index the arguments, take each tensor's memory as an array, feed the session by
+name, wrap the outputs and build the output structure, with no loop and no call per node.
+
+It takes only the common case: positional arguments, containers of exactly the exported
+types, leaves all CPU tensors without grad or all numpy arrays, batch sizes that agree. Any
+other call raises, and ``load()`` runs its general path instead, which gives the same answer
+or the error that names the leaf; so this function never has to explain anything.
+"""
+
+from __future__ import annotations
+
+import keyword
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from lightning_deploy.artifact.schema import NODE_KINDS, children, walk
+
+__all__ = ["Miss", "bind_torch", "compile_call"]
+
+
+class Miss(Exception):
+    """The call is not the common case; the general path takes it."""
+
+
+class _NoTorch:
+    """Stands for ``torch.Tensor`` while torch is not imported: nothing is of this type."""
+
+
+def compile_call(
+    parameters: Sequence[str],
+    input_tree: Mapping[str, Any],
+    output_tree: Mapping[str, Any],
+    fed: Sequence[tuple[int, str]],
+    output_names: Sequence[str],
+    run: Callable[[list[str], dict[str, Any], Any], list[Any]],
+    run_options: Any,
+    shared_axes: Sequence[tuple[str, list[tuple[int, int]]]],
+    output_class: Callable[[Mapping[str, Any]], Any],
+) -> Callable[..., Any]:
+    """The fast call for one artifact: ``call(*args)`` returns the structured outputs or raises.
+
+    Args:
+        parameters: ``forward``'s parameter names, called positionally.
+        input_tree: the input schema's tree (its root: the arguments by parameter name, in order).
+        output_tree: the output schema's tree.
+        fed: ``(leaf index, graph input name)`` of the leaves the graph reads.
+        output_names: the graph's outputs, in the order of the output leaves.
+        run: ONNX Runtime's ``run(output_names, feed, run_options)``.
+        run_options: passed to ``run`` on every call.
+        shared_axes: ``(axis, [(leaf index, dim), ...])`` of dynamic axes several leaves share.
+        output_class: the class ``load()``'s general path builds for a record node of the
+            outputs, so both paths return the same types.
+
+    Raises:
+        Miss: where an input record has a field that is no attribute name (the general path only).
+    """
+    if len(parameters) != len(input_tree["items"]):
+        raise Miss("the call's parameters are not the schema's arguments")  # load() refuses such a manifest first
+    writer = _Writer()
+    leaves = writer.flatten_tuple(input_tree, [f"p{i}" for i in range(len(parameters))])
+    if not leaves:
+        raise Miss("no input leaves")
+    names: dict[str, Any] = {
+        "Miss": Miss,
+        "ndarray": np.ndarray,
+        "Tensor": _NoTorch,
+        "from_numpy": None,
+        "run": run,
+        "run_options": run_options,
+        "output_names": list(output_names),
+    }
+    lines = [f"def call({', '.join(f'p{i}' for i in range(len(parameters)))}):", *writer.lines]
+    outputs = [f"o{i}" for i in range(len(output_names))]
+    feed = ", ".join(f"{name!r}: a{index}" for index, name in fed)
+    unpack = f"{', '.join(outputs)}, = run(output_names, {{{feed}}}, run_options)"
+    same_axes = [
+        f"a{index}.shape[{dim}] != a{first}.shape[{first_dim}]"
+        for _, ((first, first_dim), *rest) in shared_axes
+        for index, dim in rest
+    ]
+    check_axes = [f"        if {' or '.join(same_axes)}:", "            raise Miss"] if same_axes else []
+    build = _build(output_tree, iter(outputs), names, output_class)
+    all_of = lambda kind: " and ".join(f"type({leaf}) is {kind}" for leaf in leaves)  # noqa: E731
+
+    def branch(arrays: list[str], outputs_as: str) -> list[str]:
+        """One array type's whole call: its arrays, the shared-axes check, the run, the outputs, the structure."""
+        return [
+            *(f"        a{i} = {array}" for i, array in enumerate(arrays)),
+            *check_axes,
+            f"        {unpack}",
+            *(f"        {o} = {outputs_as.format(o)}" for o in outputs if outputs_as != "{}"),
+            f"        return {build}",
+        ]
+
+    lines += [
+        f"    if {all_of('Tensor')}:",  # CPU tensors without grad: each one's own memory as an array, and back
+        *branch([f"{leaf}.numpy()" for leaf in leaves], "from_numpy({})"),
+        f"    if {all_of('ndarray')}:",
+        *branch(leaves, "{}"),
+        "    raise Miss",
+    ]
+    # The source holds only names made here and literals written by repr() from a checked schema
+    # (keys, fields and graph input names), so executing it runs nothing a manifest could inject.
+    exec("\n".join(lines), names)
+    call = names.pop("call")  # its globals hold the session; the function in them would make a cycle, freed late
+    bind_torch(call)
+    return call
+
+
+def _attribute_name(field: str) -> bool:
+    """Whether ``value.field`` and ``cls(field=...)`` can be written in source (``lambda`` cannot)."""
+    return field.isidentifier() and not keyword.iskeyword(field)
+
+
+def bind_torch(call: Callable[..., Any]) -> None:
+    """Let ``call`` take torch tensors once torch is imported (it may be after ``load()``)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "from_numpy"):
+        call.__globals__["Tensor"], call.__globals__["from_numpy"] = torch.Tensor, torch.from_numpy
+
+
+class _Writer:
+    """Writes the lines that take an input value apart into leaf variables, checking each container's type."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.leaves: list[str] = []
+        self.count = 0
+
+    def flatten_tuple(self, root: Mapping[str, Any], arguments: list[str]) -> list[str]:
+        """The root holds ``forward``'s arguments by parameter name; each is passed as a separate argument."""
+        for child, argument in zip(root["items"], arguments):
+            self.flatten(child, argument)
+        return self.leaves
+
+    def flatten(self, node: Mapping[str, Any], expression: str) -> None:
+        kind = node["kind"]
+        if kind == "tensor":
+            self.leaves.append(self._name(expression))
+            return
+        if kind == "none":
+            self.lines += [f"    if {expression} is not None:", "        raise Miss"]
+            return
+        value = self._name(expression)
+        labelled = children(node)
+        if kind in ("list", "tuple"):
+            self.lines += [
+                f"    if type({value}) is not tuple and type({value}) is not list or len({value}) != {len(labelled)}:",
+                "        raise Miss",
+            ]
+        elif kind == "dict":
+            # the right length and every key found: exactly the exported keys
+            self.lines += [
+                f"    if type({value}) is not dict or len({value}) != {len(labelled)}:",
+                "        raise Miss",
+            ]
+        else:  # a record by attribute (a dict given for it takes the general path)
+            self.lines += [f"    if type({value}) is dict:", "        raise Miss"]
+            bad = [field for field, _ in labelled if not _attribute_name(field)]
+            if bad:
+                raise Miss(f"field {bad[0]!r} is no attribute name")
+        for label, child in labelled:
+            self.flatten(child, NODE_KINDS[kind].access(value, label))
+
+    def _name(self, expression: str) -> str:
+        if expression.isidentifier():  # an argument already has a name
+            return expression
+        self.count += 1
+        self.lines.append(f"    v{self.count} = {expression}")
+        return f"v{self.count}"
+
+
+def _build(tree: Mapping[str, Any], outputs: Any, names: dict[str, Any], output_class: Callable) -> str:
+    """The expression that rebuilds the output structure from the output variables."""
+    return walk(tree, lambda node, path, folded: _build_node(node, [item for _, item in folded], outputs, names,
+                                                             output_class))  # fmt: skip
+
+
+def _build_node(node: Mapping[str, Any], items: list[str], outputs: Any, names: dict[str, Any],
+                output_class: Callable) -> str:  # fmt: skip
+    """One node's expression from its children's."""
+    kind = node["kind"]
+    if kind == "tensor":
+        return next(outputs)
+    if kind == "none":
+        return "None"
+    if kind == "list":
+        return f"[{', '.join(items)}]"
+    if kind == "tuple":
+        return f"({''.join(f'{item}, ' for item in items)})"
+    if kind == "dict":
+        return "{" + ", ".join(f"{key!r}: {item}" for key, item in zip(node["keys"], items)) + "}"
+    cls = f"C{len(names)}"
+    names[cls] = output_class(node)
+    if kind == "namedtuple":
+        return f"{cls}({', '.join(items)})"
+    if all(_attribute_name(field) for field in node["fields"]):
+        return f"{cls}({', '.join(f'{field}={item}' for field, item in zip(node['fields'], items))})"
+    return f"{cls}(**{{{', '.join(f'{field!r}: {item}' for field, item in zip(node['fields'], items))}}})"

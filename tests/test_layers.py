@@ -1,0 +1,163 @@
+"""The rules of docs/design.md that a machine can check: which part imports what, one table of formats, sizes."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parents[1] / "lightning_deploy"
+
+# part -> the parts of the package it may import (besides itself); docs/design.md, "Layers"
+ALLOWED = {
+    "formats": set(),
+    "errors": set(),
+    "artifact": {"formats", "errors"},
+    "runtime": {"artifact", "formats", "errors"},
+    "exporting": {"runtime", "artifact", "formats", "errors"},
+    "serving": {"runtime", "artifact", "formats", "errors"},
+    "lightning": {"exporting", "runtime", "artifact", "report", "formats", "errors"},
+    "report": {"artifact", "formats", "errors"},
+    "cli": {"lightning", "serving", "runtime", "artifact", "report", "formats", "errors"},
+    "_compat": set(),
+    "__init__": {"_compat", "runtime", "exporting", "lightning", "errors"},
+}
+TORCH_FREE = {"formats", "errors", "artifact", "report", "_compat"}  # never import torch or onnx, anywhere
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def _part(path: Path) -> str:
+    relative = path.relative_to(PACKAGE)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """Every module ``path`` imports, and whether at module level (not inside a function or TYPE_CHECKING)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found: list[tuple[str, bool]] = []
+    lazy: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or (
+            isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        ):
+            lazy.update(id(inner) for inner in ast.walk(node) if inner is not node)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, id(node) not in lazy) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{alias.name}" for alias in node.names] if node.module == "lightning_deploy" else []
+            found += [(name, id(node) not in lazy) for name in names or [node.module]]
+    return found
+
+
+def test_each_part_imports_only_the_parts_below_it():
+    broken = []
+    for path in _modules():
+        part = _part(path)
+        for module, _ in _imports(path):
+            if not module.startswith("lightning_deploy."):
+                continue
+            target = module.split(".")[1]
+            if target != part and target not in ALLOWED[part]:
+                broken.append(f"{path.relative_to(PACKAGE)} imports {module}")
+    assert not broken, "imports against docs/design.md's layers:\n" + "\n".join(broken)
+
+
+def test_only_the_lightning_part_imports_lightning():
+    found = [
+        f"{path.relative_to(PACKAGE)} imports {module}"
+        for path in _modules()
+        if _part(path) != "lightning"
+        for module, _ in _imports(path)
+        if module.split(".")[0] in ("lightning", "pytorch_lightning")
+    ]
+    assert not found, found
+
+
+def test_the_contract_and_the_runtime_import_torch_only_where_a_backend_opens_an_artifact():
+    found = []
+    for path in _modules():
+        part, relative = _part(path), path.relative_to(PACKAGE)
+        for module, top_level in _imports(path):
+            heavy = module.split(".")[0] in ("torch", "onnx", "onnxruntime", "onnxscript")
+            if heavy and (part in TORCH_FREE or (part == "runtime" and top_level and "backends" not in relative.parts)):
+                found.append(f"{relative} imports {module}" + (" at module level" if top_level else ""))
+    assert not found, found
+
+
+def test_an_onnx_artifact_loads_and_runs_where_torch_cannot_be_imported(tmp_path):
+    import torch
+
+    from lightning_deploy import export
+
+    export(torch.nn.Linear(4, 2), torch.randn(2, 4), tmp_path, "linear", formats=["onnx"])
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['lightning'] = None\n"  # any import of them fails
+        "import numpy as np\n"
+        "from lightning_deploy import load\n"
+        f"model = load({str(tmp_path / 'linear.export.json')!r})\n"
+        "print(model(np.ones((3, 4), np.float32)).shape)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "(3, 2)"
+
+
+def test_the_callbacks_formats_literal_lists_exactly_the_declared_formats():
+    from lightning_deploy import ModelExport
+    from lightning_deploy.formats import NAMES
+
+    (sequence,) = typing.get_args(typing.get_type_hints(ModelExport.__init__)["formats"])
+    assert typing.get_args(sequence) == NAMES
+
+
+def test_every_table_of_formats_is_derived_from_the_declarations():
+    from lightning_deploy.artifact.manifest import SUFFIXES
+    from lightning_deploy.exporting.options import FORMATS, methods_for
+    from lightning_deploy.formats import NAMES, by_name
+    from lightning_deploy.runtime.backends import RUNTIME_MODULES, runtime_module
+
+    assert FORMATS == NAMES and list(SUFFIXES) == list(NAMES) and list(RUNTIME_MODULES) == list(NAMES)
+    for name in NAMES:
+        declared = by_name(name)
+        assert SUFFIXES[name] == declared.suffix and methods_for(name, "auto") == declared.methods
+        backend = runtime_module(name)  # the declared backend module exists and keeps the Backend contract
+        assert isinstance(backend.RUNTIME, str) and backend.ARRAYS in ("numpy", "torch"), name
+        assert isinstance(backend.MISSING_DEVICE_HINT, str) and backend.has_device("cpu") is not None, name
+        assert callable(backend.open_runner), name
+        assert (declared.derived_by is None) == (declared.derived_from is None), name
+
+
+def test_no_module_is_a_grab_bag_and_the_top_level_stays_small():
+    long = {str(p.relative_to(PACKAGE)): n for p in _modules() if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, f"modules over 400 lines: {long}"
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 8, top
+
+
+@pytest.mark.parametrize("old, new", [("lightning_deploy.serve", "ExportedModelAPI"),
+                                      ("lightning_deploy.flat_files", "save_inputs"),
+                                      ("lightning_deploy.lightning_cli", "LightningDeployCLI"),
+                                      ("lightning_deploy.load", "ExportedModel"),
+                                      ("lightning_deploy.schema", "Record")])  # fmt: skip
+def test_the_documented_module_paths_of_release_0_1_still_import(old, new):
+    code = (
+        "import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
+        "import lightning_deploy\n"
+        f"try:\n    from {old} import {new}\nexcept DeprecationWarning as w:\n    print(w)\n"
+        "warnings.simplefilter('ignore', DeprecationWarning)\n"
+        f"from {old} import {new}\n"
+        "print(lightning_deploy.load.__name__, type(lightning_deploy.load).__name__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    warning, function = result.stdout.splitlines()
+    assert warning.startswith(f"{old} moved to lightning_deploy."), warning
+    assert function == "load function", "the package's load() keeps its name when the old module path is imported"
