@@ -23,7 +23,14 @@ from perfdoc import argument_parser, publish
 
 from lightning_deploy import export
 
-CLI = [sys.executable, "-m", "lightning_deploy.cli"]
+# The console script as pip installs it (what a user types), not ``python -m``: under ``-m`` the module is
+# ``__main__``, and the import-path lookups jsonargparse makes through the package differ (issue 25).
+_SCRIPT = Path(sys.executable).with_name("lightning-deploy")
+CLI = (
+    [str(_SCRIPT)]
+    if _SCRIPT.is_file()
+    else [sys.executable, "-c", "import sys; from lightning_deploy.cli import main; sys.exit(main())"]
+)
 
 
 def main() -> None:

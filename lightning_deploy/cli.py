@@ -225,9 +225,9 @@ def _triton(config: Any, argv: list[str]) -> int:
 
 
 def _numpy(value: Any) -> Any:
-    import numpy as np
+    from lightning_deploy.runtime.arrays import to_numpy
 
-    return value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+    return to_numpy(value)
 
 
 _COMMANDS = {"show": _show, "run": _run, "serve": _serve, "triton": _triton}

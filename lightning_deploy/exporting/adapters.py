@@ -21,46 +21,14 @@ from torch import nn
 
 from lightning_deploy.artifact.schema import SCHEMA_VERSION, leaf_path, walk
 from lightning_deploy.errors import ConfigurationError, ExportError
+from lightning_deploy.runtime.calling import Call
 
-__all__ = ["CallSpec", "FlatAdapter", "FlatTree", "bind_sample", "describe", "flatten_tree", "keyed_children"]
+__all__ = ["FlatAdapter", "FlatTree", "bind_sample", "describe", "flatten_tree", "keyed_children"]
 
 _DICT_TYPES = (dict, collections.OrderedDict)
 
 
-@dataclasses.dataclass(frozen=True)
-class CallSpec:
-    """How the bound arguments of ``forward`` are passed back to it.
-
-    Positional-only and ``*args`` parameters go positionally, ``**kwargs`` is expanded, every
-    other parameter goes by keyword.
-    """
-
-    names: tuple[str, ...]
-    positional_only: tuple[str, ...] = ()
-    var_positional: str | None = None
-    var_keyword: str | None = None
-
-    def split(self, arguments: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-        """``(args, kwargs)`` for calling ``forward`` with ``arguments`` (name -> value)."""
-        args = [arguments[n] for n in self.positional_only if n in arguments]
-        if self.var_positional in arguments:
-            args.extend(arguments[self.var_positional])
-        special = {*self.positional_only, self.var_positional, self.var_keyword}
-        kwargs = {n: v for n, v in arguments.items() if n not in special}
-        if self.var_keyword in arguments:
-            kwargs.update(arguments[self.var_keyword])
-        return args, kwargs
-
-    def to_json(self) -> dict[str, Any]:
-        """The calling convention for ``load``: which names may be passed positionally."""
-        return {
-            "parameters": list(self.names),
-            "var_positional": self.var_positional,
-            "var_keyword": self.var_keyword,
-        }
-
-
-def bind_sample(module: nn.Module, sample: Any, argument: str = "input_sample") -> tuple[dict, CallSpec]:
+def bind_sample(module: nn.Module, sample: Any, argument: str = "input_sample") -> tuple[dict, Call]:
     """Bind ``sample`` to ``module.forward`` by Lightning's ``example_input_array`` convention.
 
     A tuple holds the positional arguments, a dict the keyword arguments, anything else is
@@ -82,8 +50,8 @@ def bind_sample(module: nn.Module, sample: Any, argument: str = "input_sample") 
             f" HINT: a tuple holds positional arguments, a dict keyword arguments.{hint}"
         ) from None
     kinds = {p.name: p.kind for p in signature.parameters.values()}
-    call = CallSpec(
-        names=tuple(bound.arguments),
+    call = Call(
+        parameters=tuple(bound.arguments),
         positional_only=tuple(n for n in bound.arguments if kinds[n] is inspect.Parameter.POSITIONAL_ONLY),
         var_positional=next((n for n in bound.arguments if kinds[n] is inspect.Parameter.VAR_POSITIONAL), None),
         var_keyword=next((n for n in bound.arguments if kinds[n] is inspect.Parameter.VAR_KEYWORD), None),
@@ -160,7 +128,7 @@ class FlatAdapter(nn.Module):
 
     """
 
-    def __init__(self, module: nn.Module, inputs: FlatTree, call: CallSpec, outputs: FlatTree) -> None:
+    def __init__(self, module: nn.Module, inputs: FlatTree, call: Call, outputs: FlatTree) -> None:
         super().__init__()
         self.module = module
         self.inputs = inputs

@@ -22,10 +22,11 @@ import torch
 from torch import nn
 
 from lightning_deploy.errors import ConfigurationError
-from lightning_deploy.exporting.adapters import CallSpec, FlatTree
+from lightning_deploy.exporting.adapters import FlatTree
 from lightning_deploy.exporting.compare import compare_leaves
 from lightning_deploy.exporting.dynamic import DynamicDims
 from lightning_deploy.exporting.options import ExportOptions
+from lightning_deploy.runtime.calling import Call
 
 __all__ = ["attention_fast_path", "changed_dims", "fast_path_agreement", "run_eager"]
 
@@ -43,7 +44,7 @@ def attention_fast_path(enabled: bool) -> Iterator[None]:
 
 def run_eager(
     module: nn.Module,
-    call: CallSpec,
+    call: Call,
     arguments: Mapping[str, Any],
     changes: Sequence[str],
     options: ExportOptions,
@@ -91,7 +92,7 @@ def _numpy(tensor: torch.Tensor) -> Any:
 
 def fast_path_agreement(
     module: nn.Module,
-    call: CallSpec,
+    call: Call,
     samples: Sequence[Mapping[str, Any]],
     outputs: FlatTree,
     plain: Sequence[Sequence[torch.Tensor]],

@@ -21,6 +21,7 @@ from lightning_deploy.exporting.accuracy import accuracy_delta, input_leaves
 from lightning_deploy.exporting.latency import seconds_per_call
 from lightning_deploy.exporting.plan import Plan
 from lightning_deploy.formats import by_name
+from lightning_deploy.runtime.arrays import to_numpy
 from lightning_deploy.runtime.backends import runtime_module
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def calibration_feeds(plan: Plan, accuracy_data: Iterable[Any] | None) -> list[d
         return None
     verified = [plan.inputs.tensors(sample) for sample in plan.samples]
     names = plan.ctx.input_names
-    return [{n: leaf.detach().cpu().numpy() for n, leaf in zip(names, leaves)} for leaves in [*found, *verified]]
+    return [{n: to_numpy(leaf) for n, leaf in zip(names, leaves)} for leaves in [*found, *verified]]
 
 
 def variants(fmt: str, work: Work) -> tuple[str | None, ...]:
@@ -75,7 +76,7 @@ def pass_options(attempt: Attempt, work: Work) -> dict[str, Any]:
 def fastest(fmt: str, attempts: list[Attempt], work: Work) -> Attempt:
     """The attempt whose file runs fastest here at the two verified samples (each attempt records its time)."""
     ctx = work.plan.ctx
-    samples = [[leaf.detach().cpu().numpy() for leaf in work.plan.inputs.tensors(s)] for s in work.plan.samples]
+    samples = [[to_numpy(leaf) for leaf in work.plan.inputs.tensors(s)] for s in work.plan.samples]
     paths = [a.folder / artifact_name(work.stem, fmt) for a in attempts]
     try:
         with work.steps.step(f"{fmt} variants timed"):
@@ -99,4 +100,4 @@ def accuracy(fmt: str, path: Path, work: Work) -> dict[str, Any]:
     runner = runtime_module(fmt).open_runner(str(path), ctx.input_names, ctx.output_names, "cpu")
     device = work.plan.device
     return accuracy_delta(ctx.adapter.module, lambda leaves: ctx.adapter(*(t.to(device) for t in leaves)),
-                          lambda leaves: runner([t.cpu().numpy() for t in leaves]), work.accuracy_data)  # fmt: skip
+                          lambda leaves: runner([to_numpy(t) for t in leaves]), work.accuracy_data)  # fmt: skip

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from lightning_deploy.errors import ConfigurationError, ExportError
-from lightning_deploy.exporting.adapters import CallSpec, FlatAdapter, FlatTree, bind_sample, flatten_tree
+from lightning_deploy.exporting.adapters import FlatAdapter, FlatTree, bind_sample, flatten_tree
 from lightning_deploy.exporting.checks import (
     EXPORT_SOURCE,
     SECOND_SOURCE,
@@ -37,6 +37,7 @@ from lightning_deploy.exporting.dynamic import (
 from lightning_deploy.exporting.eager import changed_dims, fast_path_agreement, run_eager
 from lightning_deploy.exporting.methods import ExportContext
 from lightning_deploy.exporting.options import ExportOptions
+from lightning_deploy.runtime.calling import Call
 
 __all__ = ["Plan", "device_name", "make_plan", "module_device"]
 
@@ -54,7 +55,7 @@ class Plan:
     """
 
     inputs: FlatTree
-    call: CallSpec
+    call: Call
     outputs: FlatTree
     ctx: ExportContext
     checks: list[Check]
@@ -159,7 +160,7 @@ def make_plan(
                 data_dependent, skipped)  # fmt: skip
 
 
-def _synthetic_check(module: nn.Module, call: CallSpec, arguments: dict[str, Any]) -> Check | str:
+def _synthetic_check(module: nn.Module, call: Call, arguments: dict[str, Any]) -> Check | str:
     """The synthetic check where the model itself runs on it; else why it is skipped.
 
     It is ours, not the user's: a model that needs a minimum size (inception_v3: 75 pixels)
@@ -173,7 +174,7 @@ def _synthetic_check(module: nn.Module, call: CallSpec, arguments: dict[str, Any
 
 
 def _data_check(
-    module: nn.Module, call: CallSpec, source: str, sample: Any, device: torch.device, options: ExportOptions
+    module: nn.Module, call: Call, source: str, sample: Any, device: torch.device, options: ExportOptions
 ) -> Check:
     """A check at the user's data: bound to ``forward``, moved to the module's device, run eagerly."""
     arguments, _ = bind_sample(module, sample, f"{options.owner}: {source}")

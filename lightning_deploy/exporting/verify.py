@@ -22,10 +22,12 @@ import torch.utils._pytree as pytree
 
 from lightning_deploy.artifact.manifest import ONNX_FORMATS
 from lightning_deploy.errors import ExportError
-from lightning_deploy.exporting.adapters import CallSpec, flatten_tree
+from lightning_deploy.exporting.adapters import flatten_tree
 from lightning_deploy.exporting.checks import Check
 from lightning_deploy.exporting.compare import LeafDiff, named_leaves
 from lightning_deploy.exporting.detections import compare_outputs
+from lightning_deploy.runtime.arrays import to_numpy
+from lightning_deploy.runtime.calling import Call
 from lightning_deploy.runtime.model import ExportedModel
 
 __all__ = ["Verification", "verify_artifact"]
@@ -55,7 +57,7 @@ def verify_artifact(
     entry: Mapping[str, Any],
     path: Path,
     io_manifest: Mapping[str, Any],
-    call: CallSpec,
+    call: Call,
     checks: Sequence[Check],
     atol: float,
     rtol: float,
@@ -115,8 +117,8 @@ def _compare_structures(result: Verification, got: Any, want: Any, atol: float, 
     if missing or extra:
         reason = f"the structure differs from eager: leaves missing {missing[:5]}, unexpected {extra[:5]}"
         return [LeafDiff("out", False, float("inf"), float("inf"), 0.0, reason)]
-    got_arrays = [_numpy(got_by_name[n]) for n in names]
-    return _compare_outputs(result, names, got_arrays, [_numpy(w) for w in want_leaves], atol, rtol)
+    got_arrays = [to_numpy(got_by_name[n]) for n in names]
+    return _compare_outputs(result, names, got_arrays, [to_numpy(w) for w in want_leaves], atol, rtol)
 
 
 def _compare_outputs(
@@ -154,10 +156,3 @@ def _accumulate(result: Verification, source: str, diffs: list[LeafDiff], shapes
             result.ok = False
             result.error = f"mismatch in {result.runtime} at the {source}, input shapes {shapes}: {record['error']}"
     result.checks.append(record)
-
-
-def _numpy(value: Any) -> np.ndarray:
-    if not isinstance(value, torch.Tensor):
-        return np.asarray(value)
-    value = value.detach().cpu()
-    return (value.float() if value.dtype == torch.bfloat16 else value).numpy()  # numpy has no bfloat16

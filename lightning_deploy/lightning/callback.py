@@ -8,14 +8,12 @@ global rank zero exports; every rank meets at a barrier afterwards.
 
 from __future__ import annotations
 
-import copy
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -24,13 +22,14 @@ from torch.utils.data import DataLoader
 from typing_extensions import override
 
 from lightning_deploy.artifact.manifest import failure_manifest
-from lightning_deploy.errors import CheckpointError, ConfigurationError, ExportError
+from lightning_deploy.errors import ConfigurationError, ExportError
 from lightning_deploy.exporting.adapters import bind_sample
 from lightning_deploy.exporting.checks import samples_from_batches
 from lightning_deploy.exporting.engine import export
 from lightning_deploy.exporting.options import ExportOptions
+from lightning_deploy.exporting.plan import module_device
 from lightning_deploy.formats import by_name
-from lightning_deploy.lightning.checkpoints import is_sharded, load_weights, rebuild
+from lightning_deploy.lightning.checkpoints import model_with_weights
 from lightning_deploy.lightning.data import validation_loader
 from lightning_deploy.lightning.input_spec import sample_from_spec
 from lightning_deploy.lightning.loggers import log_headlines
@@ -218,7 +217,7 @@ class ModelExport(Callback):
         dirpath = Path(self.dirpath) if self.dirpath is not None else Path(ckpt_path).parent
         stem = Path(ckpt_path).stem if ckpt_path else self.FINAL_STEM
         try:
-            copied = model if holds_weights else self._rebuild(trainer, model, ckpt_path)
+            copied = model if holds_weights else model_with_weights(trainer, model, ckpt_path)
             loader = validation_loader(trainer, model, datamodule)
             accuracy_data = loader if any(by_name(f).lower_precision for f in self.options.formats) else None
             check_samples = self._check_samples(model, loader)
@@ -301,32 +300,6 @@ class ModelExport(Callback):
             return callback.last_model_path
         return callback.best_model_path or callback.last_model_path
 
-    def _rebuild(self, trainer: pl.Trainer | None, pl_module: nn.Module, path: str | None) -> nn.Module:
-        """A model on the training device holding the checkpoint's weights; ``pl_module`` is neither moved nor changed.
-
-        For a checkpoint file, a copy of ``pl_module`` (the trainer is shared, not copied). For a
-        sharded directory (FSDP, ModelParallel), a fresh instance of its class built from the
-        checkpoint's hyperparameters, into which the shards are consolidated: after sharded
-        training ``pl_module``'s parameters may be flattened or DTensors, and a fresh build holds
-        the weights once.
-        """
-        device = trainer.strategy.root_device if trainer is not None else _device_of(pl_module)
-        # At fit end the checkpoint is the one this run just wrote, so it may be fully unpickled;
-        # without a trainer it came from elsewhere and is read with weights_only=True.
-        if path and is_sharded(path):
-            try:
-                model = rebuild(type(pl_module), path, trusted=trainer is not None)
-            except TypeError as err:
-                raise CheckpointError(
-                    f"{path}: cannot rebuild {type(pl_module).__name__} from the sharded checkpoint ({err})."
-                    " HINT: call self.save_hyperparameters() in its __init__, so meta.pt records its arguments."
-                ) from None
-            return model.to(device)
-        model = copy.deepcopy(pl_module, {id(trainer): trainer} if trainer is not None else None)
-        if path:
-            load_weights(model, path, trusted=trainer is not None)
-        return model.to(device)
-
     def _target(self, model: nn.Module) -> nn.Module:
         if self.submodule is None:
             return model
@@ -349,7 +322,7 @@ class ModelExport(Callback):
                 f" {type(pl_module).__name__}.example_input_array is not set. HINT: set example_input_array in"
                 " the LightningModule, or pass input_sample (Python) or input_spec (YAML)."
             )
-        return move_data_to_device(sample, _device_of(pl_module))
+        return move_data_to_device(sample, module_device(pl_module, ()))
 
     def _preflight(self, trainer: pl.Trainer, target: nn.Module, sample: Any) -> None:
         """Export the untrained model into a temporary folder, so problems show before training."""
@@ -379,8 +352,3 @@ class ModelExport(Callback):
             raise ExportError(message)
         rank_zero_warn(message)
         rank_zero_info("ModelExport: training goes on; the export at fit end will report the same failure.")
-
-
-def _device_of(module: nn.Module) -> torch.device:
-    """Where ``module``'s first parameter lives (the CPU for a module without parameters)."""
-    return next((p.device for p in module.parameters()), torch.device("cpu"))

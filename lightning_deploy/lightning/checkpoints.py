@@ -15,19 +15,30 @@ consolidated copy beside it, no optimizer state read. Nothing is written into th
 
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import warnings
 from pathlib import Path
 from typing import Any, TypeVar
 
+import lightning.pytorch as pl
 import torch
 from lightning.fabric.utilities.load import _METADATA_FILENAME
 from torch import nn
 
 from lightning_deploy.errors import CheckpointError
+from lightning_deploy.exporting.plan import module_device
 
-__all__ = ["DCP_METADATA", "WEIGHT_KEYS", "is_sharded", "load_weights", "read_checkpoint_meta", "rebuild"]
+__all__ = [
+    "DCP_METADATA",
+    "WEIGHT_KEYS",
+    "is_sharded",
+    "load_weights",
+    "model_with_weights",
+    "read_checkpoint_meta",
+    "rebuild",
+]
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
@@ -197,3 +208,30 @@ def _check_directory(path: Path) -> tuple[str, dict[str, torch.Size | None]]:
             f" put them); its top-level keys are {sorted(names)}."
         )
     return key, names[key]
+
+
+def model_with_weights(trainer: pl.Trainer | None, pl_module: nn.Module, path: str | None) -> nn.Module:
+    """A model on the training device holding the checkpoint's weights; ``pl_module`` is neither moved nor changed.
+
+    For a checkpoint file, a copy of ``pl_module`` (the trainer is shared, not copied). For a
+    sharded directory (FSDP, ModelParallel), a fresh instance of its class built from the
+    checkpoint's hyperparameters, into which the shards are consolidated: after sharded
+    training ``pl_module``'s parameters may be flattened or DTensors, and a fresh build holds
+    the weights once.
+    """
+    device = trainer.strategy.root_device if trainer is not None else module_device(pl_module, ())
+    # At fit end the checkpoint is the one this run just wrote, so it may be fully unpickled;
+    # without a trainer it came from elsewhere and is read with weights_only=True.
+    if path and is_sharded(path):
+        try:
+            model = rebuild(type(pl_module), path, trusted=trainer is not None)
+        except TypeError as err:
+            raise CheckpointError(
+                f"{path}: cannot rebuild {type(pl_module).__name__} from the sharded checkpoint ({err})."
+                " HINT: call self.save_hyperparameters() in its __init__, so meta.pt records its arguments."
+            ) from None
+        return model.to(device)
+    model = copy.deepcopy(pl_module, {id(trainer): trainer} if trainer is not None else None)
+    if path:
+        load_weights(model, path, trusted=trainer is not None)
+    return model.to(device)

@@ -50,7 +50,8 @@ def convert(value: Any, kind: str, device: str = "cpu") -> Any:
         try:
             return value.numpy()  # refuses tensors that need grad, live on a GPU, or carry conj/neg bits
         except (RuntimeError, TypeError):
-            return value.detach().cpu().numpy()
+            value = value.detach().cpu()
+            return (value.float() if str(value.dtype) == "torch.bfloat16" else value).numpy()  # numpy has no bfloat16
     import torch
 
     if isinstance(value, torch.Tensor):
@@ -61,5 +62,8 @@ def convert(value: Any, kind: str, device: str = "cpu") -> Any:
 
 
 def to_numpy(value: Any) -> np.ndarray:
-    """``value`` (a tensor on any device, with or without grad, or anything array-like) as a numpy array."""
+    """``value`` (a tensor on any device, with or without grad, or anything array-like) as a numpy array.
+
+    bfloat16, which numpy lacks, comes back as float32.
+    """
     return convert(value, "numpy")

@@ -22,7 +22,7 @@ from lightning_deploy.errors import LoadError, StructureError
 from lightning_deploy.formats import by_name
 from lightning_deploy.runtime.arrays import convert, is_torch
 from lightning_deploy.runtime.backends import runtime_module
-from lightning_deploy.runtime.calling import bind_arguments, check_shared, import_requirements, leaf_checks, shared_axes
+from lightning_deploy.runtime.calling import Call, check_shared, import_requirements, leaf_checks, shared_axes
 from lightning_deploy.runtime.fast_call import Miss, bind_torch, compile_call
 from lightning_deploy.runtime.placement import choose_device
 
@@ -60,6 +60,7 @@ class ExportedModel:
         self._takes_session_options = by_name(self.format).runtime == "onnxruntime"  # threads=, providers=
         self.path = artifact
         self._call = inputs["schema"]["call"]
+        self._convention = Call.from_json(self._call)
         # forward(a, b, ...) without *args/**kwargs, called positionally: the common case, bound by one zip
         plain = self._call["var_positional"] is None and self._call["var_keyword"] is None
         self._positional = tuple(self._call["parameters"]) if plain else None
@@ -235,7 +236,7 @@ class ExportedModel:
         """Map ``args``/``kwargs`` onto the exported parameters (plain positional calls by one zip)."""
         if not kwargs and self._positional is not None and len(args) == len(self._positional):
             return dict(zip(self._positional, args))
-        return bind_arguments(self._call, args, kwargs)
+        return self._convention.bind(args, kwargs)
 
 
 def _native_outputs_by_name(outputs: Any) -> dict[str, Any]:

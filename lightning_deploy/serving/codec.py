@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_deploy.artifact.manifest import dynamic_dims
 from lightning_deploy.artifact.schema import walk
 from lightning_deploy.artifact.structure import Structure
 from lightning_deploy.errors import ConfigurationError, StructureError
@@ -136,14 +137,14 @@ def batch_axis(manifest: Mapping[str, Any]) -> tuple[str | None, str]:
     inputs, outputs = manifest["inputs"], manifest["outputs"]
     axes = set()
     for name in inputs["names"]:
-        axis = inputs.get("dynamic_axes", {}).get(name, {}).get("0")
+        axis = dynamic_dims(inputs, name).get(0)
         if axis is None:
             return None, f"dim 0 of input '{name}' is fixed"
         axes.add(axis)
     if len(axes) > 1:
         return None, f"the inputs' dim 0 are different dynamic axes {sorted(axes)}, not one batch"
     for name in outputs["names"]:
-        if "0" not in outputs.get("dynamic_axes", {}).get(name, {}):
+        if 0 not in dynamic_dims(outputs, name):
             return None, f"dim 0 of output '{name}' is fixed"
     if not inputs["names"]:
         return None, "the model takes no tensors"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_deploy.artifact.files import sha256_file
+from lightning_deploy.artifact.manifest import dynamic_dims
 from lightning_deploy.artifact.resolve import resolve_artifact
 from lightning_deploy.errors import ConfigurationError, IntegrityError
 from lightning_deploy.formats import by_name, preferred_order
@@ -189,8 +190,8 @@ def _config_text(
         lines.append(f"{section} [")
         entries = []
         for leaf, triton_name, shape, dtype in zip(tensors["names"], names, tensors["shapes"], tensors["dtypes"]):
-            dynamic = tensors.get("dynamic_axes", {}).get(leaf, {})
-            dims = [-1 if str(d) in dynamic else int(size) for d, size in enumerate(shape)]
+            dynamic = dynamic_dims(tensors, leaf)
+            dims = [-1 if d in dynamic else int(size) for d, size in enumerate(shape)]
             entries.append(_tensor_text(leaf, triton_name, dtype, dims[1:] if max_batch_size > 0 else dims))
         lines.append(",\n".join(entries))
         lines.append("]")
