@@ -15,7 +15,6 @@ import types
 from typing import TYPE_CHECKING, Any
 
 from lightning_deploy import _compat
-from lightning_deploy.runtime.loading import load  # torch-free: numpy, and onnxruntime once an artifact opens
 
 __version__ = "0.1.0"
 
@@ -33,6 +32,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "load": "lightning_deploy.runtime.loading",  # torch-free: numpy, and onnxruntime once an artifact opens
     "export": "lightning_deploy.exporting.engine",
     "ModelExport": "lightning_deploy.lightning.callback",
     "CheckpointError": "lightning_deploy.errors",
@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     )
     from lightning_deploy.exporting.engine import export
     from lightning_deploy.lightning.callback import ModelExport
+    from lightning_deploy.runtime.loading import load
 
 
 def __getattr__(name: str) -> Any:

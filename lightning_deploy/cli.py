@@ -19,9 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lightning_deploy.artifact.manifest import manifest_path, read_manifest
 from lightning_deploy.errors import CommandError, LightningDeployError
-from lightning_deploy.report import print_report
 
 __all__ = ["main"]
 
@@ -139,6 +137,9 @@ def help_texts() -> dict[str, str]:
 
 
 def _show(config: Any, argv: list[str]) -> int:
+    from lightning_deploy.artifact.manifest import manifest_path, read_manifest
+    from lightning_deploy.report import print_report
+
     path = manifest_path(config.path)
     manifest = read_manifest(path)
     print_report(manifest, path.parent)

@@ -82,9 +82,10 @@ def write_model_repository(
         format = _first_servable(path)  # noqa: A001
     resolved = resolve_artifact(path, format)
     fmt = resolved.entry["format"]
-    if fmt not in _PLATFORMS or resolved.entry.get("io") == "native":
+    native = resolved.entry.get("io") == "native"
+    if fmt not in _PLATFORMS or native:
         raise ConfigurationError(
-            f"{resolved.artifact.name} is a {fmt} artifact{' with native I/O' if fmt == 'torchscript' else ''};"
+            f"{resolved.artifact.name} is a {fmt} artifact{' with native I/O' if native else ''};"
             " Triton runs ONNX and flat TorchScript artifacts here. HINT: export formats=['onnx'] and pass that."
         )
     manifest = resolved.manifest
@@ -156,7 +157,7 @@ def _tensor_names(artifact: Path, fmt: str, manifest: Mapping[str, Any]) -> tupl
     are called ``input``, ``argument_2``, ...).
     """
     inputs, outputs = list(manifest["inputs"]["names"]), list(manifest["outputs"]["names"])
-    if fmt != "torchscript":
+    if _PLATFORMS[fmt][0] != "pytorch_libtorch":  # ONNX: the graph's own names
         return inputs, outputs
     import warnings
 
