@@ -72,7 +72,9 @@ def main() -> None:
         [f"Median of {args.repeat} rounds, the commands taking turns within each round; wall time of the whole"
          " process (interpreter start, imports, work, exit).",
          "Nothing but export imports jsonargparse (its parser is built from ModelExport's source, read with ast);"
-         " show, run of ONNX and every --help import neither torch nor Lightning."],
+         " show, run of ONNX and every --help import neither torch nor Lightning.",
+         "Commands run as the installed console script (lightning-deploy), as a user types them; under python -m the"
+         " package is looked up differently (issue 25: export --help took 6-7 s that way before)."],
         args.doc,
     )  # fmt: skip
 

@@ -3,7 +3,7 @@
 Every exporter sees a :class:`FlatAdapter`, whose ``forward(*tensors)`` returns a tuple of
 tensors. Nesting is handled by ``torch.utils._pytree`` (what ``torch.export`` itself uses);
 dataclasses found in a structure are registered with it on first sight. The tree specs are
-also described as plain JSON (``schema.py``) so that ``load`` can rebuild the structure
+also described as plain JSON (``artifact/schema.py``) so that ``load`` can rebuild the structure
 without torch.
 """
 
