@@ -173,8 +173,18 @@ def _prepared(module: nn.Module) -> nn.Module:
     """``module``; a ``TracingAdapter`` with structured outputs; a ``PanopticFPN`` without the host-side merge."""
     flatten = sys.modules.get("detectron2.export.flatten")
     if flatten is not None and isinstance(module, flatten.TracingAdapter):
-        return _StructuredTracingAdapter(module).train(module.training)
+        return _same_mode(_StructuredTracingAdapter(module), module)
     panoptic = sys.modules.get("detectron2.modeling.meta_arch.panoptic_fpn")
     if panoptic is not None and isinstance(module, panoptic.PanopticFPN):
-        return _PanopticWithoutMerge(module).train(module.training)
+        return _same_mode(_PanopticWithoutMerge(module), module)
     return module
+
+
+def _same_mode(wrapper: nn.Module, module: nn.Module) -> nn.Module:
+    """``wrapper`` in ``module``'s mode, by its own flag only.
+
+    ``.train(mode)`` would reset every submodule's too, and a ``TracingAdapter`` (training mode,
+    as every new module) around a model in eval mode is how detectron2 builds one.
+    """
+    wrapper.training = module.training
+    return wrapper
