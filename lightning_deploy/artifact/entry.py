@@ -2,12 +2,14 @@
 
 The engine fills one per format it was asked for; an export that fails before any artifact
 (``manifest.failure_manifest``) writes the same entry with only the error. ``to_json`` is the
-one place the entry's keys and their order are written. Standard library only.
+one place the entry's keys and their order are written; ``from_json`` is how ``load()`` and the
+serving side read one back, once ``validate.check_entry`` has checked it. Standard library only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["ArtifactEntry"]
@@ -47,3 +49,14 @@ class ArtifactEntry:
     def to_json(self) -> dict[str, Any]:
         """The entry as the manifest holds it (a plain dict, keys in declaration order)."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> ArtifactEntry:
+        """The typed view of a manifest entry.
+
+        Keys it lacks (older manifests) take their defaults, unknown ones are left out. Their
+        types are ``validate.check_entry``'s to check; this only reads.
+        """
+        known = {field.name for field in dataclasses.fields(cls)}
+        values = {key: value for key, value in entry.items() if key in known and value is not None}
+        return cls(**{"path": "", **values, "format": entry["format"], "ok": bool(entry.get("ok"))})

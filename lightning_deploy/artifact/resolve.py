@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from lightning_deploy.artifact.entry import ArtifactEntry
 from lightning_deploy.artifact.files import sha256_file
 from lightning_deploy.artifact.manifest import SUFFIXES, manifest_path, read_manifest
 from lightning_deploy.artifact.validate import check_entry, contained_file
@@ -31,7 +32,7 @@ class ResolvedArtifact:
     """The manifest entry ``load`` would open, its file, and the sha256 recorded for each of its files."""
 
     manifest: Mapping[str, Any]
-    entry: Mapping[str, Any]
+    entry: ArtifactEntry
     artifact: Path
     recorded: Mapping[Path, str | None]
 
@@ -54,20 +55,20 @@ def resolve_artifact(path: str | Path, format: str | None = None, verified_only:
         raise LoadError(f"{manifest_file}: 'artifacts' is not a list. HINT: the manifest is damaged; re-export.")
     for candidate in entries:
         check_entry(candidate, manifest_file, SUFFIXES)
-    entry = _select_artifact(manifest, manifest_file, path, format)
-    if verified_only and not entry.get("ok"):
+    entry = ArtifactEntry.from_json(_select_artifact(manifest, manifest_file, path, format))
+    if verified_only and not entry.ok:
         raise LoadError(
-            f"{manifest_file}: the {entry['format']} artifact failed at export: {entry.get('error')}."
+            f"{manifest_file}: the {entry.format} artifact failed at export: {entry.error}."
             " HINT: fix the export, or pass verified_only=False to run it anyway."
         )
-    artifact = contained_file(manifest_file.parent, entry["path"], f"{manifest_file}: the {entry['format']} path")
+    artifact = contained_file(manifest_file.parent, entry.path, f"{manifest_file}: the {entry.format} path")
     if not artifact.is_file():
         raise LoadError(f"Artifact {artifact} is missing. HINT: copy it along with {manifest_file.name}.")
-    side_files = {artifact.parent / name: sha for name, sha in entry.get("side_files_sha256", {}).items()}
+    side_files = {artifact.parent / name: sha for name, sha in entry.side_files_sha256.items()}
     missing = [path for path in side_files if not path.is_file()]
     if missing:
         raise LoadError(f"{missing[0]} is missing. HINT: copy it along with the artifact and its manifest.")
-    return ResolvedArtifact(manifest, entry, artifact, {artifact: entry.get("sha256"), **side_files})
+    return ResolvedArtifact(manifest, entry, artifact, {artifact: entry.sha256, **side_files})
 
 
 def check_digests(digests: Mapping[Path, str], recorded: Mapping[Path, str | None]) -> None:

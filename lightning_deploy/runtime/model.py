@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_deploy.artifact.entry import ArtifactEntry
 from lightning_deploy.artifact.schema import check_schema_version, leaf_path
 from lightning_deploy.artifact.structure import Structure
 from lightning_deploy.artifact.validate import check_io
@@ -45,7 +46,7 @@ class ExportedModel:
     def __init__(
         self,
         manifest: Mapping[str, Any],
-        entry: Mapping[str, Any],
+        entry: ArtifactEntry | Mapping[str, Any],
         artifact: Path,
         threads: int | None = None,
         providers: Sequence[str] | None = None,
@@ -56,7 +57,8 @@ class ExportedModel:
         check_schema_version(inputs["schema"])
         check_schema_version(outputs["schema"])
         self.manifest = manifest
-        self.format = entry["format"]
+        entry = entry if isinstance(entry, ArtifactEntry) else ArtifactEntry.from_json(entry)
+        self.format = entry.format
         self._takes_session_options = by_name(self.format).runtime == "onnxruntime"  # threads=, providers=
         self.path = artifact
         self._call = inputs["schema"]["call"]
@@ -79,11 +81,11 @@ class ExportedModel:
             raise LoadError(
                 f"Running a {self.format} artifact needs {err.name}. HINT: pip install {err.name}."
             ) from None
-        import_requirements(entry.get("requires") or [], artifact)
+        import_requirements(entry.requires, artifact)
         self.runtime: str = runtime.RUNTIME
         self.device: str = self._choose_device(entry, runtime, device, providers)
         self._arrays = runtime.ARRAYS
-        self._native = entry.get("io") == "native"
+        self._native = entry.io == "native"
         try:
             if self._native:
                 self._run_native = runtime.open_native(str(artifact), self.device)
@@ -111,7 +113,7 @@ class ExportedModel:
         except Miss:  # a record field that is no attribute name: the general path only
             return None
 
-    def _choose_device(self, entry: Mapping[str, Any], runtime: Any, device: str | None, providers: Any) -> str:
+    def _choose_device(self, entry: ArtifactEntry, runtime: Any, device: str | None, providers: Any) -> str:
         """Where the artifact runs (``placement.choose_device``); explicit ONNX providers decide it themselves."""
         if providers is not None:
             if not self._takes_session_options:
@@ -119,7 +121,7 @@ class ExportedModel:
             if device is not None:
                 raise LoadError("load(device=..., providers=...): pass one of them. HINT: device= for CPU or CUDA.")
             return "cuda" if providers and providers[0] == "CUDAExecutionProvider" else "cpu"
-        return choose_device(device, entry.get("device"), self.format, runtime.has_device, runtime.MISSING_DEVICE_HINT)
+        return choose_device(device, entry.device, self.format, runtime.has_device, runtime.MISSING_DEVICE_HINT)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the artifact on structured inputs; returns the structured outputs."""

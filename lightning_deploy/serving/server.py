@@ -97,7 +97,7 @@ class ExportedModelAPI(ls.LitAPI):
         api_path: str = "/predict",
     ) -> None:
         resolved = resolve_artifact(path, format)
-        if resolved.entry.get("io") == "native":
+        if resolved.entry.io == "native":
             raise ConfigurationError(
                 f"{resolved.artifact.name} takes lists of any length (native I/O), which the JSON server does not"
                 " decode. HINT: serve an artifact with flat I/O (onnx, or a traced torchscript)."
@@ -112,8 +112,8 @@ class ExportedModelAPI(ls.LitAPI):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=api_path)
         self.codec = RequestCodec(resolved.manifest)
         self.artifact = str(resolved.artifact)  # the file checked above, even where a manifest was named
-        self.format: str = resolved.entry["format"]
-        self.recorded_device: str | None = resolved.entry.get("device")
+        self.format: str = resolved.entry.format
+        self.recorded_device: str | None = resolved.entry.device
         self.requested_device = device
         self.threads = threads
         self.model: ExportedModel | None = None

@@ -81,8 +81,8 @@ def write_model_repository(
     if format is None and Path(path).name.endswith(".export.json"):
         format = _first_servable(path)  # noqa: A001
     resolved = resolve_artifact(path, format)
-    fmt = resolved.entry["format"]
-    native = resolved.entry.get("io") == "native"
+    fmt = resolved.entry.format
+    native = resolved.entry.io == "native"
     if fmt not in _PLATFORMS or native:
         raise ConfigurationError(
             f"{resolved.artifact.name} is a {fmt} artifact{' with native I/O' if native else ''};"
