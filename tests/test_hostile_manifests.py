@@ -140,6 +140,23 @@ def mutated(draw, manifest):
     return manifest
 
 
+def _outcome(folder, hostile, fmt, sample) -> str:
+    """Write ``hostile``, load it and call it with the real sample: which of the allowed outcomes it had.
+
+    Any other exception propagates and fails the test.
+    """
+    _write(folder, hostile)
+    try:
+        model = load(folder / "model.export.json", format=fmt)
+    except LoadError:
+        return "LoadError"
+    try:
+        model(sample)
+    except StructureError:
+        return "StructureError on call"
+    return "loaded and ran"
+
+
 def test_fuzzed_manifests_load_or_raise_load_error(exported, tmp_path_factory, reliability):
     source, manifest = exported
     folder = tmp_path_factory.mktemp("fuzz") / "copy"
@@ -152,17 +169,7 @@ def test_fuzzed_manifests_load_or_raise_load_error(exported, tmp_path_factory, r
     def check(data):
         hostile = data.draw(mutated(manifest))
         fmt = data.draw(st.sampled_from([None, *FORMATS]))
-        _write(folder, hostile)
-        try:
-            model = load(folder / "model.export.json", format=fmt)
-        except LoadError:
-            OUTCOMES["LoadError"] += 1
-            return
-        try:
-            model(sample)
-            OUTCOMES["loaded and ran"] += 1
-        except StructureError:
-            OUTCOMES["StructureError on call"] += 1
+        OUTCOMES[_outcome(folder, hostile, fmt, sample)] += 1
 
     check()
     assert sum(OUTCOMES.values()) == FUZZ_CASES
@@ -217,17 +224,8 @@ def test_fuzzed_call_sections_load_or_raise_load_error(exported, tmp_path_factor
               suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
     @given(data=st.data())
     def check(data):
-        _write(folder, data.draw(mutated_call(manifest)))
-        try:
-            model = load(folder / "model.export.json", format=data.draw(st.sampled_from(FORMATS)))
-        except LoadError:
-            outcomes["LoadError"] += 1
-            return
-        try:
-            model(sample)
-            outcomes["loaded and ran"] += 1
-        except StructureError:
-            outcomes["StructureError on call"] += 1
+        hostile = data.draw(mutated_call(manifest))
+        outcomes[_outcome(folder, hostile, data.draw(st.sampled_from(FORMATS)), sample)] += 1
 
     check()
     assert sum(outcomes.values()) == 200 and outcomes["LoadError"] > 0, outcomes

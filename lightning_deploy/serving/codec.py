@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,7 +49,7 @@ class RequestCodec:
         self.output_names: list[str] = list(outputs["names"])
         self._dtypes = {name: _numpy_dtype(name, dtype) for name, dtype in zip(inputs["names"], inputs["dtypes"])}
         self._inputs = Structure(inputs["schema"]["tree"], root="input", leaf=self._array)
-        self._output_tree = outputs["schema"]["tree"]
+        self._answer = _json_builder(outputs["schema"]["tree"])
 
     def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:
         """Pickled as the schemas it was made from (a server sends it to its worker processes)."""
@@ -97,7 +97,7 @@ class RequestCodec:
 
     def answer(self, leaves: Sequence[np.ndarray]) -> Any:
         """The output structure as JSON-ready Python values, from the output leaves in manifest order."""
-        return _to_json(self._output_tree, iter(leaves))
+        return self._answer(iter(leaves))
 
     def npz_answer(self, leaves: Sequence[np.ndarray]) -> bytes:
         """The output leaves as an ``.npz`` keyed by output leaf names (``out.logits``)."""
@@ -151,18 +151,23 @@ def batch_axis(manifest: Mapping[str, Any]) -> tuple[str | None, str]:
     return axes.pop(), ""
 
 
-def _to_json(tree: Mapping[str, Any], leaves: Iterator[np.ndarray]) -> Any:
-    """The output structure as JSON values: sequences as arrays, every keyed node as an object."""
+def _json_builder(tree: Mapping[str, Any]) -> Callable[[Iterator[np.ndarray]], Any]:
+    """The function that turns the output leaves into JSON values: sequences as arrays, keyed nodes as objects.
 
-    def visit(node: Mapping[str, Any], path: str, folded: list[tuple[Any, Any]]) -> Any:
+    Compiled once per manifest, as ``Structure`` is, so that a request runs no walk over the schema.
+    """
+
+    def visit(node: Mapping[str, Any], path: str, folded: list[tuple[Any, Any]]) -> Callable[[Iterator], Any]:
         kind = node["kind"]
         if kind == "tensor":
-            return next(leaves).tolist()  # the walker visits leaves in order
+            return lambda leaves: next(leaves).tolist()  # children are built in order: the leaves are taken in order
         if kind == "none":
-            return None
+            return lambda leaves: None
+        children = [child for _, child in folded]
         if kind in ("list", "tuple"):
-            return [child for _, child in folded]
-        return {str(label): child for label, child in folded}
+            return lambda leaves: [build(leaves) for build in children]
+        keys = [str(label) for label, _ in folded]
+        return lambda leaves: {key: build(leaves) for key, build in zip(keys, children)}
 
     return walk(tree, visit)
 
