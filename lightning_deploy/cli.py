@@ -87,7 +87,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("path", help="an artifact or its manifest (STEM.export.json)")
     serve.add_argument("--port", type=int, default=8000, help="the port to listen on (default: 8000)")
-    serve.add_argument("--host", default="0.0.0.0", help="0.0.0.0 (all interfaces), 127.0.0.1 (this machine) or ::")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="127.0.0.1 (this machine only, the default), or 0.0.0.0 / :: to listen on every interface",
+    )
     serve.add_argument("--device", help="cpu, cuda or cuda:N (default: the device the manifest records, if present)")
     serve.add_argument("--format", help="with a manifest, which artifact to serve (default: the one load() picks)")
     serve.add_argument(
@@ -100,6 +104,23 @@ def _parser() -> argparse.ArgumentParser:
         "--batch-timeout", type=float, default=0.0, help="seconds to wait for a batch to fill (default: no wait)"
     )
     serve.add_argument("--workers", type=int, default=1, help="inference worker processes, each with the model")
+    serve.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds before a request is answered 504; also SIGTERM's wait for requests in flight (default: 30)",
+    )
+    serve.add_argument(
+        "--max-payload-size",
+        default="64MB",
+        help="bodies over this are answered 413 without being read: 64MB (default), 512KiB, 1GB or bytes",
+    )
+    serve.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help="the environment variable holding the API key that every route but /health and /metrics needs in"
+        " X-API-Key (default: LitServe's LIT_SERVER_API_KEY where set, else no key)",
+    )
 
     triton = commands.add_parser(
         "triton", help="write a Triton model repository entry", description=_TRITON_DESCRIPTION, allow_abbrev=False
@@ -119,7 +140,10 @@ def _parser() -> argparse.ArgumentParser:
 
 _DESCRIPTION = "Verified deployable artifacts from Lightning checkpoints: export, show, run, serve, triton."
 _RUN_DESCRIPTION = "Run an artifact through load() and print or save its outputs."
-_SERVE_DESCRIPTION = "Serve an artifact over HTTP with LitServe: POST /predict (JSON or .npz), GET /health."
+_SERVE_DESCRIPTION = (
+    "Serve an artifact over HTTP with LitServe: POST /predict (JSON or .npz), GET /health, GET /metrics"
+    " (Prometheus). A worker that dies is replaced; SIGTERM answers the requests in flight, then stops."
+)
 _TRITON_DESCRIPTION = "Write a Triton Inference Server model repository entry for an ONNX or TorchScript artifact."
 
 
@@ -208,6 +232,9 @@ def _serve(config: Any, argv: list[str]) -> int:
         max_batch_size=config.max_batch_size,
         batch_timeout=config.batch_timeout,
         workers=config.workers,
+        timeout=config.timeout,
+        max_payload_size=config.max_payload_size,
+        api_key_env=config.api_key_env,
     )
     return 0
 

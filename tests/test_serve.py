@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import io
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,12 +17,9 @@ import numpy as np
 import pytest
 import torch
 from models import StructuredModel, TokenClassifier, structured_sample
+from servers import ENV, ROOT, assert_close, children, free_port, running_server, serve_cli, state, structured_request
 
 from lightning_deploy import export
-
-ROOT = Path(__file__).parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-START_TIMEOUT_S = 120
 
 
 @pytest.fixture(scope="module")
@@ -39,101 +32,12 @@ def artifacts(tmp_path_factory):
     return root
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _server(args, cwd):
-    """Start a server process, wait for GET /health, yield (process, base url); kill what is left at the end."""
-    port = _free_port()
-    log = Path(cwd) / f"server-{port}.log"  # a file, not a pipe: worker processes that outlive it cannot block a read
-    with log.open("w") as output:
-        process = subprocess.Popen(
-            [*args, "--port", str(port)] if args[1] == "-m" else [*args, str(port)],
-            cwd=cwd,
-            env=ENV,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    process.log = log
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        assert time.monotonic() < deadline, "no /health within the start timeout"
-        time.sleep(0.25)
-    try:
-        yield process, url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(30)
-
-
-def _serve_cli(path, *options):
-    return [sys.executable, "-m", "lightning_deploy.cli", "serve", str(path), "--host", "127.0.0.1", *options]
-
-
 @pytest.fixture(scope="module")
 def batched_server(artifacts):
     """The structured MLP's ONNX artifact, concurrent requests stacked up to 4 along the batch."""
-    args = _serve_cli(artifacts / "structured" / "structured.export.json", "--max-batch-size", "4")
-    with _server([*args, "--batch-timeout", "0.02"], artifacts) as running:
+    args = serve_cli(artifacts / "structured" / "structured.export.json", "--max-batch-size", "4")
+    with running_server([*args, "--batch-timeout", "0.02"], artifacts) as running:
         yield running
-
-
-def _jsonish(value):
-    """An eager output as the server writes it: records by field name, tuples as lists, tensors as lists."""
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if dataclasses.is_dataclass(value):
-        return {f.name: _jsonish(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return {k: _jsonish(v) for k, v in value._asdict().items()}
-    if isinstance(value, dict):
-        return {str(k): _jsonish(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonish(v) for v in value]
-    return value
-
-
-def _assert_close(got, expected, where="out"):
-    if isinstance(expected, dict):
-        assert isinstance(got, dict) and list(got) == list(expected), f"{where}: keys {got} vs {list(expected)}"
-        for key in expected:
-            _assert_close(got[key], expected[key], f"{where}.{key}")
-    elif expected is None:
-        assert got is None, where
-    elif isinstance(expected, list) and _holds_records(expected):  # a list of outputs, not a tensor
-        assert isinstance(got, list) and len(got) == len(expected), where
-        for index, (item, wanted) in enumerate(zip(got, expected)):
-            _assert_close(item, wanted, f"{where}.{index}")
-    else:
-        got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
-        assert got.shape == expected.shape, f"{where}: shape {got.shape} vs {expected.shape}"
-        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-3, err_msg=where)
-
-
-def _holds_records(value):
-    if isinstance(value, list):
-        return any(_holds_records(item) for item in value)
-    return value is None or isinstance(value, dict)
-
-
-def _structured_request(rows, seed):
-    (batch,) = structured_sample(rows)
-    generator = torch.Generator().manual_seed(seed)
-    batch = {"x": torch.randn(rows, 8, generator=generator), "mask": batch["mask"]}
-    expected = _jsonish(StructuredModel().eval()(batch))
-    return {"batch": {k: v.tolist() for k, v in batch.items()}}, expected
 
 
 def _post(client, url, body):
@@ -142,7 +46,7 @@ def _post(client, url, body):
 
 def test_concurrent_requests_match_eager(batched_server):
     _, url = batched_server
-    cases = [_structured_request(rows=1 + seed % 3, seed=seed) for seed in range(96)]
+    cases = [structured_request(rows=1 + seed % 3, seed=seed) for seed in range(96)]
 
     def client(part):
         with httpx.Client() as http:
@@ -153,7 +57,7 @@ def test_concurrent_requests_match_eager(batched_server):
     assert len(answers) == len(cases)
     for response, expected in answers:
         assert response.status_code == 200, response.text
-        _assert_close(response.json(), expected)
+        assert_close(response.json(), expected)
 
 
 def _npz(arrays):
@@ -172,7 +76,7 @@ def _leaf(structure, name):
 def test_npz_bodies_are_answered_as_npz_beside_json_ones(batched_server):
     """The binary form: .npz keyed by input leaf names in, .npz keyed by output leaf names out, in the same batches."""
     _, url = batched_server
-    cases = [_structured_request(rows=1 + seed % 3, seed=200 + seed) for seed in range(16)]
+    cases = [structured_request(rows=1 + seed % 3, seed=200 + seed) for seed in range(16)]
     octet = {"content-type": "application/octet-stream"}
 
     def send(index):
@@ -187,13 +91,13 @@ def test_npz_bodies_are_answered_as_npz_beside_json_ones(batched_server):
     for index, (response, expected) in enumerate(results):
         assert response.status_code == 200, response.text
         if index % 2:
-            _assert_close(response.json(), expected)
+            assert_close(response.json(), expected)
             continue
         assert response.headers["content-type"] == "application/octet-stream"
         with np.load(io.BytesIO(response.content)) as answer:
             assert len(answer.files) == 6
             for name in answer.files:
-                _assert_close(answer[name], _leaf(expected, name), name)
+                assert_close(answer[name], _leaf(expected, name), name)
     for body, message in [
         (b"not an archive", "neither JSON (content-type: application/json) nor an .npz archive"),
         (_npz({"batch.x": np.zeros((1, 8), np.float32)}), "the .npz holds missing ['batch.mask'], extra []"),
@@ -220,7 +124,7 @@ BAD_REQUESTS = [
 
 def test_bad_requests_get_422_naming_the_leaf_and_do_not_fail_their_batch(batched_server):
     _, url = batched_server
-    good = [_structured_request(rows=2, seed=100 + i) for i in range(len(BAD_REQUESTS))]
+    good = [structured_request(rows=2, seed=100 + i) for i in range(len(BAD_REQUESTS))]
 
     def send(index):  # a bad and a good request at once, so that they land in the same batch
         bad, _ = BAD_REQUESTS[index]
@@ -238,9 +142,9 @@ def test_bad_requests_get_422_naming_the_leaf_and_do_not_fail_their_batch(batche
         assert refused.status_code == 422, (expected_text, refused.status_code, refused.text)
         assert expected_text in refused.text, refused.text
         assert answered.status_code == 200, answered.text
-        _assert_close(answered.json(), expected)
-    body, expected = _structured_request(rows=3, seed=7)  # still serving
-    _assert_close(httpx.post(f"{url}/predict", json=body, timeout=60).json(), expected)
+        assert_close(answered.json(), expected)
+    body, expected = structured_request(rows=3, seed=7)  # still serving
+    assert_close(httpx.post(f"{url}/predict", json=body, timeout=60).json(), expected)
 
 
 def test_requests_of_other_lengths_batch_apart_and_a_failing_one_fails_alone(artifacts):
@@ -249,9 +153,9 @@ def test_requests_of_other_lengths_batch_apart_and_a_failing_one_fails_alone(art
     Two inference workers: LitServe hands requests to either, and both answer alike.
     """
     model = TokenClassifier().eval()
-    args = _serve_cli(artifacts / "tokens" / "tokens.onnx", "--max-batch-size", "8", "--batch-timeout", "0.05")
+    args = serve_cli(artifacts / "tokens" / "tokens.onnx", "--max-batch-size", "8", "--batch-timeout", "0.05")
     args += ["--workers", "2"]
-    with _server(args, artifacts) as (_, url):
+    with running_server(args, artifacts) as (_, url):
         rng = np.random.default_rng(0)
         requests = [rng.integers(0, 50, size=(1 + i % 2, 5 if i % 3 else 9)) for i in range(24)]
         requests[5] = np.full((1, 5), 999)  # outside the vocabulary: the runtime fails on it
@@ -266,7 +170,7 @@ def test_requests_of_other_lengths_batch_apart_and_a_failing_one_fails_alone(art
                 assert response.status_code == 500 and "the model failed on this request" in response.text
                 continue
             assert response.status_code == 200, response.text
-            _assert_close(response.json(), model(torch.as_tensor(ids)).tolist())
+            assert_close(response.json(), model(torch.as_tensor(ids)).tolist())
         fractional = httpx.post(f"{url}/predict", json={"ids": [[1.5, 2.0]]}, timeout=60)
         assert fractional.status_code == 422
         assert "input 'ids': fractional values, the model takes int64" in fractional.text
@@ -275,13 +179,13 @@ def test_requests_of_other_lengths_batch_apart_and_a_failing_one_fails_alone(art
 def test_the_api_in_a_users_own_litserver(artifacts):
     """ExportedModelAPI in a LitServer the user builds (tests/serve_app.py), here on the TorchScript artifact."""
     artifact = artifacts / "structured" / "structured.torchscript.pt"
-    with _server([sys.executable, str(ROOT / "tests" / "serve_app.py"), str(artifact)], artifacts) as (_, url):
-        cases = [_structured_request(rows=1 + seed % 2, seed=seed) for seed in range(12)]
+    with running_server([sys.executable, str(ROOT / "tests" / "serve_app.py"), str(artifact)], artifacts) as (_, url):
+        cases = [structured_request(rows=1 + seed % 2, seed=seed) for seed in range(12)]
         with ThreadPoolExecutor(4) as pool:
             responses = list(pool.map(lambda case: httpx.post(f"{url}/predict", json=case[0], timeout=60), cases))
         for response, (_, expected) in zip(responses, cases):
             assert response.status_code == 200, response.text
-            _assert_close(response.json(), expected)
+            assert_close(response.json(), expected)
 
 
 def _copy(folder, tmp_path):
@@ -305,7 +209,7 @@ def test_unverified_or_changed_artifacts_and_impossible_batching_are_refused_at_
     ]
     for path, options, message in cases:
         result = subprocess.run(
-            [*_serve_cli(path, *options), "--port", str(_free_port())],
+            [*serve_cli(path, *options), "--port", str(free_port())],
             capture_output=True,
             text=True,
             timeout=120,
@@ -315,33 +219,16 @@ def test_unverified_or_changed_artifacts_and_impossible_batching_are_refused_at_
         assert message in result.stderr, result.stderr
 
 
-def _children(pid):
-    """Every process whose parent is ``pid``, read from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
-                found.append(int(stat.parent.name))
-    return found
-
-
 def test_sigterm_stops_the_server_and_its_workers(batched_server):
     process, url = batched_server
-    workers = _children(process.pid)
+    workers = children(process.pid)
     assert workers, "the server has no worker processes"
     process.send_signal(signal.SIGTERM)
     assert process.wait(60) == 0, process.log.read_text()[-3000:]
     deadline = time.monotonic() + 10
     while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
-    alive = [pid for pid in workers if Path(f"/proc/{pid}/stat").exists() and "Z" not in _state(pid)]
+    alive = [pid for pid in workers if Path(f"/proc/{pid}/stat").exists() and "Z" not in state(pid)]
     assert not alive, f"worker processes outlived the server: {alive}"
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{url}/health", timeout=2)
-
-
-def _state(pid):
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return "gone"

@@ -1,17 +1,23 @@
-"""Serve a verified artifact over HTTP with LitServe: ``POST /predict`` in JSON, ``GET /health``.
+"""Serve a verified artifact over HTTP with LitServe: ``POST /predict`` in JSON, ``GET /health``, ``GET /metrics``.
 
 :class:`ExportedModelAPI` is a ``litserve.LitAPI`` over :func:`lightning_deploy.runtime.loading`, for a
-``LitServer`` of your own; :func:`serve` is what ``lightning-deploy serve`` runs. A request is
+``LitServer`` of your own; :func:`serve` is what ``lightning-deploy serve`` runs: the API, the
+guards of :mod:`~lightning_deploy.serving.guards` (body size, request timeout, JSON without a
+content type), Prometheus metrics, replaced workers and a draining SIGTERM. A request is
 checked on its own when it is decoded (a bad one gets a 422 naming the leaf, the others in its
 batch are answered); concurrent requests are stacked along dim 0 where that dim is the
-model's dynamic batch. This module needs ``litserve`` (``pip install 'lightning-deploy[serve]'``).
+model's dynamic batch. This module needs ``litserve`` and ``prometheus_client``
+(``pip install 'lightning-deploy[serve]'``).
 """
 
 # No ``from __future__ import annotations`` here: LitServe hands decode_request's annotation
 # (``dict``) to FastAPI as the body type, which must be the class, not a string.
 
+import hmac
 import itertools
 import json
+import os
+import shutil
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +26,7 @@ from typing import Any
 
 import litserve as ls
 import numpy as np
-from fastapi import Response
+from fastapi import HTTPException, Request, Response
 
 from lightning_deploy.artifact.resolve import resolve_artifact
 from lightning_deploy.errors import ConfigurationError, LightningDeployError
@@ -29,8 +35,14 @@ from lightning_deploy.runtime.loading import load
 from lightning_deploy.runtime.model import ExportedModel
 from lightning_deploy.runtime.placement import choose_device
 from lightning_deploy.serving.codec import RequestCodec, batch_axis
+from lightning_deploy.serving.guards import BodyLimit, JsonByDefault, RequestTimeout, parse_size
+from lightning_deploy.serving.metrics import MetricsMiddleware, enable_multiprocess, metrics, scrape
+from lightning_deploy.serving.supervision import WorkerWatch, drain_on_sigterm
 
 __all__ = ["ExportedModelAPI", "serve"]
+
+# Routes a probe or a scraper reaches without the API key.
+OPEN_ROUTES = frozenset({"/health", "/metrics"})
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,8 @@ class ExportedModelAPI(ls.LitAPI):
         batch_timeout: LitServe's: seconds to wait for a batch to fill.
         threads: ONNX Runtime's intra-op threads per worker (``load(threads=...)``).
         api_path: the route of predictions.
+        api_key: the key every route but ``/health`` and ``/metrics`` needs in ``X-API-Key``;
+            ``None``: LitServe's ``LIT_SERVER_API_KEY`` where set, else no key.
 
     Raises:
         LoadError: for an artifact ``load`` would refuse (missing, failed at export, changed).
@@ -95,6 +109,7 @@ class ExportedModelAPI(ls.LitAPI):
         batch_timeout: float = 0.0,
         threads: int | None = None,
         api_path: str = "/predict",
+        api_key: str | None = None,
     ) -> None:
         resolved = resolve_artifact(path, format)
         if resolved.entry.io == "native":
@@ -116,11 +131,24 @@ class ExportedModelAPI(ls.LitAPI):
         self.recorded_device: str | None = resolved.entry.device
         self.requested_device = device
         self.threads = threads
+        self.api_key = api_key or os.environ.get("LIT_SERVER_API_KEY") or None
         self.model: ExportedModel | None = None
 
     def setup(self, device: str) -> None:
         """Open the artifact on this worker's device."""
         self.model = load(self.artifact, device=self.requested_device or device, threads=self.threads)
+
+    def authorize(self, request: Request) -> None:
+        """LitServe's hook on every route it serves: ``X-API-Key`` must hold the key, except on the open routes.
+
+        LitServe's own ``LIT_SERVER_API_KEY`` check guards ``/health`` too, which a load
+        balancer's probe cannot pass; defining this hook replaces it.
+        """
+        if self.api_key is None or request.url.path in OPEN_ROUTES:
+            return
+        given = request.headers.get("x-api-key", "")
+        if not hmac.compare_digest(given.encode(), self.api_key.encode()):
+            raise HTTPException(401, "missing or wrong X-API-Key header. HINT: send the server's key in X-API-Key.")
 
     def decode_request(self, request: dict | bytes) -> _Rows | _Refusal:
         """Check one request on its own; a bad one becomes a refusal, not an exception (it would fail its batch).
@@ -140,6 +168,7 @@ class ExportedModelAPI(ls.LitAPI):
 
     def predict(self, x: Any) -> Any:
         """Run the requests (a list of them when batching), stacked where their shapes allow."""
+        metrics().batch_size.observe(1 if self.max_batch_size == 1 else len(x))
         if self.max_batch_size == 1:
             return self._run_alone(x)
         answers: list[Any] = list(x)
@@ -192,40 +221,93 @@ class ExportedModelAPI(ls.LitAPI):
 def serve(
     path: str | Path,
     port: int = 8000,
-    host: str = "0.0.0.0",
+    host: str = "127.0.0.1",
     device: str | None = None,
     format: str | None = None,  # noqa: A002 - load()'s word
     max_batch_size: int = 1,
     batch_timeout: float = 0.0,
     workers: int = 1,
     log_level: str = "info",
+    timeout: float = 30.0,
+    max_payload_size: str | int = "64MB",
+    api_key_env: str | None = None,
 ) -> None:
     """Serve ``path`` until SIGTERM or Ctrl+C, then stop every worker process.
 
-    LitServe stops on Ctrl+C; on SIGTERM its worker processes could outlive it, so SIGTERM is
-    turned into the same orderly shutdown.
+    Args:
+        path: an artifact or its manifest.
+        port: the port to listen on.
+        host: ``127.0.0.1`` (this machine only, the default) or ``0.0.0.0``/``::`` to listen on
+            every interface (put a key or a proxy in front first).
+        timeout: seconds a request may take before it is answered 504 (LitServe's default, 30);
+            also how long SIGTERM waits for requests in flight.
+        max_payload_size: bodies larger than this are answered 413 unread (``64MB``, ``1GiB``, bytes).
+        api_key_env: the environment variable holding the API key (``X-API-Key`` on every route
+            but ``/health`` and ``/metrics``); None: LitServe's ``LIT_SERVER_API_KEY`` where set.
+        device: as :class:`ExportedModelAPI`'s; None: the recorded device where this machine has it.
+        format: with a manifest, which artifact.
+        max_batch_size: above 1, concurrent requests are stacked along dim 0.
+        batch_timeout: seconds to wait for a batch to fill.
+        workers: inference worker processes, each with the model.
+        log_level: uvicorn's and LitServe's log level.
+
+    A worker that dies is
+    replaced (LitServe's ``restart_workers``); the requests it held are answered 504 at the timeout.
     """
     if workers < 1:
         raise ConfigurationError(f"--workers {workers}: give at least 1.")
-    api = ExportedModelAPI(path, format, device, max_batch_size, batch_timeout)
+    if timeout <= 0:
+        raise ConfigurationError(f"--timeout {timeout}: give a number of seconds above 0.")
+    max_bytes = parse_size(max_payload_size)
+    api = ExportedModelAPI(path, format, device, max_batch_size, batch_timeout, api_key=_api_key(api_key_env))
     if device is None:  # load()'s default: the recorded device where this machine has it, else the CPU
         runtime = runtime_module(api.format)
         device = choose_device(None, api.recorded_device, api.format, runtime.has_device, runtime.MISSING_DEVICE_HINT)
         api.requested_device = device
-    accelerator = "cuda" if device.startswith("cuda") else "cpu"
-    server = ls.LitServer(api, accelerator=accelerator, devices=1, workers_per_device=workers)
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    metrics_folder = enable_multiprocess()
+    guards = [(JsonByDefault, {}), (RequestTimeout, {"seconds": timeout}), (BodyLimit, {"max_bytes": max_bytes})]
+    routes = frozenset({api.api_path, *OPEN_ROUTES})
+    server = ls.LitServer(
+        api,
+        accelerator="cuda" if device.startswith("cuda") else "cpu",
+        devices=1,
+        workers_per_device=workers,
+        timeout=timeout,
+        restart_workers=True,
+        middlewares=[*guards, (MetricsMiddleware, {"routes": routes})],  # the last one added sees every answer
+    )
+    server.uvicorn_graceful_timeout = timeout  # how long uvicorn waits for requests in flight when stopped
+    server.app.add_api_route("/metrics", _metrics_endpoint, methods=["GET"], include_in_schema=False)
+    watch = WorkerWatch(server)
+    watch.start()
+    previous = drain_on_sigterm(server, timeout)
     try:
         server.run(host=host, port=port, generate_client_file=False, log_level=log_level)
     except KeyboardInterrupt:  # a signal before LitServe's own handling starts
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        watch.stopped.set()
         for worker in getattr(server, "inference_workers", []):
             if worker.is_alive():
                 worker.terminate()
                 worker.join(5)
+        if metrics_folder:
+            shutil.rmtree(metrics_folder, ignore_errors=True)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+def _api_key(variable: str | None) -> str | None:
+    if variable is None:
+        return None
+    key = os.environ.get(variable)
+    if not key:
+        raise ConfigurationError(
+            f"--api-key-env {variable}: the environment variable {variable} is not set or empty."
+            f" HINT: export {variable}=<a long random key> before starting the server."
+        )
+    return key
+
+
+def _metrics_endpoint() -> Response:
+    body, content_type = scrape()
+    return Response(content=body, media_type=content_type)

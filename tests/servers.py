@@ -1,0 +1,133 @@
+"""Real servers for the tests: `lightning-deploy serve` (or any command) as a subprocess on a free port of 127.0.0.1."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from models import StructuredModel, structured_sample
+
+ROOT = Path(__file__).parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+START_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve_cli(path, *options, host="127.0.0.1"):
+    """``lightning-deploy serve PATH`` run as ``python -m``; ``host=None`` leaves ``--host`` to its default."""
+    host_options = ["--host", host] if host else []
+    return [sys.executable, "-m", "lightning_deploy.cli", "serve", str(path), *host_options, *options]
+
+
+@contextlib.contextmanager
+def running_server(args, cwd, env=None):
+    """Start a server process, wait for GET /health, yield (process, base url); kill what is left at the end."""
+    port = free_port()
+    log = Path(cwd) / f"server-{port}.log"  # a file, not a pipe: worker processes that outlive it cannot block a read
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [*args, "--port", str(port)] if args[1] == "-m" else [*args, str(port)],
+            cwd=cwd,
+            env={**ENV, **(env or {})},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    process.log = log
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                break
+        assert time.monotonic() < deadline, "no /health within the start timeout"
+        time.sleep(0.25)
+    try:
+        yield process, url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+
+
+def children(pid):
+    """Every process whose parent is ``pid``, read from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def state(pid):
+    """The one-letter state of ``pid`` from /proc (``Z`` for a zombie), or ``gone``."""
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return "gone"
+
+
+def _jsonish(value):
+    """An eager output as the server writes it: records by field name, tuples as lists, tensors as lists."""
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if dataclasses.is_dataclass(value):
+        return {f.name: _jsonish(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return {k: _jsonish(v) for k, v in value._asdict().items()}
+    if isinstance(value, dict):
+        return {str(k): _jsonish(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonish(v) for v in value]
+    return value
+
+
+def assert_close(got, expected, where="out"):
+    if isinstance(expected, dict):
+        assert isinstance(got, dict) and list(got) == list(expected), f"{where}: keys {got} vs {list(expected)}"
+        for key in expected:
+            assert_close(got[key], expected[key], f"{where}.{key}")
+    elif expected is None:
+        assert got is None, where
+    elif isinstance(expected, list) and _holds_records(expected):  # a list of outputs, not a tensor
+        assert isinstance(got, list) and len(got) == len(expected), where
+        for index, (item, wanted) in enumerate(zip(got, expected)):
+            assert_close(item, wanted, f"{where}.{index}")
+    else:
+        got, expected = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+        assert got.shape == expected.shape, f"{where}: shape {got.shape} vs {expected.shape}"
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-3, err_msg=where)
+
+
+def _holds_records(value):
+    if isinstance(value, list):
+        return any(_holds_records(item) for item in value)
+    return value is None or isinstance(value, dict)
+
+
+def structured_request(rows, seed):
+    """A JSON body of ``rows`` random rows for the structured MLP, and what eager answers to it, as JSON."""
+    (batch,) = structured_sample(rows)
+    generator = torch.Generator().manual_seed(seed)
+    batch = {"x": torch.randn(rows, 8, generator=generator), "mask": batch["mask"]}
+    expected = _jsonish(StructuredModel().eval()(batch))
+    return {"batch": {k: v.tolist() for k, v in batch.items()}}, expected
