@@ -72,6 +72,13 @@ def publish(
         _write_section(doc, section, _markdown(title, columns, rows, notes))
 
 
+def write_page(
+    doc: Path, section: str, title: str, columns: list[str], rows: list[list[str]], notes: list[str]
+) -> None:
+    """Write a table already printed by :func:`publish` into a second page's ``section`` as well."""
+    _write_section(doc, section, _markdown(title, columns, rows, notes))
+
+
 def _markdown(title: str, columns: list[str], rows: list[list[str]], notes: list[str]) -> str:
     lines = [f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]

@@ -1,6 +1,7 @@
 """Serving throughput: ``lightning-deploy serve`` under 8 concurrent clients, with and without batching.
 
-Run: ``.venv/bin/python benchmarks/serving.py [--requests 2000] [--doc docs/performance.md]``
+Run: ``.venv/bin/python benchmarks/serving.py [--requests 2000] [--doc docs/performance.md]``;
+with ``--soak [--minutes 10]``, the soak of ``benchmarks/soak.py`` instead (workers killed, mixed traffic).
 (prints a table; asserts nothing). For the digits MLP (examples/digits.py) and resnet18
 (weights=None, 224x224), both exported to ONNX with a dynamic batch: a server is started as a
 subprocess (one inference worker), 8 client threads send ``--requests`` requests of one row
@@ -145,7 +146,14 @@ def main() -> None:
     """Export both models, serve each twice, print (and with --doc write) the table."""
     parser = argument_parser(__doc__)
     parser.add_argument("--requests", type=int, default=2000, help="requests per model and server setting")
+    parser.add_argument("--soak", action="store_true", help="run the soak (benchmarks/soak.py) instead")
+    parser.add_argument("--minutes", type=float, default=10.0, help="with --soak: how long")
     args = parser.parse_args()
+    if args.soak:
+        from soak import soak
+
+        soak(args.minutes, args.threads, args.doc, free_port())
+        return
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
