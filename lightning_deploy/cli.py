@@ -3,7 +3,7 @@
     lightning-deploy export --ckpt_path PATH [--model CLASS_PATH] [--config YAML] [ModelExport options]
     lightning-deploy show PATH
     lightning-deploy run ARTIFACT --input FILE [--output FILE.npz]
-    lightning-deploy serve PATH [--port 8000] [--device D] [--max-batch-size N] [--workers N]
+    lightning-deploy serve PATH [--port 8000] [--host 127.0.0.1] [--workers N] [--timeout S] [--api-key-env NAME]
     lightning-deploy triton PATH --repository DIR [--name NAME] [--max-batch-size N]
 
 ``export``'s options are ``ModelExport``'s, parsed by jsonargparse (``lightning/export_command.py``);
