@@ -118,8 +118,13 @@ def tree_rss(pid: int) -> int:
 
 
 def inference_workers(pid: int) -> list[psutil.Process]:
-    """LitServe's inference workers: the server's spawned children."""
-    return [p for p in psutil.Process(pid).children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+    """LitServe's inference workers: the server's spawned children that are alive (a killed one is a zombie a while)."""
+    found = []
+    for child in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess):  # ZombieProcess included
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+    return found
 
 
 @contextlib.contextmanager

@@ -192,7 +192,7 @@ def _copy(folder, tmp_path):
     return Path(shutil.copytree(folder, tmp_path / folder.name))
 
 
-def test_unverified_or_changed_artifacts_and_impossible_batching_are_refused_at_start(artifacts, tmp_path):
+def test_unverified_artifacts_impossible_batching_and_bad_limits_are_refused_at_start(artifacts, tmp_path):
     failed = _copy(artifacts / "structured", tmp_path)
     manifest = json.loads((failed / "structured.export.json").read_text())
     manifest["artifacts"][0].update(ok=False, error="made up for the test")
@@ -206,6 +206,9 @@ def test_unverified_or_changed_artifacts_and_impossible_batching_are_refused_at_
         (artifacts / "fixed" / "fixed.onnx", ["--max-batch-size", "4"], "dim 0 of input 'batch.x' is fixed"),
         (artifacts / "structured" / "structured.export.json", ["--format", "pt2"], "holds no pt2 artifact"),
         (artifacts / "structured" / "structured.onnx", ["--workers", "0"], "--workers 0"),
+        (artifacts / "structured" / "structured.onnx", ["--max-payload-size", "64 parsecs"], "not a size"),
+        (artifacts / "structured" / "structured.onnx", ["--timeout", "0"], "--timeout 0"),
+        (artifacts / "structured" / "structured.onnx", ["--api-key-env", "NO_KEY_VAR"], "NO_KEY_VAR is not set"),
     ]
     for path, options, message in cases:
         result = subprocess.run(

@@ -20,6 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from servers import assert_close, running_server, serve_cli, structured_request
 
 from lightning_deploy import export
+from lightning_deploy.errors import ConfigurationError
+from lightning_deploy.serving.guards import parse_size
 
 KEY = "test-key-4f1c9a"
 HUGE = 300_000_000  # bytes: the body that took 83 s and 7.7 GB before the limit
@@ -235,3 +237,13 @@ def test_sigterm_answers_the_requests_in_flight_then_stops(manifest, reliability
         reliability["SIGTERM to `serve` with requests in flight"] = (
             f"{len(cases)}/{len(cases)} answered 200 with the right numbers, then exit status 0"
         )
+
+
+def test_payload_sizes_read_with_their_units_and_bad_ones_name_the_option():
+    assert parse_size("64MB") == 64_000_000
+    assert parse_size("512KiB") == 512 * 1024
+    assert parse_size("1.5 GB") == 1_500_000_000
+    assert parse_size("2048") == parse_size(2048) == 2048
+    for bad in ("64 parsecs", "MB", "-1MB", "0", ""):
+        with pytest.raises(ConfigurationError, match="--max-payload-size"):
+            parse_size(bad)
