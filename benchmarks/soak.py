@@ -117,6 +117,15 @@ def tree_rss(pid: int) -> int:
     return total
 
 
+def cpu_seconds(pid: int, seen: dict[int, float]) -> None:
+    """Update ``seen`` with the CPU seconds of ``pid`` and every process under it; the dead keep their last value."""
+    root = psutil.Process(pid)
+    for member in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = member.cpu_times()
+            seen[member.pid] = times.user + times.system
+
+
 def inference_workers(pid: int) -> list[psutil.Process]:
     """LitServe's inference workers: the server's spawned children that are alive (a killed one is a zombie a while)."""
     found = []
@@ -173,6 +182,7 @@ def _drive(process: subprocess.Popen, url: str, load_: Traffic, seconds: float) 
     outcomes: list[Outcome] = []
     kills: list[tuple[float, float]] = []  # (killed, replacement seen), seconds since the start
     rss: dict[str, float] = {}
+    cpu: dict[int, tuple[float, float]] = {}  # minute -> (server, client) CPU seconds at its last sample
     lock = threading.Lock()
     origin = time.monotonic()
     stop = threading.Event()
@@ -206,13 +216,22 @@ def _drive(process: subprocess.Popen, url: str, load_: Traffic, seconds: float) 
             kills.append((killed, time.monotonic() - origin))
             minute += 1
 
-    def sampler() -> None:
+    server_cpu: dict[int, float] = {}
+    client_process = psutil.Process()
+
+    def sampler() -> None:  # each second: the server's RSS, and both sides' CPU seconds so far, by minute
         while not stop.wait(1.0):
             now = time.monotonic() - origin
             if now >= WARM_UP_S and "warm" not in rss:
                 rss["warm"] = tree_rss(process.pid)
             rss[f"minute {int(now // 60)}"] = tree_rss(process.pid)
+            cpu_seconds(process.pid, server_cpu)
+            times = client_process.cpu_times()
+            cpu[int(now // 60)] = (sum(server_cpu.values()), times.user + times.system)
 
+    cpu_seconds(process.pid, server_cpu)
+    times = client_process.cpu_times()
+    cpu[-1] = (sum(server_cpu.values()), times.user + times.system)  # start-up and set-up are not counted
     helpers = [threading.Thread(target=killer), threading.Thread(target=sampler)]
     clients = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
     for thread in helpers + clients:
@@ -222,7 +241,7 @@ def _drive(process: subprocess.Popen, url: str, load_: Traffic, seconds: float) 
     for thread in clients + helpers:
         thread.join()
     rss["end"] = tree_rss(process.pid)
-    return {"outcomes": outcomes, "kills": kills, "rss": rss, "seconds": seconds}
+    return {"outcomes": outcomes, "kills": kills, "rss": rss, "cpu": cpu, "seconds": seconds}
 
 
 def _scrape(url: str) -> dict[tuple, float]:
@@ -251,10 +270,13 @@ def _publish(figures: dict, minutes: float, doc: Path | None) -> None:
         failed = [o for o in mine if not o.ok]
         at_kill = sum(any(_at_kill(o, kill) for kill in kills) for o in failed)
         covered = min(60.0, figures["seconds"] - minute * 60)
+        cpu_now, cpu_before = figures["cpu"].get(minute, (np.nan, np.nan)), figures["cpu"][minute - 1]
+        server_ms, client_ms = ((now - before) / len(mine) * 1e3 for now, before in zip(cpu_now, cpu_before))
         rows.append([
             str(minute + 1), str(sum(minute * 60 <= k < (minute + 1) * 60 for k, _ in kills)), str(len(mine)),
             f"{len(mine) / covered:.0f}", str(len(failed)), str(at_kill), str(len(failed) - at_kill),
             f"{cuts[49]:.1f}", f"{cuts[98]:.1f}", f"{rss.get(f'minute {minute}', rss['end']) / 2**20:.0f}",
+            f"{server_ms:.2f}", f"{client_ms:.2f}",
         ])  # fmt: skip
     failed = [o for o in outcomes if not o.ok]
     at_kill = [o for o in failed if any(_at_kill(o, kill) for kill in kills)]
@@ -277,13 +299,16 @@ def _publish(figures: dict, minutes: float, doc: Path | None) -> None:
         f"Requests by kind: {dict(by_kind)}. Failures by (kind, status): {dict(statuses) or 'none'}.",
         f"Server RSS (all its processes): {rss['warm'] / 2**20:.0f} MiB after warm-up ({WARM_UP_S} s in), "
         f"{rss['end'] / 2**20:.0f} MiB at the end: {growth:.3f}x.",
+        "CPU ms/req: CPU seconds spent in the minute by the server's processes (the killed ones up to their last"
+        " sample) and by this benchmark's process, per request sent. Both rising together means the machine ran"
+        " slower (this VM's speed varies by 10-15% from one run of a fixed loop to the next), not the server.",
         f"/metrics at the end: {restarts:.0f} worker restarts counted, {served:.0f} /predict answers counted"
         f" (the clients sent {len(outcomes)}).",
         f"Totals: {len(outcomes)} requests, {len(failed)} failed, {len(at_kill)} of them at a kill (at most"
         f" {worst} at one kill), {len(failed) - len(at_kill)} elsewhere.",
     ]
     columns = ["minute", "kills", "requests", "req/s", "failed", "at a kill", "elsewhere", "p50 ms", "p99 ms",
-               "RSS MiB"]  # fmt: skip
+               "RSS MiB", "server CPU ms/req", "client CPU ms/req"]  # fmt: skip
     title = f"Soak: {minutes:g} minutes of mixed traffic, one inference worker killed per minute"
     publish("soak", title, columns, rows, notes, doc)
     if doc is not None:  # the same figures on the reliability page
