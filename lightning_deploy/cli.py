@@ -90,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--host",
         default="127.0.0.1",
+        choices=["127.0.0.1", "0.0.0.0", "::"],  # LitServe's
         help="127.0.0.1 (this machine only, the default), or 0.0.0.0 / :: to listen on every interface",
     )
     serve.add_argument("--device", help="cpu, cuda or cuda:N (default: the device the manifest records, if present)")

@@ -209,6 +209,7 @@ def test_unverified_artifacts_impossible_batching_and_bad_limits_are_refused_at_
         (artifacts / "structured" / "structured.onnx", ["--max-payload-size", "64 parsecs"], "not a size"),
         (artifacts / "structured" / "structured.onnx", ["--timeout", "0"], "--timeout 0"),
         (artifacts / "structured" / "structured.onnx", ["--api-key-env", "NO_KEY_VAR"], "NO_KEY_VAR is not set"),
+        (artifacts / "structured" / "structured.onnx", ["--host", "10.1.2.3"], "invalid choice: '10.1.2.3'"),
     ]
     for path, options, message in cases:
         result = subprocess.run(

@@ -251,8 +251,8 @@ def serve(
         workers: inference worker processes, each with the model.
         log_level: uvicorn's and LitServe's log level.
 
-    A worker that dies is
-    replaced (LitServe's ``restart_workers``); the requests it held are answered 504 at the timeout.
+    A worker that dies is replaced (LitServe's ``restart_workers``); the requests it held are
+    answered 504 at the timeout.
     """
     if workers < 1:
         raise ConfigurationError(f"--workers {workers}: give at least 1.")
