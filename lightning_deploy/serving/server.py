@@ -14,6 +14,7 @@ model's dynamic batch. This module needs ``litserve`` and ``prometheus_client``
 # (``dict``) to FastAPI as the body type, which must be the class, not a string.
 
 import hmac
+import importlib.util
 import itertools
 import json
 import os
@@ -132,6 +133,7 @@ class ExportedModelAPI(ls.LitAPI):
         self.requested_device = device
         self.threads = threads
         self.api_key = api_key or os.environ.get("LIT_SERVER_API_KEY") or None
+        self.count_batches = False  # serve() turns it on with its /metrics; a LitServer of your own needs no prometheus
         self.model: ExportedModel | None = None
 
     def setup(self, device: str) -> None:
@@ -168,7 +170,8 @@ class ExportedModelAPI(ls.LitAPI):
 
     def predict(self, x: Any) -> Any:
         """Run the requests (a list of them when batching), stacked where their shapes allow."""
-        metrics().batch_size.observe(1 if self.max_batch_size == 1 else len(x))
+        if self.count_batches:
+            metrics().batch_size.observe(1 if self.max_batch_size == 1 else len(x))
         if self.max_batch_size == 1:
             return self._run_alone(x)
         answers: list[Any] = list(x)
@@ -264,7 +267,11 @@ def serve(
         runtime = runtime_module(api.format)
         device = choose_device(None, api.recorded_device, api.format, runtime.has_device, runtime.MISSING_DEVICE_HINT)
         api.requested_device = device
+    if importlib.util.find_spec("prometheus_client") is None:  # found, not imported: see enable_multiprocess
+        raise ConfigurationError("serve needs prometheus_client. HINT: pip install 'lightning-deploy[serve]'.")
     metrics_folder = enable_multiprocess()
+    metrics()  # the restart counter of this process, made once its multiprocess folder is set
+    api.count_batches = True
     guards = [(JsonByDefault, {}), (RequestTimeout, {"seconds": timeout}), (BodyLimit, {"max_bytes": max_bytes})]
     routes = frozenset({api.api_path, *OPEN_ROUTES})
     server = ls.LitServer(
