@@ -127,7 +127,7 @@ class RequestTimeout:
 
         try:
             await asyncio.wait_for(self.app(scope, receive, tracked), self.seconds)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # the builtin TimeoutError only from Python 3.11; we support 3.10
             if started:  # the answer was already on its way: cut it, the client sees a broken response
                 raise
             detail = (
