@@ -37,6 +37,11 @@ class Format:
         native_io: a scripted capture of it takes ``forward``'s own arguments (lists, ``None``).
         preflight_as: the format the callback's preflight makes instead (the same capture,
             without the tens of seconds compiling takes).
+        bounded: its runtime plans memory for the largest input, so every dynamic dim has an
+            upper bound (``executorch_bounds``), recorded in the entry and enforced by ``load()``.
+        package: the optional package that makes and runs it; the extra
+            ``lightning-deploy[<package>]`` installs it, and asking for the format without it fails
+            before any work.
     """
 
     name: str
@@ -52,6 +57,8 @@ class Format:
     variants: tuple[str, ...] = ()
     native_io: bool = False
     preflight_as: str | None = None
+    bounded: bool = False
+    package: str | None = None
 
 
 _ALL_METHODS = ("export", "trace", "script")
@@ -68,6 +75,13 @@ FORMATS: tuple[Format, ...] = (
     Format("onnx-int8", ".int8.onnx", "onnxruntime", _ALL_METHODS, preference=5,
            derived_by="onnx_passes:quantize_int8", derived_from="onnx", triton=("onnxruntime_onnx", "model.onnx"),
            lower_precision=True, variants=("static", "dynamic")),
+    # lowered from the torch.export program (XNNPACK where it applies, portable kernels elsewhere)
+    Format("executorch", ".pte", "executorch", ("export",), preference=6, preflight_as="pt2", bounded=True,
+           package="executorch"),
+    # OpenVINO's IR (weights in STEM.openvino.bin), converted from the torch.export program, else from
+    # the traced ONNX graph
+    Format("openvino", ".openvino.xml", "openvino", ("export", "trace"), preference=7, triton=("openvino", "model.xml"),
+           package="openvino"),
 )  # fmt: skip
 """Every format, in the order the documentation lists them."""
 

@@ -124,7 +124,7 @@ def test_fixed_batch_gets_full_shapes_and_no_triton_batch(artifacts, tmp_path):
 def test_refusals_and_overwrite(artifacts, tmp_path):
     repository = tmp_path / "models"
     export(StructuredModel(), structured_sample(), tmp_path, "program", formats=["pt2"])
-    with pytest.raises(ConfigurationError, match="Triton runs ONNX and flat TorchScript"):
+    with pytest.raises(ConfigurationError, match="Triton runs ONNX, OpenVINO and flat TorchScript"):
         write_model_repository(tmp_path / "program.pt2", repository)
     first = write_model_repository(artifacts / "structured.onnx", repository, max_batch_size=16)
     with pytest.raises(ConfigurationError, match=r"exists\. HINT: pass --overwrite"):

@@ -23,6 +23,7 @@ class ArtifactEntry:
     path: str
     method: str | None = None
     io: str = "flat"  # "native": takes forward's own arguments (scripted TorchScript with lists)
+    bounds: dict[str, dict[str, int]] | None = None  # bounded formats: input leaf -> {dim: largest size}
     requires: list[str] = dataclasses.field(default_factory=list)
     device: str | None = None
     ok: bool = False

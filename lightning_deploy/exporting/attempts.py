@@ -68,6 +68,7 @@ def export_format(fmt: str, work: Work) -> tuple[dict[str, Any], Path | None]:
         path=name,
         method=chosen.method if chosen else None,
         io="native" if chosen and _native_io(fmt, chosen.method, plan) else "flat",
+        bounds=plan.ctx.leaf_bounds() if by_name(fmt).bounded else None,
         requires=chosen.requires if chosen else [],
         device=(chosen.device if chosen else None) or plan.device,
         ok=bool(chosen and chosen.ok),
@@ -198,7 +199,7 @@ def _save(fmt: str, method: str, capture: Capture, path: Path, work: Work, attem
     elif fmt in work.shared_sources:
         copy_files(work.source_file(fmt, method).parent, path.parent)  # the source stays for the derived formats
     else:
-        EXPORTERS[method].save(capture, fmt, path, work.plan.ctx)
+        attempt.derived = EXPORTERS[method].save(capture, fmt, path, work.plan.ctx)
 
 
 def verification_device(fmt: str, device: str) -> tuple[str, str | None]:

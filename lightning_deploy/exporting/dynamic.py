@@ -21,15 +21,61 @@ from lightning_deploy.errors import ConfigurationError
 
 __all__ = [
     "BATCH_AXIS",
+    "DEFAULT_BATCH_BOUND",
     "DynamicDims",
     "export_and_check_samples",
     "longest_list",
     "list_length_samples",
+    "resolve_bounds",
     "resolve_dynamic_dims",
 ]
 
 BATCH_AXIS = "batch"
 DynamicDims = list[dict[int, str]]  # per input tensor leaf: {dim: axis name}
+DEFAULT_BATCH_BOUND = 64  # the batch's largest size in a bounded artifact (ExecuTorch) unless told
+
+
+def resolve_bounds(
+    dims: DynamicDims,
+    own: Sequence[Sequence[Sequence[int]]],
+    data: Sequence[Sequence[Sequence[int]]],
+    requested: Mapping[str, int] | None,
+    owner: str = "export",
+) -> dict[str, int]:
+    """Each dynamic axis's largest size in a bounded artifact: ``{axis name: size}``.
+
+    ``own`` are the input leaves' shapes at the verification's own samples (the export
+    sample's first), ``data`` at the user's data checks. An axis the user bounded keeps that
+    bound (a data check past it fails, naming it); otherwise the batch gets
+    :data:`DEFAULT_BATCH_BOUND` and any other axis twice its export size, raised to the largest
+    size any check gives it. The runtime plans memory for these sizes at load, so they are
+    kept modest rather than generous.
+
+    Raises:
+        ConfigurationError: for a given bound below a size the verification's own samples need.
+
+    """
+    export_sizes: dict[str, int] = {}
+    needed = {"own": dict[str, int](), "all": dict[str, int]()}
+    for kind, shapes in (("own", own), ("all", [*own, *data])):
+        for leaves in shapes:
+            for shape, leaf_dims in zip(leaves, dims):
+                for dim, axis in leaf_dims.items():
+                    if dim < len(shape):  # a data check of another rank fails on its own; no size from it
+                        export_sizes.setdefault(axis, shape[dim])
+                        needed[kind][axis] = max(needed[kind].get(axis, 0), shape[dim])
+    requested = requested or {}
+    for axis, bound in requested.items():
+        if bound < needed["own"].get(axis, 0):
+            raise ConfigurationError(
+                f"{owner}(executorch_bounds={dict(requested)!r}): {axis!r} is bounded by {bound}, but the"
+                f" verification's own samples give it {needed['own'][axis]} (the export sample's size and a"
+                f" changed one). HINT: bound {axis!r} by at least {needed['own'][axis]}."
+            )
+    return {
+        axis: requested.get(axis, max(DEFAULT_BATCH_BOUND if axis == BATCH_AXIS else 2 * size, needed["all"][axis]))
+        for axis, size in export_sizes.items()
+    }
 
 
 def resolve_dynamic_dims(

@@ -49,6 +49,7 @@ def export(
     int8_rtol: float = 0.05,
     accuracy_data: Iterable[Any] | None = None,
     check_samples: Sequence[Any] | Mapping[str, Any] | None = None,
+    executorch_bounds: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """Export ``module`` to verified artifacts ``dirpath/stem.*`` and a manifest.
 
@@ -61,8 +62,11 @@ def export(
         dirpath: the folder of the artifacts (created if missing).
         stem: the artifacts' common file name stem (``STEM.onnx``, ``STEM.export.json``).
         formats: any of ``"torchscript"``, ``"onnx"``, ``"pt2"``, ``"aoti"`` (an AOTInductor
-            package compiled for the module's device), and the faster ONNX files
-            ``"onnx-optimized"`` (fused for ONNX Runtime) and ``"onnx-int8"`` (int8 weights).
+            package compiled for the module's device), the faster ONNX files
+            ``"onnx-optimized"`` (fused for ONNX Runtime) and ``"onnx-int8"`` (int8 weights),
+            ``"executorch"`` (``STEM.pte``, lowered with XNNPACK; needs
+            ``lightning-deploy[executorch]``) and ``"openvino"`` (``STEM.openvino.xml`` and
+            ``.bin``, verified and run at float32; needs ``lightning-deploy[openvino]``).
         method: ``"trace"``, ``"script"``, ``"export"`` or ``"auto"`` (ONNX: export, then
             trace, then script; TorchScript: trace, then script where tracing warned or did
             not verify; pt2: export).
@@ -84,6 +88,11 @@ def export(
             ``checks``; besides them every artifact is checked at the export sample, at a
             second sample with every dynamic dim changed, and at a synthetic sample with
             smaller dynamic dims and new values.
+        executorch_bounds: the largest size of each dynamic axis in the ``executorch``
+            artifact (``{"batch": 64, "seq": 512}``): ExecuTorch plans memory for it at load,
+            and ``load()`` refuses a bigger input. Default 64 for the batch, twice the export
+            sample's size for other axes, never less than a check needs; recorded in the
+            entry's ``bounds``.
 
     Returns:
         The manifest, also written to ``dirpath/stem.export.json``.
@@ -97,7 +106,9 @@ def export(
         True
 
     """
-    options = ExportOptions(formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol)
+    options = ExportOptions(
+        formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol, executorch_bounds
+    )
     dirpath = _checked_target(module, dirpath, stem)
     # Captures and the eager reference take the plain attention path (eager.py); eval mode, no autograd.
     with contextlib.ExitStack() as stack:
@@ -187,6 +198,7 @@ def _manifest(
             "rtol": options.rtol,
             "int8_rtol": options.int8_rtol,
             "opset": options.opset,
+            "executorch_bounds": options.executorch_bounds,
         },
         "artifacts": artifacts,
         "versions": versions(),

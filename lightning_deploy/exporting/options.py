@@ -7,11 +7,13 @@ training) work starts, with the argument, the rule and the fix in the message.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lightning_deploy.errors import ConfigurationError
+from lightning_deploy.exporting.dynamic import BATCH_AXIS
 from lightning_deploy.formats import METHODS, NAMES, by_name
 
 __all__ = ["FORMATS", "METHODS", "ExportOptions", "methods_for"]
@@ -39,6 +41,10 @@ class ExportOptions:
         opset: ONNX opset; ``None`` for the exporter's default.
         int8_rtol: ``rtol`` of the ``onnx-int8`` artifact, whose int8 weights differ from the
             float model by about 1% of each output's scale (its accuracy is measured apart).
+        executorch_bounds: the largest size of each dynamic axis (``{"batch": 64}``) in the
+            ``executorch`` artifact, whose runtime plans memory for it; axes left out get
+            :data:`DEFAULT_BATCH_BOUND` (the batch) or twice the export sample's size, and never
+            less than a check needs.
         owner: the call named in error messages (``export`` or ``ModelExport``).
 
     Raises:
@@ -55,6 +61,7 @@ class ExportOptions:
     rtol: float = 1e-3
     opset: int | None = None
     int8_rtol: float = 0.05
+    executorch_bounds: Mapping[str, int] | None = None
     owner: str = "export"
 
     def __post_init__(self) -> None:
@@ -67,6 +74,7 @@ class ExportOptions:
         for name in ("atol", "rtol", "int8_rtol"):
             self._check_tolerance(name)
         set_("dynamic_axes", self._checked_dynamic_axes())
+        set_("executorch_bounds", self._checked_bounds())
         opset = self.opset
         if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or not 7 <= opset <= 30):
             self._fail("opset", "must be an ONNX opset number (7 to 30) or None", "pass e.g. opset=18, or None")
@@ -89,6 +97,11 @@ class ExportOptions:
             self._fail("formats", f"has unknown format(s) {unknown}; valid formats are {FORMATS}", "fix the spelling")
         if len(set(formats)) != len(formats):
             self._fail("formats", "lists a format twice", "name each format once")
+        missing = {f: by_name(f).package for f in formats if by_name(f).package}
+        missing = {f: package for f, package in missing.items() if importlib.util.find_spec(package) is None}
+        for fmt, package in missing.items():
+            self._fail("formats", f"asks for {fmt}, which needs the {package} package, not installed here",
+                       f"pip install 'lightning-deploy[{package}]', or drop {fmt!r}")  # fmt: skip
         return tuple(formats)
 
     def _check_method(self) -> None:
@@ -132,3 +145,23 @@ class ExportOptions:
                     )
                 checked[key][index] = axis
         return checked
+
+    def _checked_bounds(self) -> dict[str, int] | None:
+        bounds: Any = self.executorch_bounds
+        if bounds is None:
+            return None
+        if "executorch" not in self.formats:
+            self._fail("executorch_bounds", "applies to the executorch format only", "add 'executorch' to formats")
+        axes = {BATCH_AXIS} if self.dynamic_batch else set()
+        axes |= {axis for dims in (self.dynamic_axes or {}).values() for axis in dims.values()}
+        example = f"executorch_bounds={{{next(iter(sorted(axes)), 'batch')!r}: 64}}"
+        if not isinstance(bounds, Mapping):
+            self._fail("executorch_bounds", "must map a dynamic axis name to its largest size", f"pass e.g. {example}")
+        for axis, size in bounds.items():
+            if axis not in axes:
+                self._fail("executorch_bounds", f"names {axis!r}, not a dynamic axis (those are {sorted(axes)})",
+                           "name an axis of dynamic_batch ('batch') or dynamic_axes")  # fmt: skip
+            if isinstance(size, bool) or not isinstance(size, int) or size < 2:
+                self._fail("executorch_bounds", f"gives {axis!r} the size {size!r}; a bound is a whole number >= 2",
+                           f"pass e.g. {example}")  # fmt: skip
+        return dict(bounds)

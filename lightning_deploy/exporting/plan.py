@@ -32,6 +32,7 @@ from lightning_deploy.exporting.dynamic import (
     export_and_check_samples,
     list_length_samples,
     longest_list,
+    resolve_bounds,
     resolve_dynamic_dims,
 )
 from lightning_deploy.exporting.eager import changed_dims, fast_path_agreement, run_eager
@@ -145,6 +146,9 @@ def make_plan(
     checks += [_data_check(module, call, source, sample, device, options) for source, sample in data]
     flat_expected = [expected, outputs.tensors(second)]
     output_dynamic, data_dependent = _output_dims(inputs, outputs, checks)
+    own = len(checks) - len(data)
+    bounds = resolve_bounds(input_dims, _input_shapes(inputs, checks[:own]), _input_shapes(inputs, checks[own:]),
+                            options.executorch_bounds, options.owner)  # fmt: skip
     ctx = ExportContext(
         adapter=FlatAdapter(module, inputs, call, outputs),
         args=export_args,
@@ -154,6 +158,7 @@ def make_plan(
         output_dims=output_dynamic,
         opset=options.opset,
         native=longest_list(samples[0]) > 0,
+        bounds=bounds,
     )
     fast_path = fast_path_agreement(module, call, samples, outputs, flat_expected, options.atol, options.rtol)
     return Plan(inputs, call, outputs, ctx, checks, flat_expected, device_name(device), fast_path,
@@ -224,6 +229,17 @@ def _output_dims(inputs: FlatTree, outputs: FlatTree, checks: Sequence[Check]) -
         flat_outputs.append(got)
         input_shapes.append([list(t.shape) for t in leaves])
     return output_dims(outputs.names, flat_outputs, input_shapes)
+
+
+def _input_shapes(inputs: FlatTree, checks: Sequence[Check]) -> list[list[list[int]]]:
+    """The input leaves' shapes at each check whose inputs have the export's structure."""
+    shapes = []
+    for check in checks:
+        try:
+            shapes.append([list(t.shape) for t in inputs.tensors(check.arguments)])
+        except ExportError:
+            continue
+    return shapes
 
 
 def dtype_name(tensor: torch.Tensor) -> str:

@@ -45,8 +45,11 @@ class ModelExport(Callback):
         formats: any of ``"torchscript"``, ``"onnx"``, ``"pt2"``, ``"aoti"`` (AOTInductor, compiled
             for the training device; the preflight checks its ``torch.export`` capture only,
             since compiling takes tens of seconds), ``"onnx-optimized"`` (fused for
-            ONNX Runtime) and ``"onnx-int8"`` (int8 weights; its top-1 accuracy on the validation
-            loader is recorded beside the checkpoint's where batches are ``(inputs, class indices)``).
+            ONNX Runtime), ``"onnx-int8"`` (int8 weights; its top-1 accuracy on the validation
+            loader is recorded beside the checkpoint's where batches are ``(inputs, class indices)``),
+            ``"executorch"`` (``STEM.pte`` for ExecuTorch, dynamic dims bounded) and ``"openvino"``
+            (OpenVINO's IR, run at float32); those two need ``lightning-deploy[executorch]`` and
+            ``lightning-deploy[openvino]``.
         method: ``"auto"``, ``"trace"``, ``"script"`` or ``"export"``.
         input_sample: nested tensors (Python only); default ``pl_module.example_input_array``.
         input_spec: the YAML form of a sample, e.g. ``{"shape": [2, 3, 64, 64], "dtype": "float32"}``
@@ -70,6 +73,8 @@ class ModelExport(Callback):
             inputs are taken from a batch by the LightningModule's ``export_sample(batch)`` where
             it defines one, else by the ``(input_sample, target)`` convention; batches of another
             form are skipped with a warning.
+        executorch_bounds: the largest size of each dynamic axis in the ``executorch`` artifact,
+            ``{"batch": 64}``; default 64 for the batch, twice the sample's size for other axes.
 
     Raises:
         ConfigurationError: at construction or ``setup``, naming the argument and the fix.
@@ -83,7 +88,9 @@ class ModelExport(Callback):
 
     def __init__(
         self,
-        formats: Sequence[Literal["torchscript", "onnx", "pt2", "aoti", "onnx-optimized", "onnx-int8"]] = (
+        formats: Sequence[
+            Literal["torchscript", "onnx", "pt2", "aoti", "onnx-optimized", "onnx-int8", "executorch", "openvino"]
+        ] = (
             "torchscript",
             "onnx",
         ),
@@ -103,10 +110,12 @@ class ModelExport(Callback):
         opset: int | None = None,
         int8_rtol: float = 0.05,
         check_batches: int = 2,
+        executorch_bounds: dict[str, int] | None = None,
     ) -> None:
         self.options = ExportOptions(
-            formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol, owner="ModelExport"
-        )
+            formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol, executorch_bounds,
+            owner="ModelExport",
+        )  # fmt: skip
         self._check_choices(input_sample, input_spec, submodule, checkpoint, dirpath, preflight, strict)
         if isinstance(check_batches, bool) or not isinstance(check_batches, int) or check_batches < 0:
             raise ConfigurationError(
@@ -252,7 +261,8 @@ class ModelExport(Callback):
         return export(target, sample, dirpath, stem, formats=formats, method=o.method,
                       dynamic_batch=o.dynamic_batch, dynamic_axes=o.dynamic_axes, verify=o.verify,
                       atol=o.atol, rtol=o.rtol, opset=o.opset, checkpoint=checkpoint, int8_rtol=o.int8_rtol,
-                      accuracy_data=accuracy_data, check_samples=check_samples)  # fmt: skip
+                      accuracy_data=accuracy_data, check_samples=check_samples,
+                      executorch_bounds=o.executorch_bounds if "executorch" in formats else None)  # fmt: skip
 
     def _check_samples(self, model: nn.Module, loader: DataLoader | None) -> dict[str, Any] | None:
         """Forward's inputs from the first ``check_batches`` validation batches, by source.

@@ -85,6 +85,7 @@ class ExportedModel:
         self.runtime: str = runtime.RUNTIME
         self.device: str = self._choose_device(entry, runtime, device, providers)
         self._arrays = runtime.ARRAYS
+        self._runtime_checks_inputs = getattr(runtime, "CHECKS_INPUTS", False)
         self._native = entry.io == "native"
         try:
             if self._native:
@@ -149,9 +150,9 @@ class ExportedModel:
         if self._arrays == "numpy":
             if numpy_in:  # arrays as they are, no call per numpy leaf
                 arrays = [x if type(x) is np.ndarray else convert(x, "numpy") for x in leaves]
-                return self._run_onnx(arrays)
+                return self._run_numpy(arrays)
             # torch tensors into ONNX Runtime and back, sharing memory on the CPU (a few hundred ns a leaf)
-            outputs = self._run_onnx([convert(x, "numpy") for x in leaves])
+            outputs = self._run_numpy([convert(x, "numpy") for x in leaves])
             if self.device == "cpu":
                 from_numpy = sys.modules["torch"].from_numpy
                 return [from_numpy(o) for o in outputs]
@@ -161,15 +162,20 @@ class ExportedModel:
         outputs = self._run(arrays)
         return [convert(o, "numpy") for o in outputs] if numpy_in else outputs
 
-    def _run_onnx(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Run ONNX Runtime; the leaves are checked up front only where ONNX Runtime would not check them.
+    def _run_numpy(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Run a numpy runtime; the leaves are checked up front only where the runtime would not check them.
 
-        ONNX Runtime refuses any input whose dtype, rank or static dims differ from the graph's
-        (which are the exported ones), so the per-leaf checks run only when it refuses, to say
-        which leaf and what to do instead of its own message; a microsecond a call on a small
-        model. Leaves that share a dynamic axis (the batch) are checked first: the graph
-        names no such rule, and broadcasting could run with sizes that disagree.
+        ONNX Runtime (``CHECKS_INPUTS``) refuses any input whose dtype, rank or static dims
+        differ from the graph's (which are the exported ones), so the per-leaf checks run only
+        when it refuses, to say which leaf and what to do instead of its own message; a
+        microsecond a call on a small model. Leaves that share a dynamic axis (the batch) are
+        checked first: the graph names no such rule, and broadcasting could run with sizes that
+        disagree. Other runtimes are checked first: OpenVINO casts a float64 array silently and
+        ran a [3, 9] array through a graph made for [*, 8] (measured, 2026.4).
         """
+        if not self._runtime_checks_inputs:
+            self.check_leaves(arrays)
+            return self._run(arrays)
         try:
             for axis, places in self._shared_axes:
                 check_shared(axis, places, arrays, self._inputs.names)

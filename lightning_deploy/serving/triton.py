@@ -1,6 +1,7 @@
-"""A Triton Inference Server model repository entry for a verified ONNX or TorchScript artifact.
+"""A Triton Inference Server model repository entry for a verified ONNX, TorchScript or OpenVINO artifact.
 
-``REPOSITORY/NAME/config.pbtxt`` and ``REPOSITORY/NAME/1/model.onnx`` (or ``model.pt``), with
+``REPOSITORY/NAME/config.pbtxt`` and ``REPOSITORY/NAME/1/model.onnx`` (``model.pt``; OpenVINO's
+``model.xml`` with its weights as ``model.bin``, the name its backend reads them by), with
 inputs and outputs named, typed and shaped from the manifest: ``-1`` where a dim is dynamic,
 and Triton's implicit batch (``max_batch_size``) only where dim 0 of every input and output
 is the dynamic batch. The config is written as protobuf text by hand, not through
@@ -48,6 +49,8 @@ _DATA_TYPES = {
     "float64": "TYPE_FP64",
 }
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Triton names a runtime by "platform" for the frameworks it has always had, by "backend" for the others.
+_BY_BACKEND = frozenset({"openvino"})
 
 
 def write_model_repository(
@@ -61,7 +64,7 @@ def write_model_repository(
     """Write ``repository/name`` for the artifact at ``path`` (or the manifest's ONNX, else TorchScript one).
 
     Args:
-        path: an ONNX or TorchScript artifact, or its manifest.
+        path: an ONNX, TorchScript or OpenVINO artifact, or its manifest.
         repository: the model repository folder (made if missing).
         name: the model's name in Triton (default: the artifact's stem).
         max_batch_size: Triton's implicit batch; default :data:`DEFAULT_MAX_BATCH_SIZE` where dim 0
@@ -86,7 +89,8 @@ def write_model_repository(
     if fmt not in _PLATFORMS or native:
         raise ConfigurationError(
             f"{resolved.artifact.name} is a {fmt} artifact{' with native I/O' if native else ''};"
-            " Triton runs ONNX and flat TorchScript artifacts here. HINT: export formats=['onnx'] and pass that."
+            " Triton runs ONNX, OpenVINO and flat TorchScript artifacts here."
+            " HINT: export formats=['onnx'] and pass that."
         )
     manifest = resolved.manifest
     name = name or resolved.artifact.name.split(".", 1)[0]
@@ -107,7 +111,8 @@ def write_model_repository(
         version = staging / "1"
         version.mkdir()
         copies = {resolved.artifact: version / model_file}
-        copies.update({side: version / side.name for side in resolved.recorded if side != resolved.artifact})
+        sides = [side for side in resolved.recorded if side != resolved.artifact]
+        copies.update({side: version / _side_name(side, model_file) for side in sides})
         for source, copy in copies.items():
             shutil.copyfile(source, copy)
             if sha256_file(copy) != resolved.recorded[source]:
@@ -123,6 +128,17 @@ def write_model_repository(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _side_name(side: Path, model_file: str) -> str:
+    """A side file's name in the repository: OpenVINO's weights beside ``model.xml`` as ``model.bin``.
+
+    ONNX's external data keeps its name, which the model file refers to; OpenVINO reads the
+    weights of ``X.xml`` from ``X.bin``.
+    """
+    if model_file.endswith(".xml") and side.suffix == ".bin":
+        return Path(model_file).with_suffix(".bin").name
+    return side.name
 
 
 def _first_servable(manifest: str | Path) -> str | None:
@@ -151,7 +167,7 @@ def _max_batch_size(manifest: Mapping[str, Any], requested: int | None) -> int:
 def _tensor_names(artifact: Path, fmt: str, manifest: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """The artifact's own input and output names, as Triton's backend matches them.
 
-    ONNX: the graph's names, which are the manifest's leaf names. TorchScript has no output
+    ONNX and OpenVINO: the graph's names, which are the manifest's leaf names. TorchScript has no output
     names, so Triton's libtorch backend takes ``OUTPUT__n``; inputs go by ``forward``'s argument
     names where those are the leaf names, else by ``INPUT__n`` (a traced module's arguments
     are called ``input``, ``argument_2``, ...).
@@ -183,7 +199,7 @@ def _config_text(
     lines = [
         "# Written by lightning-deploy from the artifact's manifest.",
         f"name: {json.dumps(name)}",
-        f"platform: {json.dumps(platform)}",
+        f"{'backend' if platform in _BY_BACKEND else 'platform'}: {json.dumps(platform)}",
         f"max_batch_size: {max_batch_size}",
     ]
     for section, key, names in (("input", "inputs", input_names), ("output", "outputs", output_names)):

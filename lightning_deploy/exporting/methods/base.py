@@ -52,6 +52,15 @@ class ExportContext:
     output_dims: DynamicDims
     opset: int | None = None
     native: bool = False  # a scripted TorchScript artifact keeps forward's own arguments (inputs hold lists)
+    bounds: dict[str, int] = dataclasses.field(default_factory=dict)  # axis -> largest size (bounded formats)
+
+    def leaf_bounds(self) -> dict[str, dict[str, int]]:
+        """Per input leaf with dynamic dims, each dim's bound, as the manifest entry records it."""
+        return {
+            name: {str(dim): self.bounds[axis] for dim, axis in dims.items()}
+            for name, dims in zip(self.input_names, self.input_dims)
+            if dims
+        }
 
 
 @dataclasses.dataclass
@@ -77,5 +86,9 @@ class Exporter(abc.ABC):
         """Capture ``ctx.adapter`` at ``ctx.args``."""
 
     @abc.abstractmethod
-    def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> None:
-        """Write ``capture`` as ``fmt`` to ``path`` (plus side files in the same folder)."""
+    def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> dict[str, Any] | None:
+        """Write ``capture`` as ``fmt`` to ``path`` (plus side files in the same folder).
+
+        Returns what a conversion did where it says more than the method (the manifest entry's
+        ``derived``: which graph OpenVINO converted, what ExecuTorch delegated), else ``None``.
+        """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import ClassVar, Dict, List  # noqa: UP035 - TorchScript reads typing's generics
+from typing import Any, ClassVar, Dict, List  # noqa: UP035 - TorchScript reads typing's generics
 
 import torch
 from torch import nn
@@ -40,12 +40,12 @@ class ScriptExporter(TraceExporter):
         capture.native = scripted
         return capture
 
-    def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> None:
+    def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> dict[str, Any] | None:
         """The scripted module itself for TorchScript with native I/O, else as for tracing."""
         if fmt == "torchscript" and ctx.native:
             save_to_file(path, lambda handle: torch.jit.save(capture.native, handle))
-            return
-        super().save(capture, fmt, path, ctx)
+            return None
+        return super().save(capture, fmt, path, ctx)
 
 
 class _DetectionsOnly(nn.Module):

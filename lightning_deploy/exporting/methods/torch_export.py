@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -63,17 +63,26 @@ class TorchExportExporter(Exporter):
             program = torch.export.export(ctx.adapter, ctx.args, dynamic_shapes=(shapes,))
         return Capture(program)
 
-    def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> None:
+    def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> dict[str, Any] | None:
         """``torch.export.save`` for pt2; ``torch.onnx.export(dynamo=True)`` for ONNX; AOTInductor for aoti.
 
-        ONNX weights go inline, except above :data:`EXTERNAL_DATA_BYTES` (and always above
+        ExecuTorch lowers the program (``executorch_program.py``), OpenVINO converts it
+        (``openvino_ir.py``). ONNX weights go inline, except above :data:`EXTERNAL_DATA_BYTES` (and always above
         protobuf's 2 GB limit) where they go to ``STEM.onnx.data`` beside the model. The
         AOTInductor package is compiled (a C++ compiler, tens of seconds) for the device the
         program's weights are on, keeping its dynamic dims.
         """
         if fmt == "pt2":
             save_to_file(path, lambda handle: torch.export.save(capture.program, handle), buffered=True)
-            return
+            return None
+        if fmt == "executorch":
+            from lightning_deploy.exporting.executorch_program import lower_to_executorch
+
+            return lower_to_executorch(capture.program, path, ctx)
+        if fmt == "openvino":
+            from lightning_deploy.exporting.openvino_ir import from_program
+
+            return from_program(capture.program, path, ctx)
         if fmt == "aoti":
             # imported here: torch._inductor takes a second to import and warns where CUDA is absent
             from torch._inductor import aoti_compile_and_package
@@ -89,7 +98,7 @@ class TorchExportExporter(Exporter):
                 ),
                 buffered=True,
             )
-            return
+            return None
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
             onnx_program = torch.onnx.export(
                 capture.program,
@@ -102,6 +111,7 @@ class TorchExportExporter(Exporter):
             )
         weights = sum(t.numel() * t.element_size() for t in capture.program.state_dict.values())
         onnx_program.save(str(path), external_data=True if weights > EXTERNAL_DATA_BYTES else None)
+        return None
 
 
 def unbacked_output_dims(program: torch.export.ExportedProgram, names: tuple[str, ...]) -> dict[str, list[int]]:

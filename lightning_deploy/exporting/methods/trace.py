@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -40,11 +40,18 @@ class TraceExporter(Exporter):
         """Trace the flat adapter."""
         return trace_flat(ctx.adapter, ctx)
 
-    def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> None:
-        """``ScriptModule.save`` for TorchScript; ``torch.onnx.export(dynamo=False)`` for ONNX (``If`` types one)."""
+    def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> dict[str, Any] | None:
+        """``ScriptModule.save`` for TorchScript; ``torch.onnx.export(dynamo=False)`` for ONNX (``If`` types one).
+
+        OpenVINO converts that ONNX graph (``openvino_ir.py``).
+        """
         if fmt == "torchscript":
             save_to_file(path, lambda handle: torch.jit.save(capture.program, handle))
-            return
+            return None
+        if fmt == "openvino":
+            from lightning_deploy.exporting.openvino_ir import from_onnx
+
+            return from_onnx(lambda onnx_file: self.save(capture, "onnx", onnx_file, ctx), path, ctx)
         dynamic_axes = {
             name: dict(dims)
             for name, dims in zip(ctx.input_names + ctx.output_names, ctx.input_dims + ctx.output_dims)
@@ -63,3 +70,4 @@ class TraceExporter(Exporter):
                 opset_version=ctx.opset,
             )
         unify_if_branch_types(path)
+        return None

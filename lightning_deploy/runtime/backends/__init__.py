@@ -26,6 +26,9 @@ class Backend(Protocol):
         RUNTIME: the runtime's name, recorded in the manifest (``onnxruntime``).
         ARRAYS: the array type its runner takes and returns, ``"numpy"`` or ``"torch"``.
         MISSING_DEVICE_HINT: what to install where ``has_device`` says no.
+
+    A runtime that itself refuses inputs of the wrong dtype or static shape may say so with
+    ``CHECKS_INPUTS = True``: ``load()`` then checks the leaves only to explain a refusal.
     """
 
     RUNTIME: str

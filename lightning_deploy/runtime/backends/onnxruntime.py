@@ -10,10 +10,11 @@ import onnxruntime as ort
 from lightning_deploy.errors import LoadError
 from lightning_deploy.runtime.placement import device_index
 
-__all__ = ["ARRAYS", "MISSING_DEVICE_HINT", "RUNTIME", "has_device", "open_runner", "providers_for"]
+__all__ = ["ARRAYS", "CHECKS_INPUTS", "MISSING_DEVICE_HINT", "RUNTIME", "has_device", "open_runner", "providers_for"]
 
 RUNTIME = "onnxruntime"
 ARRAYS = "numpy"
+CHECKS_INPUTS = True  # refuses a wrong dtype, rank or static dim itself (ExportedModel checks only then)
 
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"

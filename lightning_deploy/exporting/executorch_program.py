@@ -1,0 +1,42 @@
+"""The ``executorch`` format: a ``torch.export`` program lowered to an ExecuTorch ``.pte`` file.
+
+ExecuTorch plans every buffer's memory ahead of time for the largest input, so each dynamic
+dim needs an upper bound. The program captured for ``.pt2`` has unbounded dims; it is
+exported once more, from its own graph (a fraction of a second, the same operators), with
+each dynamic axis bounded by ``ExportContext.bounds``. The graph is then lowered with the
+XNNPACK partitioner: operators XNNPACK implements run in its delegate, the rest in
+ExecuTorch's portable kernels.
+"""
+
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightning_deploy.exporting.methods.base import ExportContext
+
+__all__ = ["lower_to_executorch"]
+
+
+def lower_to_executorch(program: torch.export.ExportedProgram, path: Path, ctx: ExportContext) -> dict[str, Any]:
+    """Write ``program`` bounded by ``ctx.bounds`` as ``path`` (a ``.pte``); returns what was delegated."""
+    # imported here: the package is optional (lightning-deploy[executorch]) and slow to import
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    axes: dict[str, Any] = {axis: torch.export.Dim.DYNAMIC(max=bound) for axis, bound in ctx.bounds.items()}
+    shapes = tuple({dim: axes[axis] for dim, axis in dims.items()} or None for dims in ctx.input_dims)
+    bounded = torch.export.export(program.module(), ctx.args, dynamic_shapes=shapes)  # flat: one per argument
+    lowered = to_edge_transform_and_lower(bounded, partitioner=[XnnpackPartitioner()])
+    graph = lowered.exported_program().graph
+    calls = [node for node in graph.nodes if node.op == "call_function" and node.target is not operator.getitem]
+    delegated = sum("call_delegate" in str(node.target) for node in calls)
+    path.write_bytes(lowered.to_executorch().buffer)
+    return {
+        "delegate": "XnnpackBackend",
+        "delegated_calls": delegated,
+        "portable_ops": sorted({str(node.target) for node in calls if "call_delegate" not in str(node.target)}),
+    }

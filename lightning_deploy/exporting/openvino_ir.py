@@ -1,0 +1,49 @@
+"""The ``openvino`` format: OpenVINO's IR (``STEM.openvino.xml`` + ``STEM.openvino.bin``).
+
+``openvino.convert_model`` takes the ``torch.export`` program (method ``export``), or, where
+that capture failed, the ONNX graph of the trace (method ``trace``); the entry's ``derived``
+records which. The IR's tensors are renamed to the manifest's leaf names, which is what
+Triton's OpenVINO backend matches; ``load()`` feeds them by position. Weights stay float32
+(``compress_to_fp16=False``): OpenVINO's default saves them as float16.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lightning_deploy.exporting.methods.base import ExportContext
+
+__all__ = ["from_onnx", "from_program"]
+
+
+def from_program(program: Any, path: Path, ctx: ExportContext) -> dict[str, Any]:
+    """Convert a ``torch.export`` program to the IR at ``path`` (its weights beside it, ``.bin``)."""
+    import openvino
+
+    _save(openvino.convert_model(program), path, ctx)
+    return {"converted_from": "torch.export program"}
+
+
+def from_onnx(write_onnx: Callable[[Path], None], path: Path, ctx: ExportContext) -> dict[str, Any]:
+    """Convert the ONNX graph that ``write_onnx(file)`` writes (into a folder removed after) to the IR at ``path``."""
+    import openvino
+
+    with tempfile.TemporaryDirectory(prefix=".openvino-onnx-", dir=path.parent.parent) as folder:
+        onnx_file = Path(folder) / "model.onnx"
+        write_onnx(onnx_file)
+        _save(openvino.convert_model(str(onnx_file)), path, ctx)
+    return {"converted_from": "ONNX graph"}
+
+
+def _save(model: Any, path: Path, ctx: ExportContext) -> None:
+    """Name the IR's inputs and outputs by the manifest's leaves and write it at float32."""
+    import openvino
+
+    for port, name in zip(model.inputs, ctx.input_names):
+        port.get_tensor().set_names({name})
+    for port, name in zip(model.outputs, ctx.output_names):
+        port.get_tensor().set_names({name})
+    openvino.save_model(model, str(path), compress_to_fp16=False)
