@@ -188,7 +188,8 @@ def test_triton_entry_for_openvino_runs_under_its_names(tmp_path):
     assert sorted(p.name for p in (folder / "1").iterdir()) == ["model.bin", "model.xml"]
     assert [t.name for t in config.input] == ["batch.x", "batch.extra"]
     # OpenVINO reads model.xml with model.bin beside it, and finds the tensors by the config's names
-    compiled = openvino.Core().compile_model(str(folder / "1" / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    model_file = str(folder / "1" / "model.xml")
+    compiled = openvino.Core().compile_model(model_file, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     (sample,) = _mlp_inputs(6, seed=3)
     results = compiled({"batch.x": sample["x"].numpy(), "batch.extra": sample["extra"].numpy()})
     by_name = {next(iter(port.get_names())): value for port, value in results.items()}
