@@ -2,8 +2,9 @@
 
 Run: ``.venv/bin/python tools/coverage_table.py [--only NAME ...] [--out docs/coverage.md]``
 
-Each row is exported three times: TorchScript by tracing, TorchScript by scripting, and ONNX
-plus ``.pt2`` with ``method="auto"`` (ONNX records which method made it). Every artifact is
+Each row is exported three times: TorchScript by tracing, TorchScript by scripting, and ONNX,
+``.pt2``, ExecuTorch and OpenVINO with ``method="auto"`` (one capture each way shared by the four;
+ONNX and OpenVINO record which method made them). Every artifact is
 verified at two shapes; a cell is ✅ only when its artifact verified, otherwise ❌ with the
 short reason. Models are built with ``weights=None`` and made sane by ``zoo.non_degenerate``.
 """
@@ -183,7 +184,7 @@ def run_row(row: Row, folder: Path) -> dict[str, Any]:
     plans = {
         "trace": {"formats": ["torchscript"], "method": "trace"},
         "script": {"formats": ["torchscript"], "method": "script"},
-        "auto": {"formats": ["onnx", "pt2"], "method": "auto"},
+        "auto": {"formats": ["onnx", "pt2", "executorch", "openvino"], "method": "auto"},
     }
     artifacts = {}
     for key, plan in plans.items():
@@ -248,7 +249,8 @@ def _row_line(row: Row, result: dict[str, Any]) -> str:
     return (
         f"| {row.name} | {row.kind} | {_cell(cells[('trace', 'torchscript')])} | "
         f"{_cell(cells[('script', 'torchscript')])} | {_cell(cells[('auto', 'onnx')], True)} | "
-        f"{_cell(cells[('auto', 'pt2')])} | {resolution} | {batches} | {result['seconds']:.0f} s |"
+        f"{_cell(cells[('auto', 'pt2')])} | {_cell(cells[('auto', 'executorch')])} |"
+        f" {_cell(cells[('auto', 'openvino')], True)} | {resolution} | {batches} | {result['seconds']:.0f} s |"
     )
 
 
@@ -282,11 +284,13 @@ def write_table(results: dict[str, dict[str, Any]], rows: list[Row], out: Path, 
         "Each cell: the artifact verified in its own runtime at two shapes (✅), or the short reason it did not (❌).",
         "Detection models are made non-degenerate first (`tools/zoo.py`); their outputs are compared order-"
         "insensitively. Batch sizes: for a list of images, the list length: fixed by the export sample in"
-        " flat graphs, free in scripted TorchScript (native I/O, checked at 1, 2 and 3 images).",
+        " flat graphs, free in scripted TorchScript (native I/O, checked at 1, 2 and 3 images)."
+        " ExecuTorch: the `.pte` lowered with XNNPACK, its dynamic dims bounded (default: batch 64, other axes"
+        " twice the sample's size); OpenVINO: the IR run at float32.",
         "",
-        "| model | kind | TorchScript-trace | TorchScript-script | ONNX (method) | .pt2 | dynamic resolution"
-        " | batch sizes | time |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | kind | TorchScript-trace | TorchScript-script | ONNX (method) | .pt2 | ExecuTorch"
+        " | OpenVINO (method) | dynamic resolution | batch sizes | time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines.extend(_row_line(row, results[row.name]) for row in rows)
     out.write_text("\n".join(lines) + "\n")
@@ -298,15 +302,15 @@ PEER_SECTIONS = {
     "Lightning's demo classes": LIGHTNING_DEMOS,
 }
 PEER_MARKER = "## Models written by others"
+PEER_FORMATS = ["onnx", "torchscript", "pt2", "executorch", "openvino"]
 
 
 def run_peer(peer: Peer, folder: Path) -> dict[str, Any]:
-    """Export one peer at batch 2 / length 8 (ONNX, TorchScript, .pt2; method auto), then load() each at 3 / 11."""
+    """Export one peer at batch 2 / length 8 (:data:`PEER_FORMATS`, method auto), then load() each at 3 / 11."""
     start = time.perf_counter()
     model = peer.build()
     try:
-        manifest = export(model, peer.sample(2, 8), folder, "model", formats=["onnx", "torchscript", "pt2"],
-                          **peer.options)  # fmt: skip
+        manifest = export(model, peer.sample(2, 8), folder, "model", formats=PEER_FORMATS, **peer.options)
     except Exception as err:  # noqa: BLE001 - a configuration error is the row's finding
         return {"error": " ".join(f"{type(err).__name__}: {err}".split())[:160], "seconds": time.perf_counter() - start}
     sample = peer.sample(3, 11)
@@ -324,15 +328,15 @@ def run_peer(peer: Peer, folder: Path) -> dict[str, Any]:
 
 def _peer_line(peer: Peer, result: dict[str, Any]) -> str:
     if "error" in result:
-        return f"| {peer.name} | ❌ {result['error']} | | | | {result['seconds']:.0f} s |"
+        return f"| {peer.name} | ❌ {result['error']} | | | | | | {result['seconds']:.0f} s |"
     cells = {a["format"]: _cell(a, with_method=True) for a in result["manifest"]["artifacts"]}
     for a in result["manifest"]["artifacts"]:
         if a["vacuous"]:
             cells[a["format"]] += " (vacuous: outputs within tolerance of zero)"
     shape = "batch 3, length 11" if peer.sequence else "batch 3"
     checks = ", ".join(f"{fmt} {diff:.1e}" for fmt, diff in result["loaded"].items()) or "-"
-    return (f"| {peer.name} | {cells['onnx']} | {cells['torchscript']} | {cells['pt2']} | {shape}: {checks} |"
-            f" {result['seconds']:.0f} s |")  # fmt: skip
+    return (f"| {peer.name} | {cells['onnx']} | {cells['torchscript']} | {cells['pt2']} | {cells['executorch']} |"
+            f" {cells['openvino']} | {shape}: {checks} | {result['seconds']:.0f} s |")  # fmt: skip
 
 
 def write_peer_sections(out: Path) -> None:
@@ -348,8 +352,9 @@ def write_peer_sections(out: Path) -> None:
     ]
     with tempfile.TemporaryDirectory() as folder:
         for title, peers in PEER_SECTIONS.items():
-            lines += ["", f"### {title}", "", "| model | ONNX (method) | TorchScript (method) | .pt2 |"
-                      " through load() at a new shape | time |", "|---|---|---|---|---|---|"]  # fmt: skip
+            lines += ["", f"### {title}", "", "| model | ONNX (method) | TorchScript (method) | .pt2 | ExecuTorch"
+                      " | OpenVINO (method) | through load() at a new shape | time |",
+                      "|---|---|---|---|---|---|---|---|"]  # fmt: skip
             for peer in peers.values():
                 result = run_peer(peer, Path(folder) / peer.name.replace(" ", "_"))
                 lines.append(_peer_line(peer, result))
