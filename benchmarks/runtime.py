@@ -29,7 +29,7 @@ from torch import nn
 
 from lightning_deploy import export, load
 
-FORMATS = ["onnx", "torchscript", "pt2", "aoti", "onnx-optimized", "onnx-int8"]
+FORMATS = ["onnx", "torchscript", "pt2", "aoti", "onnx-optimized", "onnx-int8", "executorch", "openvino"]
 ONNX_FILES = {"onnx": "model.onnx", "onnx-optimized": "model.optimized.onnx", "onnx-int8": "model.int8.onnx"}
 GPU_BATCHES = (1, 32)
 
@@ -97,7 +97,7 @@ def _resnet18() -> nn.Module:
 
 
 MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[int], tuple], tuple[int, int], dict]] = {
-    "mlp": (DictMLP, _mlp_sample, (1, 256), {}),
+    "mlp": (DictMLP, _mlp_sample, (1, 256), {"executorch_bounds": {"batch": 256}}),
     "resnet18": (_resnet18, lambda b: (torch.randn(b, 3, 224, 224),), (1, 32), {}),
     "transformer": (Tagger, _tagger_sample, (1, 16), {"dynamic_axes": {"x": {1: "seq"}, "padding_mask": {1: "seq"}}}),
 }
@@ -219,6 +219,20 @@ def _runners(model: nn.Module, sample: tuple, folder: Path, threads: int, device
         if fmt in formats:
             runners[f"{fmt} (raw)"] = session(fmt)
             runners[f"{fmt} (load)"] = timed_call(lambda fmt=fmt: loaded[fmt](*sample), inference_mode=False)
+    if "executorch" in formats:
+        from executorch.runtime import Runtime
+
+        method = Runtime.get().load_program(str(folder / "model.pte")).load_method("forward")
+        runners["executorch (raw)"] = timed_call(lambda: method.execute(leaves))
+        runners["executorch (load)"] = timed_call(lambda: loaded["executorch"](*sample), inference_mode=False)
+    if "openvino" in formats:
+        import openvino
+
+        config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+        compiled_ir = openvino.Core().compile_model(str(folder / "model.openvino.xml"), "CPU", config)
+        arrays = [t.numpy() for t in leaves]
+        runners["openvino (raw)"] = lambda: compiled_ir(arrays)  # OpenVINO's own shortest call
+        runners["openvino (load)"] = timed_call(lambda: loaded["openvino"](*sample), inference_mode=False)
     return runners
 
 
@@ -364,6 +378,18 @@ def _cpu_flags() -> str:
     return ", ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)
 
 
+def _executorch_threads() -> int:
+    from executorch.extension.pybindings import portable_lib
+
+    return portable_lib._threadpool_get_thread_count()
+
+
+def _openvino_version() -> str:
+    import openvino
+
+    return openvino.__version__
+
+
 def ort_version() -> str:
     """ONNX Runtime's version."""
     import onnxruntime
@@ -408,6 +434,9 @@ def main() -> None:
         " model's own top-1: " + "; ".join(f"{m} {p}" for m, p in INT8_PASSES.items()) + ".",
         "The int8 artifact is verified at its own tolerance (rtol 0.05), so it is not a candidate for the"
         " fastest artifact at the default tolerance.",
+        f"ExecuTorch: XNNPACK delegate, its threadpool at {_executorch_threads()} threads (one per core, its"
+        " default); OpenVINO: f32 (INFERENCE_PRECISION_HINT), load() with OpenVINO's default thread count (one per"
+        f" core), raw with INFERENCE_NUM_THREADS={args.threads}; openvino {_openvino_version()}.",
     ]
     gpu_notes = [
         "On the GPU: exported and verified there (torch's defaults: cuDNN convolutions may use TF32), inputs"

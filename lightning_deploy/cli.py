@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run", help="run an artifact on inputs from a file", description=_RUN_DESCRIPTION, allow_abbrev=False
     )
-    run.add_argument("artifact", help="STEM.onnx, STEM.torchscript.pt, STEM.pt2, STEM.aoti.pt2 or STEM.export.json")
+    run.add_argument("artifact", help="an artifact (STEM.onnx, STEM.pt2, STEM.pte, ...) or STEM.export.json")
     run.add_argument("--device", help="cpu, cuda or cuda:N (default: the device the manifest records, if present here)")
     run.add_argument(
         "--input",
@@ -126,7 +126,9 @@ def _parser() -> argparse.ArgumentParser:
     triton = commands.add_parser(
         "triton", help="write a Triton model repository entry", description=_TRITON_DESCRIPTION, allow_abbrev=False
     )
-    triton.add_argument("path", help="an ONNX or TorchScript artifact, or its manifest (its ONNX artifact is used)")
+    triton.add_argument(
+        "path", help="an ONNX, TorchScript or OpenVINO artifact, or its manifest (its ONNX artifact is used)"
+    )
     triton.add_argument("--repository", required=True, help="the model repository folder; NAME/ is written in it")
     triton.add_argument("--name", help="the model's name in Triton (default: the artifact's stem)")
     triton.add_argument(
@@ -145,7 +147,9 @@ _SERVE_DESCRIPTION = (
     "Serve an artifact over HTTP with LitServe: POST /predict (JSON or .npz), GET /health, GET /metrics"
     " (Prometheus). A worker that dies is replaced; SIGTERM answers the requests in flight, then stops."
 )
-_TRITON_DESCRIPTION = "Write a Triton Inference Server model repository entry for an ONNX or TorchScript artifact."
+_TRITON_DESCRIPTION = (
+    "Write a Triton Inference Server model repository entry for an ONNX, TorchScript or OpenVINO artifact."
+)
 
 
 def help_texts() -> dict[str, str]:

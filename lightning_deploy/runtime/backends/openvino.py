@@ -35,10 +35,14 @@ def open_runner(path: str, input_names: Sequence[str], output_names: Sequence[st
 
     compiled = openvino.Core().compile_model(path, "CPU", COMPILE_CONFIG)
     request = compiled.create_infer_request()
-    outputs = compiled.outputs
+    count = len(compiled.outputs)
 
     def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        results = request.infer(list(inputs))
-        return [results[port] for port in outputs]
+        # Inputs shared, not copied; outputs copied out of the request's buffers, which the next call reuses.
+        # A third of the time of request.infer(list), which builds a dict of copies (measured: MLP, 1 row).
+        for index, array in enumerate(inputs):
+            request.set_input_tensor(index, openvino.Tensor(np.ascontiguousarray(array), shared_memory=True))
+        request.infer()
+        return [request.get_output_tensor(index).data.copy() for index in range(count)]
 
     return run
