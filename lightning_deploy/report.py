@@ -57,8 +57,11 @@ def _tracer_note(artifact: dict[str, Any]) -> list[str]:
 
 
 def _file_note(artifact: dict[str, Any]) -> str:
-    """The file, with what it needs at run time, vacuous leaves and the int8 accuracy delta where measured."""
+    """The file, with what it needs at run time, its bounds, vacuous leaves and the int8 accuracy delta."""
     lines = [artifact["path"]]
+    if artifact.get("bounds"):
+        bounds = (f"{leaf}[{dim}]<={size}" for leaf, dims in artifact["bounds"].items() for dim, size in dims.items())
+        lines.append(f"bounds {', '.join(bounds)}")
     if artifact.get("requires"):
         lines.append(f"requires {', '.join(artifact['requires'])}")
     if artifact.get("vacuous"):
