@@ -112,8 +112,8 @@ def test_executorch_bounds_are_recorded_and_a_bigger_input_is_refused_by_name(tm
         exported(torch.randn(9, 12, 32))
     with pytest.raises(StructureError, match=r"input 'src': dim 1 is 25, .* bound of 24.*executorch_bounds"):
         exported(torch.randn(2, 25, 32))
-    show = subprocess.run([sys.executable, "-m", "lightning_deploy.cli", "show", str(tmp_path / "enc.export.json")],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    command = [sys.executable, "-m", "lightning_deploy.cli", "show", str(tmp_path / "enc.export.json")]
+    show = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert show.returncode == 0, show.stderr
     assert "bounds src[0]<=8, src[1]<=24" in show.stdout
 
