@@ -22,14 +22,15 @@ __all__ = ["lower_to_executorch"]
 
 
 def lower_to_executorch(program: torch.export.ExportedProgram, path: Path, ctx: ExportContext) -> dict[str, Any]:
-    """Write ``program`` bounded by ``ctx.bounds`` as ``path`` (a ``.pte``); returns what was delegated."""
+    """Write ``program`` (on the CPU) bounded by ``ctx.bounds`` as ``path`` (a ``.pte``); returns what was delegated."""
     # imported here: the package is optional (lightning-deploy[executorch]) and slow to import
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
     axes: dict[str, Any] = {axis: torch.export.Dim.DYNAMIC(max=bound) for axis, bound in ctx.bounds.items()}
     shapes = tuple({dim: axes[axis] for dim, axis in dims.items()} or None for dims in ctx.input_dims)
-    bounded = torch.export.export(program.module(), ctx.args, dynamic_shapes=shapes)  # flat: one per argument
+    args = tuple(arg.cpu() for arg in ctx.args)
+    bounded = torch.export.export(program.module(), args, dynamic_shapes=shapes)  # flat: one per argument
     lowered = to_edge_transform_and_lower(bounded, partitioner=[XnnpackPartitioner()])
     graph = lowered.exported_program().graph
     calls = [node for node in graph.nodes if node.op == "call_function" and node.target is not operator.getitem]

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 
 from lightning_deploy.exporting.methods.base import Capture, ExportContext, Exporter, save_to_file
+from lightning_deploy.runtime.backends.pt2 import on_device
 
 __all__ = ["TorchExportExporter", "unbacked_output_dims"]
 
@@ -78,11 +79,11 @@ class TorchExportExporter(Exporter):
         if fmt == "executorch":
             from lightning_deploy.exporting.executorch_program import lower_to_executorch
 
-            return lower_to_executorch(capture.program, path, ctx)
+            return lower_to_executorch(on_device(capture.program, "cpu"), path, ctx)
         if fmt == "openvino":
             from lightning_deploy.exporting.openvino_ir import from_program
 
-            return from_program(capture.program, path, ctx)
+            return from_program(on_device(capture.program, "cpu"), path, ctx)
         if fmt == "aoti":
             # imported here: torch._inductor takes a second to import and warns where CUDA is absent
             from torch._inductor import aoti_compile_and_package

@@ -10,7 +10,7 @@ from torch.export.passes import move_to_device_pass
 from lightning_deploy.runtime.backends import FlatRunner
 from lightning_deploy.runtime.backends.torch_device import MISSING_DEVICE_HINT, has_device
 
-__all__ = ["ARRAYS", "MISSING_DEVICE_HINT", "RUNTIME", "has_device", "open_runner"]
+__all__ = ["ARRAYS", "MISSING_DEVICE_HINT", "RUNTIME", "has_device", "on_device", "open_runner"]
 
 RUNTIME = "torch.export"
 ARRAYS = "torch"
@@ -24,15 +24,19 @@ def open_runner(path: str, input_names: Sequence[str], output_names: Sequence[st
     torch's own way to re-home an ``ExportedProgram`` (weights, buffers and the ``device=``
     arguments in its graph), so it runs where asked, on the CPU or a GPU.
     """
-    program = torch.export.load(path)
-    target = torch.device(device)
-    tensors = [*program.state_dict.values(), *program.constants.values()]
-    if any(isinstance(t, torch.Tensor) and t.device != target for t in tensors):
-        program = move_to_device_pass(program, target)
-    module = program.module()
+    module = on_device(torch.export.load(path), device).module()
 
     def run(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         with torch.no_grad():
             return list(module(*inputs))
 
     return run
+
+
+def on_device(program: torch.export.ExportedProgram, device: str) -> torch.export.ExportedProgram:
+    """``program`` with its weights, buffers and constants on ``device`` (itself where they are there already)."""
+    target = torch.device(device)
+    tensors = [*program.state_dict.values(), *program.constants.values()]
+    if any(isinstance(t, torch.Tensor) and t.device != target for t in tensors):
+        return move_to_device_pass(program, target)
+    return program
