@@ -38,7 +38,8 @@ class Format:
         preflight_as: the format the callback's preflight makes instead (the same capture,
             without the tens of seconds compiling takes).
         bounded: its runtime plans memory for the largest input, so every dynamic dim has an
-            upper bound (``executorch_bounds``), recorded in the entry and enforced by ``load()``.
+            upper bound (``executorch_bounds``); the exporter reads the bounds the file was
+            planned for, the entry records them, and ``load()`` enforces them.
         package: the optional package that makes and runs it; the extra
             ``lightning-deploy[<package>]`` installs it, and asking for the format without it fails
             before any work.

@@ -201,3 +201,21 @@ def test_triton_entry_for_openvino_runs_under_its_names(tmp_path):
     by_name = {next(iter(port.get_names())): value for port, value in results.items()}
     assert sorted(by_name) == sorted(t.name for t in config.output)
     np.testing.assert_allclose(by_name["out.logits"], model(sample).logits.detach().numpy(), atol=1e-5)
+
+
+def test_bounds_are_what_the_program_was_planned_for_not_what_was_asked(tmp_path):
+    """ExecuTorch planned resnet18 for a batch of 15 when asked for 64: the entry and load() say 15, with a warning."""
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    manifest = export(model, torch.randn(2, 3, 64, 64), tmp_path, "r", formats=["executorch"])
+    entry = manifest["artifacts"][0]
+    assert entry["ok"], entry["error"]
+    planned = entry["bounds"]["x"]["0"]
+    assert 3 <= planned < 64  # the checks reach batch 3
+    assert any("planned for smaller sizes than asked" in w for w in entry["warnings"])
+    exported = load(tmp_path / "r.pte")
+    x = torch.rand(planned, 3, 64, 64)
+    torch.testing.assert_close(exported(x), model(x).detach(), atol=1e-4, rtol=1e-4)
+    with pytest.raises(
+        StructureError, match=rf"dim 0 is {planned + 1}, past this ExecuTorch program's bound of {planned}"
+    ):
+        exported(torch.rand(planned + 1, 3, 64, 64))

@@ -61,6 +61,13 @@ def export_format(fmt: str, work: Work) -> tuple[dict[str, Any], Path | None]:
     notes = [_vacuous_warning(fmt, vacuous)] if vacuous else []
     if chosen and chosen.device_note:
         notes.append(chosen.device_note)
+    derived = dict(chosen.derived) if chosen and chosen.derived else None
+    bounds = derived.pop("bounds", None) if derived else None
+    if bounds is not None and bounds != plan.ctx.leaf_bounds():
+        notes.append(
+            f"{fmt}: its memory is planned for smaller sizes than asked ({plan.ctx.leaf_bounds()}): {bounds};"
+            " load() refuses bigger inputs. HINT: give smaller executorch_bounds, or split bigger inputs."
+        )
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     entry = ArtifactEntry(
@@ -68,7 +75,7 @@ def export_format(fmt: str, work: Work) -> tuple[dict[str, Any], Path | None]:
         path=name,
         method=chosen.method if chosen else None,
         io="native" if chosen and _native_io(fmt, chosen.method, plan) else "flat",
-        bounds=plan.ctx.leaf_bounds() if by_name(fmt).bounded else None,
+        bounds=bounds,
         requires=chosen.requires if chosen else [],
         device=(chosen.device if chosen else None) or plan.device,
         ok=bool(chosen and chosen.ok),
@@ -86,7 +93,7 @@ def export_format(fmt: str, work: Work) -> tuple[dict[str, Any], Path | None]:
         vacuous=bool(vacuous),
         vacuous_leaves=vacuous,
         tolerance=dict(zip(("atol", "rtol"), work.options.tolerance(fmt))),
-        derived=chosen.derived if chosen else None,
+        derived=derived,
         accuracy=chosen.accuracy if chosen else None,
         error=chosen.error if chosen else _most_informative(attempts),
         warnings=(chosen.warnings if chosen else []) + notes,

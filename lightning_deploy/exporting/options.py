@@ -150,7 +150,7 @@ class ExportOptions:
         bounds: Any = self.executorch_bounds
         if bounds is None:
             return None
-        if "executorch" not in self.formats:
+        if not any(by_name(f).bounded for f in self.formats):
             self._fail("executorch_bounds", "applies to the executorch format only", "add 'executorch' to formats")
         axes = {BATCH_AXIS} if self.dynamic_batch else set()
         axes |= {axis for dims in (self.dynamic_axes or {}).values() for axis in dims.values()}
