@@ -340,7 +340,7 @@ def _peer_line(peer: Peer, result: dict[str, Any]) -> str:
 
 
 def write_peer_sections(out: Path) -> None:
-    """Run every peer and replace the doc's peer sections (everything after :data:`PEER_MARKER`)."""
+    """Run every peer and replace the doc's peer sections (after :data:`PEER_MARKER`, up to the next ``## `` section)."""
     lines = [
         PEER_MARKER,
         "",
@@ -360,8 +360,9 @@ def write_peer_sections(out: Path) -> None:
                 lines.append(_peer_line(peer, result))
                 print(f"{peer.name}: {result['seconds']:.0f} s", flush=True)
     text = out.read_text() if out.exists() else ""
-    head = text.split(PEER_MARKER)[0].rstrip("\n")
-    out.write_text(head + "\n\n" + "\n".join(lines) + "\n")
+    head, _, rest = text.partition(PEER_MARKER)
+    later = rest[rest.find("\n## ") :] if "\n## " in rest else ""  # sections other tools write (detectron2's)
+    out.write_text(head.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n" + later)
 
 
 def main() -> None:
