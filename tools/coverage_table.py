@@ -340,7 +340,7 @@ def _peer_line(peer: Peer, result: dict[str, Any]) -> str:
 
 
 def write_peer_sections(out: Path) -> None:
-    """Run every peer and replace the doc's peer sections (after :data:`PEER_MARKER`, up to the next ``## `` section)."""
+    """Run every peer and replace the peer sections (after :data:`PEER_MARKER`, up to the next ``## `` section)."""
     lines = [
         PEER_MARKER,
         "",
