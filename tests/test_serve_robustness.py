@@ -107,7 +107,8 @@ def test_a_300_mb_body_is_refused_unread_by_length_and_while_chunked(guarded_ser
     head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-API-Key: {KEY}\r\n"
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port)) as sock:  # by Content-Length: answered from the headers
-        sock.sendall(f"{head}Content-Length: {HUGE}\r\n\r\n".encode() + b"[" * 65536)
+        # the headers alone: body bytes the server never reads make its close a reset, which can drop the 413
+        sock.sendall(f"{head}Content-Length: {HUGE}\r\n\r\n".encode())
         answer = _answer_to(sock, 5)
     by_length_s = time.monotonic() - started
     assert by_length_s < 5
