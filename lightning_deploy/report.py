@@ -11,24 +11,33 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from lightning_deploy.artifact.resolve import default_artifact
+
 __all__ = ["print_report"]
 
 
 def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
-    """One table: format, method, device, ok, max difference, checks passed (their shapes), sha256, file or error."""
+    """One table: format, method, device, ok, max difference, checks passed (their shapes), ms a call, sha256, file.
+
+    The artifact ``load(manifest)`` runs without ``format=`` is marked (the fastest verified
+    one where the export timed them all, ``artifact/resolve.default_artifact``).
+    """
     source = manifest.get("checkpoint") or "in-memory weights"
     table = Table(title=f"lightning-deploy: {source} -> {dirpath}")
-    for column in ("format", "method", "device", "ok", "max abs diff", "checks", "sha256", "file / error"):
+    for column in ("format", "method", "device", "ok", "max abs diff", "checks", "ms/call", "sha256", "file / error"):
         table.add_column(column, overflow="fold")
+    chosen = default_artifact(manifest["artifacts"])
     for a in manifest["artifacts"]:
         diff = a.get("max_abs_diff")
+        ms = a.get("ms_per_call")
         table.add_row(
-            a["format"],
+            a["format"] + ("\n[bold cyan]load() default[/]" if a is chosen and a["ok"] else ""),
             a["method"] or "-",
             a.get("device") or "-",
             "[green]yes[/]" if a["ok"] else "[red]no[/]",
             "-" if diff is None else f"{diff:.2e}",
             _checks(a),
+            "-" if ms is None else f"{ms:.3f}",
             (a.get("sha256") or "-")[:12],
             "\n".join([_file_note(a) if a["ok"] else (a["error"] or "")[:300], *_tracer_note(a)]),
         )

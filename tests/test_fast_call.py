@@ -1,4 +1,4 @@
-"""load()'s straight-line call of ONNX artifacts: the same answers, types and errors as its general path."""
+"""load()'s straight-line call of ONNX and torch artifacts: the same answers, types and errors as its general path."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from models import Pair, StructuredModel, structured_sample
 from torch import nn
 
 from lightning_deploy import StructureError, export, load
+from lightning_deploy.runtime.fast_call import Miss
 
 
 class Nested(nn.Module):
@@ -36,11 +37,15 @@ def nested_sample(batch: int) -> tuple:
     return pair, items, None, Pair(rand(batch, 2), rand(batch, 5))
 
 
+CASES = {"structured": (StructuredModel, structured_sample), "nested": (Nested, nested_sample)}
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "pt2": ".pt2"}
+
+
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     folder = tmp_path_factory.mktemp("fast")
-    export(StructuredModel(), structured_sample(2), folder, "structured", formats=["onnx"])
-    export(Nested(), nested_sample(2), folder, "nested", formats=["onnx"])
+    for name, (build, make_sample) in CASES.items():
+        export(build(), make_sample(2), folder, name, formats=["onnx", "torchscript", "pt2"])
     return folder
 
 
@@ -61,15 +66,13 @@ def assert_same(fast, general):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
-CASES = {"structured": (StructuredModel, structured_sample), "nested": (Nested, nested_sample)}
-
-
 @pytest.mark.parametrize("name", CASES)
-@pytest.mark.parametrize("arrays", ["torch", "numpy"])
-def test_fast_call_matches_the_general_path_and_eager(artifacts, name, arrays):
+@pytest.mark.parametrize(("fmt", "arrays"), [("onnx", "torch"), ("onnx", "numpy"), ("torchscript", "torch"),
+                                             ("pt2", "torch")])  # fmt: skip
+def test_fast_call_matches_the_general_path_and_eager(artifacts, name, fmt, arrays):
     build, make_sample = CASES[name]
-    model = load(artifacts / f"{name}.onnx")
-    general = general_path(load(artifacts / f"{name}.onnx"))
+    model = load(artifacts / f"{name}{SUFFIXES[fmt]}")
+    general = general_path(load(artifacts / f"{name}{SUFFIXES[fmt]}"))
     assert model._fast is not None
     for batch in (2, 5):
         sample = make_sample(batch)
@@ -112,6 +115,30 @@ def test_calls_it_does_not_take_get_the_general_answer_or_error(artifacts):
         model((first, second), items, first, named)
     with pytest.raises(StructureError, match=r"extra \['extra'\]"):
         load(artifacts / "structured.onnx")({**structured_sample(3)[0], "extra": first})
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
+def test_torch_runtimes_take_only_what_the_general_path_would_run_unchanged(artifacts, fmt):
+    """Numpy, another dtype, a wrong static dim, leaves that need grad: the general path's answer or its error."""
+    model = load(artifacts / f"nested{SUFFIXES[fmt]}")
+    general = general_path(load(artifacts / f"nested{SUFFIXES[fmt]}"))
+    (first, second), items, _, named = nested_sample(3)
+    as_numpy = pytree.tree_map(lambda t: None if t is None else t.numpy(), ((first, second), items, None, named))
+    for sample in [as_numpy, ((first.clone().requires_grad_(True), second), items, None, named)]:
+        with pytest.raises(Miss):
+            model._fast(*sample)
+        assert_same(model(*sample), general(*sample))
+    grad_out = model((first.clone().requires_grad_(True), second), items, None, named)
+    assert not grad_out["sum"].requires_grad  # run without recording autograd, like the fast path
+    with pytest.raises(StructureError, match=r"input 'pair\.0': dtype float64"):
+        model((first.double(), second), items, None, named)
+    with pytest.raises(StructureError, match=r"input 'pair\.1': shape \[3, 5\] does not fit"):
+        model((first, torch.randn(3, 5)), items, None, named)
+    with pytest.raises(StructureError, match="disagree on dim"):
+        model((first, second[:2]), items, None, named)
+    out = model._fast((first, second), items, None, named)  # the straight-line call itself
+    assert not out["sum"].requires_grad and out["none"] is None
+    torch.testing.assert_close(out["sum"], first + second * items[0])
 
 
 def test_torch_imported_after_load_gets_torch_tensors_back(artifacts):

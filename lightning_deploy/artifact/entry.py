@@ -43,6 +43,7 @@ class ArtifactEntry:
     tolerance: dict[str, float] | None = None
     derived: dict[str, Any] | None = None
     accuracy: dict[str, Any] | None = None
+    ms_per_call: float | None = None  # verified: a call through load() at the export sample, timed beside the others
     error: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
     attempts: list[dict[str, Any]] = dataclasses.field(default_factory=list)

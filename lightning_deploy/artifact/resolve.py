@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,11 @@ from lightning_deploy.artifact.files import sha256_file
 from lightning_deploy.artifact.manifest import SUFFIXES, manifest_path, read_manifest
 from lightning_deploy.artifact.validate import check_entry, contained_file
 from lightning_deploy.errors import IntegrityError, LoadError
-from lightning_deploy.formats import preferred_order
+from lightning_deploy.formats import by_name, preferred_order
 
-__all__ = ["ResolvedArtifact", "check_digests", "resolve_artifact", "sha256_in_background"]
+__all__ = ["ResolvedArtifact", "check_digests", "default_artifact", "resolve_artifact", "sha256_in_background"]
 
-# A manifest's artifact by default: the plain formats first. The derived ONNX files run only when
-# named: int8 changes the numbers, and fusion is not always faster (docs/performance.md).
+# A manifest's artifact by default where it records no timings: the formats' fixed preference.
 _PREFERENCE = preferred_order()
 
 
@@ -41,11 +40,18 @@ class ResolvedArtifact:
         check_digests({p: sha256_file(p) for p in self.recorded}, self.recorded)
 
 
-def resolve_artifact(path: str | Path, format: str | None = None, verified_only: bool = True) -> ResolvedArtifact:  # noqa: A002
+def resolve_artifact(
+    path: str | Path,
+    format: str | None = None,  # noqa: A002 - the manifest's word
+    verified_only: bool = True,
+    device: str | None = None,
+) -> ResolvedArtifact:
     """Everything ``load`` checks before it opens a runtime: the manifest, the entry, its files.
 
     For callers that open the artifact elsewhere (a server's worker) and want its errors early.
-    Raises :class:`LoadError` as ``load`` does; the sha256 check is :meth:`ResolvedArtifact.check_files`.
+    ``device`` (normalised, ``load(device=...)``) decides whether the export's timings apply
+    (:func:`default_artifact`). Raises :class:`LoadError` as ``load`` does; the sha256 check is
+    :meth:`ResolvedArtifact.check_files`.
     """
     path = Path(path)
     manifest_file = manifest_path(path)
@@ -55,7 +61,7 @@ def resolve_artifact(path: str | Path, format: str | None = None, verified_only:
         raise LoadError(f"{manifest_file}: 'artifacts' is not a list. HINT: the manifest is damaged; re-export.")
     for candidate in entries:
         check_entry(candidate, manifest_file, SUFFIXES)
-    entry = ArtifactEntry.from_json(_select_artifact(manifest, manifest_file, path, format))
+    entry = ArtifactEntry.from_json(_select_artifact(manifest, manifest_file, path, format, device))
     if verified_only and not entry.ok:
         raise LoadError(
             f"{manifest_file}: the {entry.format} artifact failed at export: {entry.error}."
@@ -109,8 +115,10 @@ def sha256_in_background(paths: list[Path]) -> Callable[[], dict[Path, str]]:
     return wait
 
 
-def _select_artifact(manifest: Mapping[str, Any], manifest_file: Path, path: Path, fmt: str | None) -> dict:
-    """The entry of the artifact ``path`` names, or for a manifest the ok one of ``fmt`` or of most preference."""
+def _select_artifact(
+    manifest: Mapping[str, Any], manifest_file: Path, path: Path, fmt: str | None, device: str | None
+) -> dict:
+    """The entry of the artifact ``path`` names, or for a manifest the one of ``fmt`` or :func:`default_artifact`."""
     entries = manifest.get("artifacts", [])
     if path != manifest_file:
         found = [e for e in entries if e.get("path") == path.name]
@@ -121,8 +129,32 @@ def _select_artifact(manifest: Mapping[str, Any], manifest_file: Path, path: Pat
         return found[0]
     if fmt is not None and fmt not in SUFFIXES:
         raise LoadError(f"load(format={fmt!r}): unknown format; valid formats are {list(SUFFIXES)}.")
-    ranked = sorted(entries, key=lambda e: (not e.get("ok"), _PREFERENCE.index(e["format"])))
-    found = [e for e in ranked if fmt is None or e["format"] == fmt]
+    if fmt is None:
+        found = default_artifact(entries, device)
+        if found is None:
+            raise LoadError(f"{manifest_file} holds no artifact. HINT: export one first.")
+        return found
+    found = [e for e in entries if e["format"] == fmt]
     if not found:
-        raise LoadError(f"{manifest_file} holds no {fmt or ''} artifact. HINT: export that format first.")
-    return found[0]
+        raise LoadError(f"{manifest_file} holds no {fmt} artifact. HINT: export that format first.")
+    return sorted(found, key=lambda e: not e.get("ok"))[0]
+
+
+def default_artifact(entries: Sequence[Mapping[str, Any]], device: str | None = None) -> Mapping[str, Any] | None:
+    """The entry ``load(manifest)`` runs without ``format=``: the fastest verified one, where the timings apply.
+
+    The export times every verified artifact through ``load()`` at the export sample
+    (``ms_per_call``). Where every ok artifact at the default tolerance has a timing, all taken
+    on the device the call will run on (``device``, or the CPU when ``None`` and they were
+    timed there), the fastest of them runs. Lower-precision artifacts (int8, bf16) run only
+    when named with ``format=``. Otherwise, as before timings existed: the ok artifact of
+    least preference (``formats.py``), else the first failed one (to say why).
+    """
+    full_precision = [e for e in entries if e.get("ok") and not by_name(e["format"]).lower_precision]
+    where = device or "cpu"
+    timed = [e for e in full_precision if isinstance(e.get("ms_per_call"), (int, float))
+             and (e.get("device") or "cpu") == where]  # fmt: skip
+    if full_precision and len(timed) == len(full_precision):
+        return min(timed, key=lambda e: (e["ms_per_call"], _PREFERENCE.index(e["format"])))
+    ranked = sorted(entries, key=lambda e: (not e.get("ok"), _PREFERENCE.index(e["format"])))
+    return ranked[0] if ranked else None

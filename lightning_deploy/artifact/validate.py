@@ -41,6 +41,9 @@ def check_entry(entry: Any, manifest_file: Path, formats: Mapping[str, str]) -> 
     _expect(isinstance(requires, list) and all(isinstance(r, str) for r in requires), where, "has bad 'requires'")
     _expect(entry.get("io", "flat") in _IO_KINDS, where, f"has io {entry.get('io')!r}, not one of {_IO_KINDS}")
     _expect(entry.get("device") is None or isinstance(entry["device"], str), where, "has a non-string device")
+    timing = entry.get("ms_per_call")
+    number = isinstance(timing, (int, float)) and not isinstance(timing, bool) and timing >= 0
+    _expect(timing is None or number, where, f"has ms_per_call {timing!r}, not a number of milliseconds")
 
 
 def check_io(manifest: Mapping[str, Any], artifact: Path) -> None:

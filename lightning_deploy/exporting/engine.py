@@ -25,6 +25,7 @@ from lightning_deploy.exporting import detectron2
 from lightning_deploy.exporting.attempts import export_format, unbacked_sizes
 from lightning_deploy.exporting.checks import labelled_samples
 from lightning_deploy.exporting.eager import attention_fast_path
+from lightning_deploy.exporting.latency import time_artifacts
 from lightning_deploy.exporting.options import ExportOptions
 from lightning_deploy.exporting.plan import make_plan
 from lightning_deploy.exporting.work import Work
@@ -123,6 +124,7 @@ def export(
             # A JSON round trip, so that the returned dict is exactly what the file holds (str keys).
             artifacts = [entry for entry, _ in results]
             unbacked_sizes(work, artifacts)
+            time_artifacts(work, artifacts, [folder for _, folder in results])
             manifest = json.loads(json.dumps(_manifest(work, artifacts, dirpath, checkpoint), allow_nan=False))
             with install_lock(dirpath):  # the whole set moves in together, the manifest last
                 for _, folder in results:

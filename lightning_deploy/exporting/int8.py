@@ -18,7 +18,7 @@ import numpy as np
 from lightning_deploy.artifact.manifest import artifact_name
 from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.exporting.accuracy import accuracy_delta, input_leaves
-from lightning_deploy.exporting.latency import seconds_per_call
+from lightning_deploy.exporting.latency import onnx_seconds_per_call
 from lightning_deploy.exporting.plan import Plan
 from lightning_deploy.formats import by_name
 from lightning_deploy.runtime.arrays import to_numpy
@@ -80,7 +80,7 @@ def fastest(fmt: str, attempts: list[Attempt], work: Work) -> Attempt:
     paths = [a.folder / artifact_name(work.stem, fmt) for a in attempts]
     try:
         with work.steps.step(f"{fmt} variants timed"):
-            times = seconds_per_call(paths, ctx.input_names, ctx.output_names, samples)
+            times = onnx_seconds_per_call(paths, ctx.input_names, ctx.output_names, samples)
     except Exception as err:  # noqa: BLE001 - both verified; a failed timing keeps the first, saying why
         attempts[0].derived = {**(attempts[0].derived or {}), "chosen": f"first verified (timing failed: {err})"}
         return attempts[0]

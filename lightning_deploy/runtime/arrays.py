@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["convert", "dtype_name", "is_torch", "numpy_dtype", "to_numpy"]
+__all__ = ["convert", "dtype_name", "is_torch", "numpy_dtype", "to_numpy", "torch_dtype"]
 
 
 def numpy_dtype(name: str) -> np.dtype | None:
@@ -21,6 +21,11 @@ def numpy_dtype(name: str) -> np.dtype | None:
         return np.dtype(name)
     except TypeError:
         return None
+
+
+def torch_dtype(name: str) -> Any:
+    """The torch dtype of a manifest dtype name (``float32`` -> ``torch.float32``); torch must be imported."""
+    return getattr(sys.modules["torch"], name)
 
 
 def dtype_name(array: Any) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 
 from lightning_deploy.artifact.schema import NODE_KINDS, children, walk
 
-__all__ = ["Miss", "bind_torch", "compile_call"]
+__all__ = ["Miss", "bind_torch", "compile_call", "compile_torch_call"]
 
 
 class Miss(Exception):
@@ -47,7 +47,7 @@ def compile_call(
     shared_axes: Sequence[tuple[str, list[tuple[int, int]]]],
     output_class: Callable[[Mapping[str, Any]], Any],
 ) -> Callable[..., Any]:
-    """The fast call for one artifact: ``call(*args)`` returns the structured outputs or raises.
+    """The fast call of an ONNX artifact: ``call(*args)`` returns the structured outputs or raises.
 
     Args:
         parameters: ``forward``'s parameter names, called positionally.
@@ -64,57 +64,126 @@ def compile_call(
     Raises:
         Miss: where an input record has a field that is no attribute name (the general path only).
     """
+    outputs = [f"o{i}" for i in range(len(output_names))]
+
+    def body(leaves: list[str], build: str) -> list[str]:
+        """Both array types' calls: each leaf's memory as an array (a CPU tensor's own), the run, the structure.
+
+        ONNX Runtime refuses a wrong dtype, rank or static dim itself, so only the shared axes are checked.
+        """
+        feed = ", ".join(f"{name!r}: a{index}" for index, name in fed)
+        unpack = f"        {', '.join(outputs)}, = run(output_names, {{{feed}}}, run_options)"
+        checks = _shared_axes_check([f"a{i}" for i in range(len(leaves))], shared_axes)
+
+        def branch(arrays: list[str], wrap: str | None) -> list[str]:
+            return [
+                *(f"        a{i} = {array}" for i, array in enumerate(arrays)),
+                *checks,
+                unpack,
+                *(f"        {o} = {wrap}({o})" for o in outputs if wrap),
+                f"        return {build}",
+            ]
+
+        return [
+            f"    if {_all_of(leaves, 'Tensor')}:",  # CPU tensors without grad (.numpy() refuses others)
+            *branch([f"{leaf}.numpy()" for leaf in leaves], "from_numpy"),
+            f"    if {_all_of(leaves, 'ndarray')}:",
+            *branch(leaves, None),
+        ]
+
+    names = {"ndarray": np.ndarray, "run": run, "run_options": run_options, "output_names": list(output_names)}
+    call = _compile(parameters, input_tree, output_tree, outputs, output_class, names, body)
+    bind_torch(call)
+    return call
+
+
+def compile_torch_call(
+    parameters: Sequence[str],
+    input_tree: Mapping[str, Any],
+    output_tree: Mapping[str, Any],
+    module: Callable[..., Any],
+    leaves: Sequence[tuple[Any, int, Sequence[tuple[int, int]]]],
+    output_count: int,
+    shared_axes: Sequence[tuple[str, list[tuple[int, int]]]],
+    output_class: Callable[[Mapping[str, Any]], Any],
+) -> Callable[..., Any]:
+    """The fast call of a torch artifact on the CPU: torch tensors in and out, no conversion, no grad mode.
+
+    ``module`` takes the flat input tensors and returns a tuple (or list) of the flat outputs;
+    its weights need no grad (the backend sets that once), so nothing records autograd and
+    no ``no_grad`` context is entered (2 µs a call here). The call takes only CPU tensors
+    without grad, of each leaf's dtype, rank and static dims (``leaves``: ``(torch dtype,
+    rank, [(dim, size), ...])``): the checks the general path makes, written out.
+    """
+    import torch
+
+    outputs = [f"o{i}" for i in range(output_count)]
+    dtypes = {f"D{i}": dtype for i, (dtype, _, _) in enumerate(leaves)}
+
+    def body(names: list[str], build: str) -> list[str]:
+        refused = []
+        for i, (name, (_, rank, static)) in enumerate(zip(names, leaves)):
+            refused += [
+                f"{name}.dtype is not D{i}",
+                f"not {name}.is_cpu",
+                f"{name}.requires_grad",
+                f"{name}.dim() != {rank}",
+                *(f"{name}.shape[{dim}] != {size}" for dim, size in static),
+            ]
+        return [
+            f"    if {_all_of(names, 'Tensor')}:",
+            f"        if {' or '.join(refused)}:",
+            "            raise Miss",
+            *_shared_axes_check(names, shared_axes),
+            f"        outs = module({', '.join(names)})",
+            f"        if type(outs) is not tuple and type(outs) is not list or len(outs) != {output_count}:",
+            "            raise Miss",
+            f"        {', '.join(outputs)}, = outs",
+            f"        return {build}",
+        ]
+
+    names = {"module": module, **dtypes, "Tensor": torch.Tensor}
+    return _compile(parameters, input_tree, output_tree, outputs, output_class, names, body)
+
+
+def _compile(
+    parameters: Sequence[str],
+    input_tree: Mapping[str, Any],
+    output_tree: Mapping[str, Any],
+    outputs: list[str],
+    output_class: Callable[[Mapping[str, Any]], Any],
+    names: dict[str, Any],
+    body: Callable[[list[str], str], list[str]],
+) -> Callable[..., Any]:
+    """Write and execute ``call``: take the arguments apart into leaves, then ``body(leaves, build)``, else Miss."""
     if len(parameters) != len(input_tree["items"]):
         raise Miss("the call's parameters are not the schema's arguments")  # load() refuses such a manifest first
     writer = _Writer()
     leaves = writer.flatten_tuple(input_tree, [f"p{i}" for i in range(len(parameters))])
     if not leaves:
         raise Miss("no input leaves")
-    names: dict[str, Any] = {
-        "Miss": Miss,
-        "ndarray": np.ndarray,
-        "Tensor": _NoTorch,
-        "from_numpy": None,
-        "run": run,
-        "run_options": run_options,
-        "output_names": list(output_names),
-    }
-    lines = [f"def call({', '.join(f'p{i}' for i in range(len(parameters)))}):", *writer.lines]
-    outputs = [f"o{i}" for i in range(len(output_names))]
-    feed = ", ".join(f"{name!r}: a{index}" for index, name in fed)
-    unpack = f"{', '.join(outputs)}, = run(output_names, {{{feed}}}, run_options)"
-    same_axes = [
-        f"a{index}.shape[{dim}] != a{first}.shape[{first_dim}]"
-        for _, ((first, first_dim), *rest) in shared_axes
-        for index, dim in rest
-    ]
-    check_axes = [f"        if {' or '.join(same_axes)}:", "            raise Miss"] if same_axes else []
+    names = {"Miss": Miss, "Tensor": _NoTorch, "from_numpy": None, **names}
     build = _build(output_tree, iter(outputs), names, output_class)
-    all_of = lambda kind: " and ".join(f"type({leaf}) is {kind}" for leaf in leaves)  # noqa: E731
-
-    def branch(arrays: list[str], outputs_as: str) -> list[str]:
-        """One array type's whole call: its arrays, the shared-axes check, the run, the outputs, the structure."""
-        return [
-            *(f"        a{i} = {array}" for i, array in enumerate(arrays)),
-            *check_axes,
-            f"        {unpack}",
-            *(f"        {o} = {outputs_as.format(o)}" for o in outputs if outputs_as != "{}"),
-            f"        return {build}",
-        ]
-
-    lines += [
-        f"    if {all_of('Tensor')}:",  # CPU tensors without grad: each one's own memory as an array, and back
-        *branch([f"{leaf}.numpy()" for leaf in leaves], "from_numpy({})"),
-        f"    if {all_of('ndarray')}:",
-        *branch(leaves, "{}"),
-        "    raise Miss",
-    ]
+    lines = [f"def call({', '.join(f'p{i}' for i in range(len(parameters)))}):", *writer.lines,
+             *body(leaves, build), "    raise Miss"]  # fmt: skip
     # The source holds only names made here and literals written by repr() from a checked schema
     # (keys, fields and graph input names), so executing it runs nothing a manifest could inject.
     exec("\n".join(lines), names)
-    call = names.pop("call")  # its globals hold the session; the function in them would make a cycle, freed late
-    bind_torch(call)
-    return call
+    return names.pop("call")  # its globals hold the runtime; the function in them would make a cycle, freed late
+
+
+def _all_of(leaves: list[str], kind: str) -> str:
+    return " and ".join(f"type({leaf}) is {kind}" for leaf in leaves)
+
+
+def _shared_axes_check(arrays: list[str], shared_axes: Sequence[tuple[str, list[tuple[int, int]]]]) -> list[str]:
+    """Lines that raise Miss where leaves sharing a dynamic axis (the batch) disagree on its size."""
+    differ = [
+        f"{arrays[index]}.shape[{dim}] != {arrays[first]}.shape[{first_dim}]"
+        for _, ((first, first_dim), *rest) in shared_axes
+        for index, dim in rest
+    ]
+    return [f"        if {' or '.join(differ)}:", "            raise Miss"] if differ else []
 
 
 def _attribute_name(field: str) -> bool:

@@ -18,6 +18,7 @@ from lightning_deploy.artifact.resolve import (
 )
 from lightning_deploy.runtime.calling import bind_arguments
 from lightning_deploy.runtime.model import ExportedModel
+from lightning_deploy.runtime.placement import normalise_device
 
 # ResolvedArtifact, resolve_artifact and bind_arguments: where release 0.1 had them (lightning_deploy.load).
 __all__ = ["ExportedModel", "ResolvedArtifact", "bind_arguments", "load", "resolve_artifact"]
@@ -36,8 +37,10 @@ def load(
     Args:
         path: ``STEM.onnx``, ``STEM.torchscript.pt``, ``STEM.pt2``, ``STEM.aoti.pt2`` or
             ``STEM.export.json``.
-        format: with a manifest path, which artifact to run (default: the first ``ok`` of
-            onnx, torchscript, pt2, aoti).
+        format: with a manifest path, which artifact to run. Default: the fastest verified
+            one at the default tolerance, by the timings the export recorded on this device
+            (``ms_per_call``); without them, the first ``ok`` of onnx, torchscript, pt2, aoti, ...
+            (``formats.py``'s preference). int8 and bf16 artifacts run only when named.
         verified_only: refuse an artifact that the manifest records as failed.
         threads: ONNX Runtime's intra-op threads (default: its own, one per physical core).
             torch runtimes follow ``torch.set_num_threads``, which is the process's to set.
@@ -62,7 +65,7 @@ def load(
         >>> out = model({"x": x, "mask": mask})  # doctest: +SKIP
 
     """
-    resolved = resolve_artifact(path, format, verified_only)
+    resolved = resolve_artifact(path, format, verified_only, None if device is None else normalise_device(device))
     digests = sha256_in_background(list(resolved.recorded))
     try:
         model = ExportedModel(resolved.manifest, resolved.entry, resolved.artifact, threads, providers, device)

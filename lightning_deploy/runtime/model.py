@@ -21,10 +21,10 @@ from lightning_deploy.artifact.structure import Structure
 from lightning_deploy.artifact.validate import check_io
 from lightning_deploy.errors import LoadError, StructureError
 from lightning_deploy.formats import by_name
-from lightning_deploy.runtime.arrays import convert, is_torch
+from lightning_deploy.runtime.arrays import convert, is_torch, torch_dtype
 from lightning_deploy.runtime.backends import runtime_module
 from lightning_deploy.runtime.calling import Call, check_shared, import_requirements, leaf_checks, shared_axes
-from lightning_deploy.runtime.fast_call import Miss, bind_torch, compile_call
+from lightning_deploy.runtime.fast_call import Miss, bind_torch, compile_call, compile_torch_call
 from lightning_deploy.runtime.placement import choose_device
 
 __all__ = ["ExportedModel"]
@@ -102,17 +102,28 @@ class ExportedModel:
         self._fast = self._compile_fast_call(inputs, outputs)
 
     def _compile_fast_call(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> Callable[..., Any] | None:
-        """The straight-line call (``fast_call``) where it applies: an ONNX artifact on the CPU, positional calls."""
+        """The straight-line call (``fast_call``) where it applies: on the CPU, positional calls, ONNX or torch.
+
+        ONNX Runtime's session, or a torch runtime's module (TorchScript, ``.pt2``, AOTInductor),
+        called with the flat leaves. ExecuTorch and OpenVINO take the general path: it checks
+        the leaves (and bounds) they would not check themselves.
+        """
         runner = getattr(self, "_run", None)
-        if self._positional is None or self.device != "cpu" or not hasattr(runner, "run_feed") or not self.input_names:
+        if self._positional is None or self.device != "cpu" or not self.input_names:
             return None
+        common = self._positional, inputs["schema"]["tree"], outputs["schema"]["tree"]
         try:
-            return compile_call(
-                self._positional, inputs["schema"]["tree"], outputs["schema"]["tree"], runner.fed,
-                runner.output_names, runner.run_feed, runner.run_options, self._shared_axes, self._outputs.class_of,
-            )  # fmt: skip
+            if hasattr(runner, "run_feed"):
+                return compile_call(*common, runner.fed, runner.output_names, runner.run_feed, runner.run_options,
+                                    self._shared_axes, self._outputs.class_of)  # fmt: skip
+            if callable(getattr(runner, "module", None)) and self._arrays == "torch":
+                leaves = [(torch_dtype(c.dtype), c.ndim, [(d, c.shape[d]) for d in range(c.ndim) if d not in c.dynamic])
+                          for c in self._checks]  # fmt: skip
+                return compile_torch_call(*common, runner.module, leaves, len(self.output_names), self._shared_axes,
+                                          self._outputs.class_of)  # fmt: skip
         except Miss:  # a record field that is no attribute name: the general path only
             return None
+        return None
 
     def _choose_device(self, entry: ArtifactEntry, runtime: Any, device: str | None, providers: Any) -> str:
         """Where the artifact runs (``placement.choose_device``); explicit ONNX providers decide it themselves."""

@@ -34,7 +34,7 @@ from lightning_deploy.errors import ConfigurationError, LightningDeployError
 from lightning_deploy.runtime.backends import runtime_module
 from lightning_deploy.runtime.loading import load
 from lightning_deploy.runtime.model import ExportedModel
-from lightning_deploy.runtime.placement import choose_device
+from lightning_deploy.runtime.placement import choose_device, normalise_device
 from lightning_deploy.serving.codec import RequestCodec, batch_axis
 from lightning_deploy.serving.guards import BodyLimit, JsonByDefault, RequestTimeout, parse_size
 from lightning_deploy.serving.metrics import MetricsMiddleware, enable_multiprocess, metrics, scrape
@@ -112,7 +112,7 @@ class ExportedModelAPI(ls.LitAPI):
         api_path: str = "/predict",
         api_key: str | None = None,
     ) -> None:
-        resolved = resolve_artifact(path, format)
+        resolved = resolve_artifact(path, format, device=None if device is None else normalise_device(device))
         if resolved.entry.io == "native":
             raise ConfigurationError(
                 f"{resolved.artifact.name} takes lists of any length (native I/O), which the JSON server does not"

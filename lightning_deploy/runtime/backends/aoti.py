@@ -12,7 +12,7 @@ import torch
 import torch._inductor
 
 from lightning_deploy.runtime.backends import FlatRunner
-from lightning_deploy.runtime.backends.torch_device import MISSING_DEVICE_HINT, has_device
+from lightning_deploy.runtime.backends.torch_device import MISSING_DEVICE_HINT, TorchRunner, has_device
 from lightning_deploy.runtime.placement import device_index
 
 __all__ = ["ARRAYS", "MISSING_DEVICE_HINT", "RUNTIME", "has_device", "open_runner"]
@@ -23,11 +23,4 @@ ARRAYS = "torch"
 
 def open_runner(path: str, input_names: Sequence[str], output_names: Sequence[str], device: str = "cpu") -> FlatRunner:
     """Load the package's compiled model onto ``device``; it takes and returns flat tensors."""
-    compiled = torch._inductor.aoti_load_package(path, device_index=device_index(device))
-
-    def run(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        with torch.no_grad():
-            outputs = compiled(*inputs)
-        return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
-
-    return run
+    return TorchRunner(torch._inductor.aoti_load_package(path, device_index=device_index(device)))

@@ -8,7 +8,7 @@ import torch
 from torch.export.passes import move_to_device_pass
 
 from lightning_deploy.runtime.backends import FlatRunner
-from lightning_deploy.runtime.backends.torch_device import MISSING_DEVICE_HINT, has_device
+from lightning_deploy.runtime.backends.torch_device import MISSING_DEVICE_HINT, TorchRunner, has_device, without_grad
 
 __all__ = ["ARRAYS", "MISSING_DEVICE_HINT", "RUNTIME", "has_device", "on_device", "open_runner"]
 
@@ -24,13 +24,7 @@ def open_runner(path: str, input_names: Sequence[str], output_names: Sequence[st
     torch's own way to re-home an ``ExportedProgram`` (weights, buffers and the ``device=``
     arguments in its graph), so it runs where asked, on the CPU or a GPU.
     """
-    module = on_device(torch.export.load(path), device).module()
-
-    def run(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        with torch.no_grad():
-            return list(module(*inputs))
-
-    return run
+    return TorchRunner(without_grad(on_device(torch.export.load(path), device).module()))
 
 
 def on_device(program: torch.export.ExportedProgram, device: str) -> torch.export.ExportedProgram:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from lightning_deploy.runtime.backends import FlatRunner
-from lightning_deploy.runtime.backends.torch_device import MISSING_DEVICE_HINT, has_device
+from lightning_deploy.runtime.backends.torch_device import MISSING_DEVICE_HINT, TorchRunner, has_device, without_grad
 
 __all__ = ["ARRAYS", "MISSING_DEVICE_HINT", "RUNTIME", "has_device", "open_native", "open_runner"]
 
@@ -19,13 +19,7 @@ ARRAYS = "torch"
 
 def open_runner(path: str, input_names: Sequence[str], output_names: Sequence[str], device: str = "cpu") -> FlatRunner:
     """Load ``path`` onto ``device`` (``map_location``); the module takes and returns flat tensors."""
-    module = _load(path, device)
-
-    def run(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        with torch.no_grad():
-            return list(module(*inputs))
-
-    return run
+    return TorchRunner(without_grad(_load(path, device)))
 
 
 def open_native(path: str, device: str = "cpu") -> Callable[..., Any]:
