@@ -31,8 +31,10 @@ class Format:
         compiled: machine code for one device kind, run only on the kind it was compiled for.
         preference: ``load(manifest)`` without ``format=`` runs the ok artifact of least preference.
         triton: Triton's ``(platform, model file name)`` where Triton runs it flat.
-        lower_precision: its numbers differ from eager by design (int8); verified at its own
-            tolerance, and ``load()`` picks it only when asked for.
+        precision: the arithmetic it runs in: ``"float32"``, or a lower one (``"int8"``,
+            ``"bfloat16"``) whose numbers differ from eager by design: verified at its own
+            tolerance (``int8_rtol``, ``bf16_rtol``), its top-1 accuracy measured, and run by
+            ``load()`` only when named.
         variants: the ways to make it from one capture, tried in order (int8: static, dynamic).
         native_io: a scripted capture of it takes ``forward``'s own arguments (lists, ``None``).
         preflight_as: the format the callback's preflight makes instead (the same capture,
@@ -54,12 +56,17 @@ class Format:
     derived_from: str | None = None
     compiled: bool = False
     triton: tuple[str, str] | None = None
-    lower_precision: bool = False
+    precision: str = "float32"
     variants: tuple[str, ...] = ()
     native_io: bool = False
     preflight_as: str | None = None
     bounded: bool = False
     package: str | None = None
+
+    @property
+    def lower_precision(self) -> bool:
+        """Whether it runs in less than float32 (int8, bfloat16)."""
+        return self.precision != "float32"
 
 
 _ALL_METHODS = ("export", "trace", "script")
@@ -75,7 +82,7 @@ FORMATS: tuple[Format, ...] = (
            derived_by="onnx_passes:optimize_for_cpu", derived_from="onnx", triton=("onnxruntime_onnx", "model.onnx")),
     Format("onnx-int8", ".int8.onnx", "onnxruntime", _ALL_METHODS, preference=5,
            derived_by="onnx_passes:quantize_int8", derived_from="onnx", triton=("onnxruntime_onnx", "model.onnx"),
-           lower_precision=True, variants=("static", "dynamic")),
+           precision="int8", variants=("static", "dynamic")),
     # lowered from the torch.export program (XNNPACK where it applies, portable kernels elsewhere)
     Format("executorch", ".pte", "executorch", ("export",), preference=6, preflight_as="pt2", bounded=True,
            package="executorch"),
@@ -83,6 +90,9 @@ FORMATS: tuple[Format, ...] = (
     # the traced ONNX graph
     Format("openvino", ".openvino.xml", "openvino", ("export", "trace"), preference=7, triton=("openvino", "model.xml"),
            package="openvino"),
+    # the same IR, marked to run in bfloat16 (STEM.bf16.openvino.xml and .bin), where the CPU has it
+    Format("openvino-bf16", ".bf16.openvino.xml", "openvino", ("export", "trace"), preference=8,
+           derived_by="openvino_ir:to_bf16", derived_from="openvino", precision="bfloat16", package="openvino"),
 )  # fmt: skip
 """Every format, in the order the documentation lists them."""
 

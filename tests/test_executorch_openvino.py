@@ -219,3 +219,44 @@ def test_bounds_are_what_the_program_was_planned_for_not_what_was_asked(tmp_path
         StructureError, match=rf"dim 0 is {planned + 1}, past this ExecuTorch program's bound of {planned}"
     ):
         exported(torch.rand(planned + 1, 3, 64, 64))
+
+
+def test_openvino_bf16_runs_in_bf16_verified_at_its_own_tolerance_and_only_when_named(tmp_path):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    images = lambda batch, seed: torch.randn(batch, 3, 64, 64, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    with torch.no_grad():
+        data = [(x, model(x).argmax(-1)) for x in (images(8, seed) for seed in range(4))]  # labelled by eager's top-1
+    manifest = export(model, images(2, 10), tmp_path, "r", formats=["openvino", "openvino-bf16"], accuracy_data=data)
+    f32, bf16 = manifest["artifacts"]
+    assert f32["ok"] and bf16["ok"], bf16["error"]
+    assert bf16["tolerance"]["rtol"] == 0.02 and bf16["derived"]["precision"] == "bfloat16"
+    assert bf16["max_abs_diff"] > 50 * f32["max_abs_diff"]  # it really ran in bfloat16
+    assert bf16["accuracy"]["samples"] == 32 and abs(bf16["accuracy"]["delta"]) <= 0.25
+    assert sorted(bf16["files"]) == ["r.bf16.openvino.bin", "r.bf16.openvino.xml"]
+    unseen = images(3, 99)
+    with torch.no_grad():
+        want = model(unseen)
+    got = load(tmp_path / "r.export.json", format="openvino-bf16")(unseen)
+    scale = want.abs().max()
+    assert 1e-4 * scale < (got - want).abs().max() < 0.02 * scale
+    # the fastest by its timing, yet load(manifest) runs the float32 one unless bf16 is named
+    edited = json.loads((tmp_path / "r.export.json").read_text())
+    edited["artifacts"][1]["ms_per_call"] = edited["artifacts"][0]["ms_per_call"] / 10
+    (tmp_path / "edited.export.json").write_text(json.dumps(edited))
+    assert load(tmp_path / "edited.export.json").format == "openvino"
+
+
+def test_bf16_is_refused_by_name_on_a_cpu_without_it(tmp_path, monkeypatch):
+    """What a CPU without avx512_bf16 or AMX reports to OpenVINO, stood in for on this one (which has it)."""
+    model = DictToDataclass().eval()
+    export(model, _mlp_inputs(4), tmp_path, "m", formats=["openvino-bf16"])
+    from lightning_deploy.exporting import options
+    from lightning_deploy.runtime.backends import openvino as openvino_backend
+
+    monkeypatch.setattr(options, "has_bf16", lambda: False)
+    monkeypatch.setattr(openvino_backend, "has_bf16", lambda: False)
+    with pytest.raises(ConfigurationError, match=r"ModelExport\(formats=.*no bfloat16 arithmetic.*HINT: drop"):
+        ModelExport(formats=["openvino", "openvino-bf16"])
+    with pytest.raises(LoadError, match=r"no bfloat16 arithmetic.*HINT: use the float32 'openvino' artifact"):
+        load(tmp_path / "m.export.json", format="openvino-bf16")

@@ -51,6 +51,7 @@ def export(
     accuracy_data: Iterable[Any] | None = None,
     check_samples: Sequence[Any] | Mapping[str, Any] | None = None,
     executorch_bounds: Mapping[str, int] | None = None,
+    bf16_rtol: float = 0.02,
 ) -> dict[str, Any]:
     """Export ``module`` to verified artifacts ``dirpath/stem.*`` and a manifest.
 
@@ -67,7 +68,8 @@ def export(
             ``"onnx-optimized"`` (fused for ONNX Runtime) and ``"onnx-int8"`` (int8 weights),
             ``"executorch"`` (``STEM.pte``, lowered with XNNPACK; needs
             ``lightning-deploy[executorch]``) and ``"openvino"`` (``STEM.openvino.xml`` and
-            ``.bin``, verified and run at float32; needs ``lightning-deploy[openvino]``).
+            ``.bin``, verified and run at float32; needs ``lightning-deploy[openvino]``), and
+            ``"openvino-bf16"`` (that IR run in bfloat16, on CPUs with ``avx512_bf16`` or AMX).
         method: ``"trace"``, ``"script"``, ``"export"`` or ``"auto"`` (ONNX: export, then
             trace, then script; TorchScript: trace, then script where tracing warned or did
             not verify; pt2: export).
@@ -94,6 +96,7 @@ def export(
             and ``load()`` refuses a bigger input. Default 64 for the batch, twice the export
             sample's size for other axes, never less than a check needs; recorded in the
             entry's ``bounds``.
+        bf16_rtol: ``rtol`` of the ``openvino-bf16`` artifact's verification.
 
     Returns:
         The manifest, also written to ``dirpath/stem.export.json``.
@@ -108,7 +111,7 @@ def export(
 
     """
     options = ExportOptions(
-        formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol, executorch_bounds
+        formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol, executorch_bounds, bf16_rtol
     )
     dirpath = _checked_target(module, dirpath, stem)
     # Captures and the eager reference take the plain attention path (eager.py); eval mode, no autograd.
@@ -199,6 +202,7 @@ def _manifest(
             "atol": options.atol,
             "rtol": options.rtol,
             "int8_rtol": options.int8_rtol,
+            "bf16_rtol": options.bf16_rtol,
             "opset": options.opset,
             "executorch_bounds": options.executorch_bounds,
         },

@@ -5,6 +5,13 @@ that capture failed, the ONNX graph of the trace (method ``trace``); the entry's
 records which. The IR's tensors are renamed to the manifest's leaf names, which is what
 Triton's OpenVINO backend matches; ``load()`` feeds them by position. Weights stay float32
 (``compress_to_fp16=False``): OpenVINO's default saves them as float16.
+
+``openvino-bf16`` is that IR marked to run in bfloat16: ``runtime_options`` in its ``rt_info``
+(OpenVINO's own place for how a model is meant to be compiled) holds
+``INFERENCE_PRECISION_HINT=bf16``, which ``load()`` passes to ``compile_model``; OpenVINO
+2026.4 does not apply that key by itself (measured: an IR marked f32 still compiled to bf16
+on this CPU), so the entry has no Triton form. The weights stay float32 on disk; the CPU
+plugin converts them once when compiling.
 """
 
 from __future__ import annotations
@@ -16,7 +23,10 @@ from typing import Any
 
 from lightning_deploy.exporting.methods.base import ExportContext
 
-__all__ = ["from_onnx", "from_program"]
+__all__ = ["PRECISION_KEY", "from_onnx", "from_program", "to_bf16"]
+
+# Where an IR says the precision it runs in (OpenVINO reads runtime_options at compile_model).
+PRECISION_KEY = ["runtime_options", "INFERENCE_PRECISION_HINT"]
 
 
 def from_program(program: Any, path: Path, ctx: ExportContext) -> dict[str, Any]:
@@ -47,3 +57,16 @@ def _save(model: Any, path: Path, ctx: ExportContext) -> None:
     for port, name in zip(model.outputs, ctx.output_names):
         port.get_tensor().set_names({name})
     openvino.save_model(model, str(path), compress_to_fp16=False)
+
+
+def to_bf16(source: Path, target: Path) -> dict[str, Any]:
+    """Write the IR at ``source`` to ``target`` marked to run in bfloat16; refused on a CPU without bf16."""
+    import openvino
+
+    from lightning_deploy.runtime.backends.openvino import require_bf16
+
+    require_bf16(f"openvino-bf16 of {source.name}")
+    model = openvino.Core().read_model(str(source))
+    model.set_rt_info("bf16", PRECISION_KEY)
+    openvino.save_model(model, str(target), compress_to_fp16=False)
+    return {"pass": "OpenVINO IR with runtime_options INFERENCE_PRECISION_HINT=bf16", "precision": "bfloat16"}

@@ -68,6 +68,7 @@ class ModelExport(Callback):
         strict: raise at fit end (and at preflight) if any artifact failed.
         opset: ONNX opset; ``None`` for the exporter's default.
         int8_rtol: ``rtol`` of the ``onnx-int8`` artifact's verification.
+        bf16_rtol: ``rtol`` of the ``openvino-bf16`` artifact's verification.
         check_batches: also verify every artifact on the first ``check_batches`` batches of the
             validation loader (0: none), each recorded in the artifact's ``checks``. Forward's
             inputs are taken from a batch by the LightningModule's ``export_sample(batch)`` where
@@ -89,7 +90,17 @@ class ModelExport(Callback):
     def __init__(
         self,
         formats: Sequence[
-            Literal["torchscript", "onnx", "pt2", "aoti", "onnx-optimized", "onnx-int8", "executorch", "openvino"]
+            Literal[
+                "torchscript",
+                "onnx",
+                "pt2",
+                "aoti",
+                "onnx-optimized",
+                "onnx-int8",
+                "executorch",
+                "openvino",
+                "openvino-bf16",
+            ]
         ] = (
             "torchscript",
             "onnx",
@@ -111,10 +122,11 @@ class ModelExport(Callback):
         int8_rtol: float = 0.05,
         check_batches: int = 2,
         executorch_bounds: dict[str, int] | None = None,
+        bf16_rtol: float = 0.02,
     ) -> None:
         self.options = ExportOptions(
             formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol, executorch_bounds,
-            owner="ModelExport",
+            bf16_rtol, owner="ModelExport",
         )  # fmt: skip
         self._check_choices(input_sample, input_spec, submodule, checkpoint, dirpath, preflight, strict)
         if isinstance(check_batches, bool) or not isinstance(check_batches, int) or check_batches < 0:
@@ -262,7 +274,8 @@ class ModelExport(Callback):
                       dynamic_batch=o.dynamic_batch, dynamic_axes=o.dynamic_axes, verify=o.verify,
                       atol=o.atol, rtol=o.rtol, opset=o.opset, checkpoint=checkpoint, int8_rtol=o.int8_rtol,
                       accuracy_data=accuracy_data, check_samples=check_samples,
-                      executorch_bounds=o.executorch_bounds if "executorch" in formats else None)  # fmt: skip
+                      executorch_bounds=o.executorch_bounds if "executorch" in formats else None,
+                      bf16_rtol=o.bf16_rtol)  # fmt: skip
 
     def _check_samples(self, model: nn.Module, loader: DataLoader | None) -> dict[str, Any] | None:
         """Forward's inputs from the first ``check_batches`` validation batches, by source.

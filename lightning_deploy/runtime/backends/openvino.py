@@ -1,8 +1,9 @@
-"""Run OpenVINO's IR (``STEM.openvino.xml``, weights in ``STEM.openvino.bin``) with OpenVINO, at float32.
+"""Run OpenVINO's IR (``STEM.openvino.xml``, weights in ``STEM.openvino.bin``) with OpenVINO, at its precision.
 
 OpenVINO picks its inference precision per CPU: bfloat16 where the CPU has it (measured on
 this AMD EPYC: resnet18 0.016 from eager in bf16, 4e-6 in f32). ``INFERENCE_PRECISION_HINT``
-pins float32, so that what ran at verification is what ``load()`` runs. Imports no torch.
+pins the precision the IR says (``openvino-bf16``: bf16, in its ``runtime_options``), else
+float32, so that what ran at verification is what ``load()`` runs. Imports no torch.
 """
 
 from __future__ import annotations
@@ -13,15 +14,33 @@ import numpy as np
 
 from lightning_deploy.runtime.backends import FlatRunner
 
-__all__ = ["ARRAYS", "MISSING_DEVICE_HINT", "RUNTIME", "has_device", "open_runner"]
+__all__ = ["ARRAYS", "MISSING_DEVICE_HINT", "RUNTIME", "has_bf16", "has_device", "open_runner", "require_bf16"]
 
 RUNTIME = "openvino"
 ARRAYS = "numpy"
 MISSING_DEVICE_HINT = (
     "OpenVINO runs on Intel's devices (its CPU plugin on any x86 or ARM CPU), not on CUDA GPUs: pass device='cpu'."
 )
-# What the verification ran at; OpenVINO's own default may be bf16 or f16 on this CPU.
-COMPILE_CONFIG = {"INFERENCE_PRECISION_HINT": "f32"}
+_PRECISION_KEY = ["runtime_options", "INFERENCE_PRECISION_HINT"]  # as exporting/openvino_ir.py writes it
+
+
+def has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes in bfloat16 here (``avx512_bf16`` or AMX): its own capability list."""
+    import openvino
+
+    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def require_bf16(what: str) -> None:
+    """Refuse ``what`` on a CPU without bfloat16 arithmetic, where OpenVINO would emulate it or run float32."""
+    if not has_bf16():
+        from lightning_deploy.errors import LoadError
+
+        raise LoadError(
+            f"{what}: this CPU has no bfloat16 arithmetic (OpenVINO's CPU capabilities lack BF16; it needs"
+            " avx512_bf16 or AMX), so a bf16 artifact would not run as verified. HINT: use the float32"
+            " 'openvino' artifact here, or make and run the bf16 one on a CPU that has it."
+        )
 
 
 def has_device(device: str) -> bool:
@@ -30,10 +49,15 @@ def has_device(device: str) -> bool:
 
 
 def open_runner(path: str, input_names: Sequence[str], output_names: Sequence[str], device: str = "cpu") -> FlatRunner:
-    """Compile the IR for the CPU once, at float32; the runner maps input arrays to output arrays by position."""
+    """Compile the IR for the CPU once, at its precision; the runner maps input arrays to output arrays by position."""
     import openvino  # optional: lightning-deploy[openvino]
 
-    compiled = openvino.Core().compile_model(path, "CPU", COMPILE_CONFIG)
+    core = openvino.Core()
+    model = core.read_model(path)
+    precision = model.get_rt_info(_PRECISION_KEY).astype(str) if model.has_rt_info(_PRECISION_KEY) else "f32"
+    if precision == "bf16":
+        require_bf16(path)
+    compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision})
     request = compiled.create_infer_request()
     count = len(compiled.outputs)
 
