@@ -1,11 +1,11 @@
-"""The int8 artifact on real data: scikit-learn's digits, accuracy delta and speed-up over the float ONNX.
+"""The int8 and bf16 artifacts on real data: scikit-learn's digits, accuracy deltas and speed-ups over float32.
 
 Run: ``.venv/bin/python benchmarks/int8_digits.py [--doc docs/performance.md]`` (prints a table;
 asserts nothing). The examples' digits MLP trains for 30 epochs with ``ModelCheckpoint`` on
-``val_acc`` and ``ModelExport(formats=["onnx", "onnx-int8"])``; the accuracy delta is the one
-the callback measured on the validation loader and wrote into the manifest. Then both ONNX
-files are timed through ``load()`` at batch 1 and on the whole validation set (397 digits),
-one after the other.
+``val_acc`` and ``ModelExport(formats=["onnx", "onnx-int8", "openvino", "openvino-bf16"])``;
+the accuracy deltas are the ones the callback measured on the validation loader and wrote
+into the manifest. Then the four files are timed through ``load()`` at batch 1 and on the
+whole validation set (397 digits), one after the other.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from digits import DigitsData, DigitsMLP
 
 from lightning_deploy import ModelExport, load
 
+FORMATS = ["onnx", "onnx-int8", "openvino", "openvino-bf16"]
+
 
 def main() -> None:
     """Train, export, read the accuracy from the manifest, time both artifacts."""
@@ -42,11 +44,12 @@ def main() -> None:
         checkpoint = ModelCheckpoint(dirpath=root, monitor="val_acc", mode="max")
         trainer = pl.Trainer(default_root_dir=root, max_epochs=30, accelerator="cpu", devices=1, logger=False,
                              enable_progress_bar=False, enable_model_summary=False,
-                             callbacks=[checkpoint, ModelExport(formats=["onnx", "onnx-int8"])])  # fmt: skip
+                             callbacks=[checkpoint, ModelExport(formats=FORMATS)])  # fmt: skip
         trainer.fit(DigitsMLP(), datamodule=data)
         manifest_path = Path(checkpoint.best_model_path).with_suffix(".export.json")
         artifacts = {a["format"]: a for a in json.loads(manifest_path.read_text())["artifacts"]}
-        models = {fmt: load(manifest_path, format=fmt, threads=args.threads) for fmt in ("onnx", "onnx-int8")}
+        models = {fmt: load(manifest_path, format=fmt, threads=args.threads if "onnx" in fmt else None)
+                  for fmt in FORMATS}  # fmt: skip
         pixels = torch.stack([x for x, _ in data.val]).numpy()
         rows = []
         for batch in (1, len(pixels)):
@@ -56,24 +59,28 @@ def main() -> None:
                     start = time.perf_counter()
                     model(pixels[:batch])
                     times[fmt].append(time.perf_counter() - start)
-            float_ms, int8_ms = (statistics.median(times[f]) * 1e3 for f in ("onnx", "onnx-int8"))
-            rows.append([str(batch), f"{float_ms:.4f}", f"{int8_ms:.4f}", f"{float_ms / int8_ms:.2f}x"])
-    accuracy = artifacts["onnx-int8"]["accuracy"]
+            float_ms, int8_ms, f32_ms, bf16_ms = (statistics.median(times[f]) * 1e3 for f in FORMATS)
+            rows.append([str(batch), f"{float_ms:.4f}", f"{int8_ms:.4f}", f"{float_ms / int8_ms:.2f}x", f"{f32_ms:.4f}",
+                         f"{bf16_ms:.4f}", f"{f32_ms / bf16_ms:.2f}x"])  # fmt: skip
+    accuracy, bf16 = artifacts["onnx-int8"]["accuracy"], artifacts["openvino-bf16"]["accuracy"]
     tried = ", ".join(f"{a.get('variant')} {'ok' if a['ok'] else 'failed'}" for a in artifacts["onnx-int8"]["attempts"])
     rel_diff = {fmt: artifacts[fmt]["max_rel_diff"] for fmt in artifacts}
     publish(
         "int8",
-        "int8 on scikit-learn's digits (MLP 64-64-10): accuracy delta and speed through load()",
-        ["batch", "float ONNX ms", "int8 ONNX ms", "speed-up"],
+        "int8 and bf16 on scikit-learn's digits (MLP 64-64-10): accuracy deltas and speed through load()",
+        ["batch", "float ONNX ms", "int8 ONNX ms", "int8 speed-up", "OpenVINO f32 ms", "OpenVINO bf16 ms",
+         "bf16 speed-up"],
         rows,
         [f"Top-1 accuracy on the {accuracy['samples']} validation digits, measured by ModelExport at fit end:"
          f" checkpoint {accuracy['eager']:.4f}, int8 artifact {accuracy['artifact']:.4f},"
          f" delta {accuracy['delta']:+.4f}. The int8 file: {artifacts['onnx-int8']['derived']['pass']}"
-         f" (attempts: {tried}).",
+         f" (attempts: {tried}). bf16 (openvino-bf16): {bf16['artifact']:.4f} against {bf16['eager']:.4f},"
+         f" delta {bf16['delta']:+.4f}.",
          f"Verification, largest difference relative to each output's scale: float ONNX {rel_diff['onnx']:.1e},"
-         f" int8 {rel_diff['onnx-int8']:.1e} (its tolerance: rtol {artifacts['onnx-int8']['tolerance']['rtol']}).",
+         f" int8 {rel_diff['onnx-int8']:.1e} (its tolerance: rtol {artifacts['onnx-int8']['tolerance']['rtol']}),"
+         f" bf16 {rel_diff['openvino-bf16']:.1e} (rtol {artifacts['openvino-bf16']['tolerance']['rtol']}).",
          f"Median of {args.repeats} calls each, one artifact after the other; {args.threads} ONNX Runtime"
-         " threads. The runtime table above has int8 on the larger models."],
+         " threads, OpenVINO's default (one per core). The runtime table above has int8 on the larger models."],
         args.doc,
     )  # fmt: skip
 
