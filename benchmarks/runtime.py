@@ -153,9 +153,14 @@ def _paired_overhead(folder: Path, sample: tuple, threads: int, torch_io: bool) 
     feed = {i.name: leaves[i.name] for i in model.session.get_inputs()}
     names = [o.name for o in model.session.get_outputs()]
     call = (lambda: model(*sample)) if torch_io else (lambda: model(*numpy_sample))
-    calls = {"load": call, "session": lambda: model.session.run(names, feed)}
+    return _paired(call, lambda: model.session.run(names, feed))
+
+
+def _paired(load_call: Callable[[], Any], raw_call: Callable[[], Any]) -> tuple[float, float]:
+    """Seconds and ratio of ``load_call`` over ``raw_call``: fastest of 40 alternating blocks of about 50 ms each."""
+    calls = {"load": load_call, "raw": raw_call}
     start = time.perf_counter()
-    calls["session"]()
+    raw_call()
     block = max(1, round(0.05 / (time.perf_counter() - start)))
     best = {name: float("inf") for name in calls}
     for _ in range(OVERHEAD_BLOCKS):
@@ -165,7 +170,45 @@ def _paired_overhead(folder: Path, sample: tuple, threads: int, torch_io: bool) 
             for _ in range(block):
                 run()
             best[name] = min(best[name], (time.perf_counter() - start) / block)
-    return best["load"] - best["session"], best["load"] / best["session"]
+    return best["load"] - best["raw"], best["load"] / best["raw"]
+
+
+TORCH_RUNTIMES = ("torchscript", "pt2", "aoti")
+TORCH_OVERHEAD_MODELS = ("mlp",)  # where a call is short enough for microseconds to show above the noise
+
+
+def _torch_overheads(folder: Path, sample: tuple) -> dict[str, tuple[float, float]]:  # CPU only
+    """``load()``'s per-call time over each torch artifact's raw module (run under ``inference_mode``), paired.
+
+    The raw module as its user runs it: loaded by torch itself, the flat tensors passed, under
+    ``torch.inference_mode()``; ``load()`` called bare with the structured sample (it needs no
+    torch context), torch tensors in and out.
+    """
+    leaves = [t for t in torch.utils._pytree.tree_leaves(sample) if isinstance(t, torch.Tensor)]
+    modules = _raw_modules(folder, "cpu")
+    found = {}
+    for fmt in TORCH_RUNTIMES:
+        model, module = load(folder / "model.export.json", format=fmt), modules[fmt]
+
+        def raw(module: Callable[..., Any] = module) -> Any:
+            with torch.inference_mode():
+                return module(*leaves)
+
+        found[fmt] = _paired(lambda model=model: model(*sample), raw)
+    return found
+
+
+def _raw_modules(folder: Path, device: str) -> dict[str, Callable[..., Any]]:
+    """The torch artifacts loaded by torch itself: TorchScript, the ``.pt2`` program's module, the AOTInductor model."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scripted = torch.jit.load(str(folder / "model.torchscript.pt"), map_location=device)
+    # torch.export.load gives CPU weights even for a program saved from a GPU: re-home it, as load() does
+    from torch._inductor import aoti_load_package
+    from torch.export.passes import move_to_device_pass
+
+    program = move_to_device_pass(torch.export.load(str(folder / "model.pt2")), device).module()
+    return {"torchscript": scripted, "pt2": program, "aoti": aoti_load_package(str(folder / "model.aoti.pt2"))}
 
 
 def _runners(model: nn.Module, sample: tuple, folder: Path, threads: int, device: str) -> dict[str, Callable[[], Any]]:
@@ -186,16 +229,8 @@ def _runners(model: nn.Module, sample: tuple, folder: Path, threads: int, device
         feed = {i.name: leaves[loaded[fmt].input_names.index(i.name)].cpu().numpy() for i in opened.get_inputs()}
         return lambda: opened.run(None, feed)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        scripted = torch.jit.load(str(folder / "model.torchscript.pt"), map_location=device)
-    # torch.export.load gives CPU weights even for a program saved from a GPU: re-home it, as load() does
-    from torch.export.passes import move_to_device_pass
-
-    program = move_to_device_pass(torch.export.load(str(folder / "model.pt2")), device).module()
-    from torch._inductor import aoti_load_package
-
-    compiled = aoti_load_package(str(folder / "model.aoti.pt2"))
+    raw = _raw_modules(folder, device)
+    scripted, program, compiled = raw["torchscript"], raw["pt2"], raw["aoti"]
     sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
 
     def timed_call(call: Callable[[], Any], inference_mode: bool = True) -> Callable[[], Any]:
@@ -336,6 +371,9 @@ def bench_model(name: str, repeats: int, threads: int, device: str = "cpu") -> l
                 for torch_io, label in ((False, "numpy"), (True, "torch")):
                     overhead = _paired_overhead(Path(folder), make_sample(batch), threads, torch_io)
                     rows.append({"model": name, "batch": batch, "runtime": f"overhead {label}", "times": overhead})
+                if name in TORCH_OVERHEAD_MODELS:
+                    for fmt, overhead in _torch_overheads(Path(folder), on_device(batch)).items():
+                        rows.append({"model": name, "batch": batch, "runtime": f"overhead {fmt}", "times": overhead})
     return rows
 
 
@@ -372,13 +410,16 @@ def _summary_rows(per_call: dict, overheads: dict) -> list[list[str]]:
             for kind in ("numpy", "torch"):
                 over, ratio = overheads[(model, batch, kind)]
                 row.append(f"{over * 1e6:+.1f} µs ({ratio:.3f}x)")
+            torch_overheads = [overheads.get((model, batch, fmt)) for fmt in TORCH_RUNTIMES]
+            over_modules = " / ".join(f"{o[0] * 1e6:+.1f}" for o in torch_overheads) + " µs"
+            row.append(over_modules if all(torch_overheads) else "-")
             int8 = loads["onnx-int8 (load)"]
             onnx = per_call[(model, batch, "onnx (load)")]
             bf16 = loads["openvino-bf16 (load)"]
             row += [f"{int8 * 1e3:.3f}", f"{eager / int8:.2f}x", f"{onnx / int8:.2f}x", f"{bf16 * 1e3:.3f}",
                     f"{eager / bf16:.2f}x", f"{loads[best] / bf16:.2f}x"]  # fmt: skip
         else:
-            row += ["-"] * 8
+            row += ["-"] * 9
         table.append(row)
     return table
 
@@ -457,7 +498,9 @@ def main() -> None:
     cpu_notes = [
         "load()'s overhead: load() and a direct run() of the same ONNX Runtime session (numpy in and out),"
         f" {OVERHEAD_BLOCKS} alternating timed blocks of about 50 ms each; difference and ratio of the fastest"
-        " blocks' per-call means (timeit's rule); load() called with numpy arrays, and with torch tensors (torch out).",
+        " blocks' per-call means (timeit's rule); load() called with numpy arrays, and with torch tensors (torch out)."
+        " Over the module (mlp): the same pairing of load() (torch tensors in and out, no torch context) against the"
+        " torch artifact's module loaded by torch itself and called with the flat tensors under inference_mode.",
         "Each runner as its user runs it: eager and the raw torch modules under torch.inference_mode() (1.6 µs a"
         " call here), load() bare (it needs no torch context; its torch runtimes take no_grad themselves);"
         " every load() runner takes and returns torch tensors; the raw ONNX Runtime sessions take numpy.",
@@ -480,7 +523,8 @@ def main() -> None:
         f"Runtime{where}: the fastest verified artifact against eager, AOTInductor, load()'s overhead, int8",
         ["model", "batch", "eager ms", "fastest artifact (default tolerance)", "its ms", "eager / it",
          "its GFLOP/s", "2x eager needs GFLOP/s", "aoti ms",
-         "eager / aoti", "load() over session, numpy", "load() over session, torch", "int8 ms", "eager / int8",
+         "eager / aoti", "load() over session, numpy", "load() over session, torch",
+         "load() over module: torchscript / pt2 / aoti", "int8 ms", "eager / int8",
          "onnx / int8", "bf16 ms", "eager / bf16", "fastest fp32 / bf16"],
         _summary_rows(per_call, overheads),
         [f"{args.repeats} calls per runner (times " + ", ".join(f"{k} x{v}" for k, v in REPEAT_SCALE.items())
