@@ -1,4 +1,4 @@
-"""One manifest's common call to ONNX Runtime on the CPU, written out as one straight-line function.
+"""One manifest's common call on the CPU, written out as one straight-line function: ONNX Runtime or a torch module.
 
 ``load()``'s general path walks the schema with compiled closures (``artifact/structure.py``),
 converts and checks leaf by leaf and rebuilds the outputs: 8 µs a call on a small MLP with
@@ -9,9 +9,10 @@ that model: index the arguments, take each tensor's memory as an array, feed the
 name, wrap the outputs and build the output structure, with no loop and no call per node.
 
 It takes only the common case: positional arguments, containers of exactly the exported
-types, leaves all CPU tensors without grad or all numpy arrays, batch sizes that agree. Any
-other call raises, and ``load()`` runs its general path instead, which gives the same answer
-or the error that names the leaf; so this function never has to explain anything.
+types, leaves all CPU tensors without grad or (ONNX) all numpy arrays, batch sizes that agree;
+for a torch module also each leaf's dtype, rank and static dims, which ONNX Runtime checks
+itself. Any other call raises, and ``load()`` runs its general path instead, which gives the
+same answer or the error that names the leaf; so this function never has to explain anything.
 """
 
 from __future__ import annotations
