@@ -411,8 +411,8 @@ def _summary_rows(per_call: dict, overheads: dict) -> list[list[str]]:
                 over, ratio = overheads[(model, batch, kind)]
                 row.append(f"{over * 1e6:+.1f} µs ({ratio:.3f}x)")
             torch_overheads = [overheads.get((model, batch, fmt)) for fmt in TORCH_RUNTIMES]
-            over_modules = " / ".join(f"{o[0] * 1e6:+.1f}" for o in torch_overheads) + " µs"
-            row.append(over_modules if all(torch_overheads) else "-")
+            timed = all(torch_overheads)  # the mlp only: TORCH_OVERHEAD_MODELS
+            row.append(" / ".join(f"{o[0] * 1e6:+.1f}" for o in torch_overheads) + " µs" if timed else "-")
             int8 = loads["onnx-int8 (load)"]
             onnx = per_call[(model, batch, "onnx (load)")]
             bf16 = loads["openvino-bf16 (load)"]
