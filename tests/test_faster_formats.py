@@ -222,7 +222,7 @@ def test_labelled_data_calibrates_static_int8_of_convolutions(tmp_path):
     derived = artifact["derived"]
     assert derived["pass"].startswith("onnxruntime quantize_static (QDQ")
     assert derived["chosen"].startswith(f"faster here: {static['ms_per_call']} ms")
-    assert derived["calibration_batches"] == 10  # CALIBRATION_BATCHES (8) of the 10, and the 2 verified samples
+    assert derived["calibration_batches"] == 11  # CALIBRATION_BATCHES (8) of the 10, and the 3 checks' samples
     ops = _ops(tmp_path / artifact["path"])
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and "Conv" in ops
     weight_dtype = "int8" if vnni_flag() else "uint8"

@@ -53,10 +53,10 @@ class Work:
     def calibration(self) -> list[dict[str, np.ndarray]] | None:
         """Feeds for static int8 (input leaf name -> array), or ``None`` for dynamic int8.
 
-        The first batches of ``accuracy_data`` (the data the model will see), and the two
-        samples the artifact is verified at: static ranges clip what calibration never saw,
-        and an export sample unlike the data (``torch.randn`` where pixels are in [0, 1]) would
-        otherwise fail verification on values the deployed model never gets. Without
+        The first batches of ``accuracy_data`` (the data the model will see), and the samples
+        the artifact is verified at: static ranges clip what calibration never saw, and an
+        export sample unlike the data (``torch.randn`` where pixels are in [0, 1]) or the
+        synthetic sample would otherwise fail verification on values the deployed model never gets. Without
         ``accuracy_data``, or with batches of another form than ``(input_sample, labels)``
         (the accuracy entry records why), ``None``.
         """
