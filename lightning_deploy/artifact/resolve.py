@@ -150,6 +150,7 @@ def default_artifact(entries: Sequence[Mapping[str, Any]], device: str | None = 
     when named with ``format=``. Otherwise, as before timings existed: the ok artifact of
     least preference (``formats.py``), else the first failed one (to say why).
     """
+    entries = [e for e in entries if e.get("format") in _PREFERENCE]  # `show` passes entries nothing checked
     full_precision = [e for e in entries if e.get("ok") and not by_name(e["format"]).lower_precision]
     where = device or "cpu"
     timed = [e for e in full_precision if isinstance(e.get("ms_per_call"), (int, float))
