@@ -23,10 +23,7 @@ from typing import Any
 
 from lightning_deploy.exporting.methods.base import ExportContext
 
-__all__ = ["PRECISION_KEY", "from_onnx", "from_program", "to_bf16"]
-
-# Where an IR says the precision it runs in (OpenVINO reads runtime_options at compile_model).
-PRECISION_KEY = ["runtime_options", "INFERENCE_PRECISION_HINT"]
+__all__ = ["from_onnx", "from_program", "to_bf16"]
 
 
 def from_program(program: Any, path: Path, ctx: ExportContext) -> dict[str, Any]:
@@ -60,12 +57,11 @@ def _save(model: Any, path: Path, ctx: ExportContext) -> None:
 
 
 def to_bf16(source: Path, target: Path) -> dict[str, Any]:
-    """Write the IR at ``source`` to ``target`` marked to run in bfloat16; refused on a CPU without bf16."""
+    """Write the IR at ``source`` to ``target`` marked to run in bfloat16 (the options refused CPUs without it)."""
     import openvino
 
-    from lightning_deploy.runtime.backends.openvino import require_bf16
+    from lightning_deploy.runtime.backends.openvino import PRECISION_KEY
 
-    require_bf16(f"openvino-bf16 of {source.name}")
     model = openvino.Core().read_model(str(source))
     model.set_rt_info("bf16", PRECISION_KEY)
     openvino.save_model(model, str(target), compress_to_fp16=False)

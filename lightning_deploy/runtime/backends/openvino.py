@@ -14,14 +14,24 @@ import numpy as np
 
 from lightning_deploy.runtime.backends import FlatRunner
 
-__all__ = ["ARRAYS", "MISSING_DEVICE_HINT", "RUNTIME", "has_bf16", "has_device", "open_runner", "require_bf16"]
+__all__ = [
+    "ARRAYS",
+    "MISSING_DEVICE_HINT",
+    "PRECISION_KEY",
+    "RUNTIME",
+    "has_bf16",
+    "has_device",
+    "open_runner",
+    "require_bf16",
+]
 
 RUNTIME = "openvino"
 ARRAYS = "numpy"
 MISSING_DEVICE_HINT = (
     "OpenVINO runs on Intel's devices (its CPU plugin on any x86 or ARM CPU), not on CUDA GPUs: pass device='cpu'."
 )
-_PRECISION_KEY = ["runtime_options", "INFERENCE_PRECISION_HINT"]  # as exporting/openvino_ir.py writes it
+# Where an IR says the precision it was verified at (openvino_ir.to_bf16 writes it; load() applies it).
+PRECISION_KEY = ["runtime_options", "INFERENCE_PRECISION_HINT"]
 
 
 def has_bf16() -> bool:
@@ -54,7 +64,7 @@ def open_runner(path: str, input_names: Sequence[str], output_names: Sequence[st
 
     core = openvino.Core()
     model = core.read_model(path)
-    precision = model.get_rt_info(_PRECISION_KEY).astype(str) if model.has_rt_info(_PRECISION_KEY) else "f32"
+    precision = model.get_rt_info(PRECISION_KEY).astype(str) if model.has_rt_info(PRECISION_KEY) else "f32"
     if precision == "bf16":
         require_bf16(path)
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision})
