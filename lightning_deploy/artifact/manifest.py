@@ -30,6 +30,7 @@ __all__ = [
     "json_safe",
     "manifest_path",
     "read_manifest",
+    "verified_files",
     "versions",
 ]
 
@@ -53,6 +54,11 @@ def dynamic_dims(io: Mapping[str, Any], name: str) -> dict[int, str]:
 def artifact_name(stem: str, fmt: str) -> str:
     """The file name of ``fmt`` for ``stem`` (``STEM.onnx``, ``STEM.torchscript.pt``, ``STEM.pt2``)."""
     return stem + SUFFIXES[fmt]
+
+
+def verified_files(manifest: Mapping[str, Any]) -> list[str]:
+    """The files of every ok artifact (model files and their side files), in the manifest's order, once each."""
+    return list(dict.fromkeys(file for entry in manifest["artifacts"] if entry["ok"] for file in entry["files"]))
 
 
 def manifest_path(path: str | Path) -> Path:

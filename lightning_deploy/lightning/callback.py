@@ -32,8 +32,9 @@ from lightning_deploy.formats import by_name
 from lightning_deploy.lightning.checkpoints import model_with_weights
 from lightning_deploy.lightning.data import validation_loader
 from lightning_deploy.lightning.input_spec import sample_from_spec
-from lightning_deploy.lightning.loggers import log_headlines
+from lightning_deploy.lightning.loggers import log_headlines, log_to_trackers, mlflow_logger
 from lightning_deploy.report import print_report
+from lightning_deploy.tracking.extras import check_register_model
 
 __all__ = ["ModelExport"]
 
@@ -76,6 +77,14 @@ class ModelExport(Callback):
             form are skipped with a warning.
         executorch_bounds: the largest size of each dynamic axis in the ``executorch`` artifact,
             ``{"batch": 64}``; default 64 for the batch, twice the sample's size for other axes.
+        log_artifacts: with an ``MLFlowLogger`` or ``WandbLogger`` on the trainer, log the verified
+            artifacts and the manifest to its run (MLflow: under ``lightning-deploy/STEM/``; W&B: an
+            artifact of type ``model`` named after the stem, the manifest as its metadata). A failure
+            to log is a warning and a record in the manifest's ``tracking``, never a failed ``fit``.
+        register_model: register the export in MLflow's model registry under this name: a
+            ``pyfunc`` model that runs the fastest verified CPU artifact through ``load()``
+            (``mlflow.pyfunc.load_model("models:/NAME/N")``, ``mlflow models serve``). Needs an
+            ``MLFlowLogger`` on the trainer and ``lightning-deploy[mlflow]``.
 
     Raises:
         ConfigurationError: at construction or ``setup``, naming the argument and the fix.
@@ -123,12 +132,15 @@ class ModelExport(Callback):
         check_batches: int = 2,
         executorch_bounds: dict[str, int] | None = None,
         bf16_rtol: float = 0.02,
+        log_artifacts: bool = True,
+        register_model: str | None = None,
     ) -> None:
         self.options = ExportOptions(
             formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol, executorch_bounds,
             bf16_rtol, owner="ModelExport",
         )  # fmt: skip
-        self._check_choices(input_sample, input_spec, submodule, checkpoint, dirpath, preflight, strict)
+        self._check_choices(input_sample, input_spec, submodule, checkpoint, dirpath, preflight, strict, log_artifacts)
+        check_register_model(register_model, "ModelExport")
         if isinstance(check_batches, bool) or not isinstance(check_batches, int) or check_batches < 0:
             raise ConfigurationError(
                 f"ModelExport(check_batches={check_batches!r}): must be a whole number >= 0."
@@ -143,10 +155,12 @@ class ModelExport(Callback):
         self.dirpath = dirpath
         self.preflight = preflight
         self.strict = strict
+        self.log_artifacts = log_artifacts
+        self.register_model = register_model
         self.manifest: dict[str, Any] | None = None
 
     def _check_choices(self, sample: Any, spec: Any, submodule: Any, checkpoint: Any, dirpath: Any,
-                       preflight: Any, strict: Any) -> None:  # fmt: skip
+                       preflight: Any, strict: Any, log_artifacts: Any) -> None:  # fmt: skip
         if sample is not None and spec is not None:
             raise ConfigurationError(
                 "ModelExport(input_sample=..., input_spec=...): give one of them, not both."
@@ -163,7 +177,7 @@ class ModelExport(Callback):
             raise ConfigurationError(f"ModelExport(submodule={submodule!r}): must be a dotted attribute path or None.")
         if dirpath is not None and not isinstance(dirpath, (str, Path)):
             raise ConfigurationError(f"ModelExport(dirpath={dirpath!r}): must be a folder path or None.")
-        for name, value in (("preflight", preflight), ("strict", strict)):
+        for name, value in (("preflight", preflight), ("strict", strict), ("log_artifacts", log_artifacts)):
             if not isinstance(value, bool):
                 raise ConfigurationError(f"ModelExport({name}={value!r}): must be True or False.")
 
@@ -174,6 +188,12 @@ class ModelExport(Callback):
             return
         if self.checkpoint != "final":
             self._checkpoint_callback(trainer)
+        if self.register_model is not None and mlflow_logger(trainer) is None:
+            raise ConfigurationError(
+                f"ModelExport(register_model={self.register_model!r}) registers in the MLflow run of an MLFlowLogger,"
+                " and the Trainer has none. HINT: pass logger=MLFlowLogger(tracking_uri=...) to the Trainer, or"
+                " register_model=None."
+            )
         target = self._target(pl_module)
         sample = self._sample(pl_module)
         if self.preflight:
@@ -204,6 +224,11 @@ class ModelExport(Callback):
             return f"no checkpoint was saved, so nothing was exported (checkpoint={self.checkpoint!r})."
         manifest = self.export_checkpoint(pl_module, path, trainer)
         log_headlines(trainer, manifest)
+        if self.log_artifacts or self.register_model:
+            dirpath, stem = self._destination(path)
+            records = log_to_trackers(trainer, dirpath, stem, manifest, self.log_artifacts, self.register_model)
+            if records:
+                manifest["tracking"] = records
         failed = [a for a in manifest["artifacts"] if not a["ok"]]
         return "; ".join(f"{a['format']} failed: {a['error']}" for a in failed) or None
 
@@ -235,8 +260,7 @@ class ModelExport(Callback):
         """
         self._target(model)  # configuration errors are raised here, not recorded
         self._sample(model)
-        dirpath = Path(self.dirpath) if self.dirpath is not None else Path(ckpt_path).parent
-        stem = Path(ckpt_path).stem if ckpt_path else self.FINAL_STEM
+        dirpath, stem = self._destination(ckpt_path)
         try:
             copied = model if holds_weights else model_with_weights(trainer, model, ckpt_path)
             loader = validation_loader(trainer, model, datamodule)
@@ -249,6 +273,11 @@ class ModelExport(Callback):
             self.manifest = failure_manifest(dirpath, stem, ckpt_path, self.options.formats, err)
         print_report(self.manifest, dirpath)
         return self.manifest
+
+    def _destination(self, ckpt_path: str | None) -> tuple[Path, str]:
+        """The folder and stem of the export of ``ckpt_path`` (``final`` for the in-memory weights)."""
+        dirpath = Path(self.dirpath) if self.dirpath is not None else Path(ckpt_path).parent
+        return dirpath, Path(ckpt_path).stem if ckpt_path else self.FINAL_STEM
 
     def _export(
         self,

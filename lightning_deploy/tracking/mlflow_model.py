@@ -1,0 +1,131 @@
+"""Register an export as an MLflow model: the ``pyfunc`` flavour, a tensor signature, an input example.
+
+The model holds one artifact (the one ``load(manifest)`` runs by default on the CPU), the
+manifest and this package's code (``code_paths``), so it loads where only the artifact's runtime
+is installed: ``pip_requirements`` are that runtime and the operator libraries the manifest says
+the artifact calls, at the versions that verified it. The signature and input example come from
+the manifest's input and output leaves (dynamic dims as -1; the example at the export shapes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+from mlflow.models import Model, ModelSignature
+from mlflow.types import Schema, TensorSpec
+
+import lightning_deploy
+from lightning_deploy.artifact.manifest import MANIFEST_SUFFIX, dynamic_dims
+from lightning_deploy.artifact.resolve import default_artifact
+from lightning_deploy.formats import by_name
+from lightning_deploy.tracking.pyfunc_model import EXPORT_ARTIFACT
+
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_code.py")
+
+__all__ = ["input_example", "log_registered_model", "pip_requirements", "signature"]
+
+# The package that runs each runtime of formats.py.
+_RUNTIME_PACKAGES = {
+    "onnxruntime": "onnxruntime", "torchscript": "torch", "pt2": "torch", "aoti": "torch",
+    "executorch": "executorch", "openvino": "openvino",
+}  # fmt: skip
+
+
+def signature(manifest: Mapping[str, Any]) -> ModelSignature:
+    """Tensor specs of the input and output leaves, by name; dynamic dims are -1."""
+    return ModelSignature(inputs=_schema(manifest["inputs"]), outputs=_schema(manifest["outputs"]))
+
+
+def _schema(io: Mapping[str, Any]) -> Schema:
+    specs = []
+    for name, dtype, shape in zip(io["names"], io["dtypes"], io["shapes"]):
+        dynamic = dynamic_dims(io, name)
+        specs.append(
+            TensorSpec(np.dtype(dtype), tuple(-1 if d in dynamic else size for d, size in enumerate(shape)), name)
+        )
+    return Schema(specs)
+
+
+def input_example(manifest: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Zeros at the export shapes, one array per input leaf (what a request to the served model looks like)."""
+    inputs = manifest["inputs"]
+    return {
+        name: np.zeros(shape, np.dtype(dtype))
+        for name, dtype, shape in zip(inputs["names"], inputs["dtypes"], inputs["shapes"])
+    }
+
+
+def pip_requirements(manifest: Mapping[str, Any], entry: Mapping[str, Any]) -> list[str]:
+    """numpy, the artifact's runtime package and its operator libraries, pinned to the versions that verified it."""
+    packages = ["numpy", _RUNTIME_PACKAGES[by_name(entry["format"]).runtime]]
+    packages += [p for p in entry.get("requires", []) if not p.startswith("onnx-domain:")]
+    return [_pinned(p, manifest.get("versions") or {}) for p in dict.fromkeys(packages)]
+
+
+def _pinned(package: str, recorded: Mapping[str, str | None]) -> str:
+    version = recorded.get(package)
+    if version is None:
+        try:
+            version = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return package
+    return f"{package}=={version.split('+')[0]}"  # a local build (2.14.1+cu130) is not on an index
+
+
+def log_registered_model(
+    client: mlflow.MlflowClient, run_id: str, dirpath: Path, manifest: Mapping[str, Any], stem: str, name: str
+) -> dict[str, Any]:
+    """Log the pyfunc model of ``manifest``'s default CPU artifact to ``run_id`` and register it as ``name``.
+
+    The model is logged as ``STEM`` (MLflow 3 keeps a logged model's files beside the run's).
+    Returns what the manifest records: the name, version, format and model URI.
+
+    Raises:
+        ValueError: when no artifact is ok at the default tolerance (nothing to register).
+    """
+    runs_on_cpu = [e for e in manifest["artifacts"] if not by_name(e["format"]).compiled or e.get("device") == "cpu"]
+    entry = default_artifact(runs_on_cpu, "cpu")
+    if entry is None or not entry["ok"]:
+        raise ValueError(
+            f"{stem}: no artifact that runs on the CPU verified at the default tolerance, so there is nothing to"
+            " register. HINT: see the manifest's errors (lightning-deploy show), and add 'onnx' to formats."
+        )
+    manifest_name = stem + MANIFEST_SUFFIX
+    with tempfile.TemporaryDirectory(prefix="lightning-deploy-mlflow-") as scratch:
+        folder = Path(scratch) / stem
+        folder.mkdir()
+        for file in [manifest_name, *entry["files"]]:
+            shutil.copy2(dirpath / file, folder / file)
+        with _tracking_uri(client.tracking_uri):
+            info = Model.log(
+                artifact_path=None, name=stem, flavor=mlflow.pyfunc, run_id=run_id, registered_model_name=name,
+                python_model=str(PYFUNC_CODE), artifacts={EXPORT_ARTIFACT: str(folder)},
+                model_config={"manifest": manifest_name, "format": entry["format"], "device": "cpu"},
+                code_paths=[str(Path(lightning_deploy.__file__).parent)],
+                pip_requirements=pip_requirements(manifest, entry),
+                signature=signature(manifest), input_example=input_example(manifest),
+            )  # fmt: skip
+    version = str(info.registered_model_version)
+    return {"name": name, "version": version, "format": entry["format"], "model_uri": f"models:/{name}/{version}"}
+
+
+@contextlib.contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """``Model.log`` logs through the process's tracking URI; the client's, for the time of one call.
+
+    (``mlflow.tracking._tracking_service.utils._use_tracking_uri`` does this, but is private.)
+    """
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
