@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -303,3 +304,65 @@ def test_register_model_is_checked_before_training(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # how Python itself marks a module as not importable
     with pytest.raises(ConfigurationError, match=r"needs the mlflow package.*pip install 'lightning-deploy\[mlflow\]'"):
         ModelExport(register_model="digits")
+
+
+def _deploy(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+    command = [sys.executable, "-m", "lightning_deploy.cli", "export", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=600, env=env)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished run's checkpoint (no tracker): what ``lightning-deploy export`` is for."""
+    root = tmp_path_factory.mktemp("finished")
+    pl.seed_everything(0)
+    trainer = pl.Trainer(default_root_dir=root, max_epochs=1, logger=False, enable_progress_bar=False,
+                         accelerator="cpu", callbacks=[ModelCheckpoint(dirpath=root / "ckpt")])  # fmt: skip
+    trainer.fit(DictDigits(), *digits_loaders())
+    return Path(trainer.checkpoint_callback.best_model_path)
+
+
+def test_the_command_line_logs_a_finished_run_to_a_new_mlflow_run_and_registers_it(
+    tmp_path, mlflow_server, finished_run
+):
+    spec = '{"pixels": {"shape": [4, 64]}, "mask": {"shape": [4, 64]}}'
+    done = _deploy("--ckpt_path", str(finished_run), "--model", "lightning_models.DictDigits", "--formats", "[onnx]",
+                   "--input_spec", spec, "--check_batches", "0", "--mlflow_tracking_uri", mlflow_server.url,
+                   "--mlflow_experiment", "finished-runs", "--register_model", "digits-cli", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads(finished_run.with_suffix(".export.json").read_text())
+    [record] = manifest["tracking"]
+    assert record["error"] is None and record["registered_model"]["model_uri"] == "models:/digits-cli/1"
+
+    client = mlflow.MlflowClient(mlflow_server.url)
+    run = client.get_run(record["run_id"])
+    assert run.info.status == "FINISHED" and run.data.metrics["export/onnx_ok"] == 1.0
+    assert client.get_experiment(run.info.experiment_id).name == "finished-runs"
+    listed = {
+        Path(f.path).name for f in client.list_artifacts(run.info.run_id, f"lightning-deploy/{finished_run.stem}")
+    }
+    assert listed == {f"{finished_run.stem}.onnx", f"{finished_run.stem}.export.json"}
+
+    mlflow.set_tracking_uri(mlflow_server.url)
+    pixels, mask = _unseen_digits(5)
+    got = mlflow.pyfunc.load_model("models:/digits-cli/1").predict({"pixels": pixels, "mask": mask})
+    np.testing.assert_allclose(got["out.logits"], _eager(str(finished_run), pixels, mask)["logits"], atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (
+            ["--register_model", "m"],
+            r"--register_model m: MLflow registers a model from a run\. HINT: add --mlflow_run_id",
+        ),
+        (["--mlflow_run_id", "abc", "--mlflow_experiment", "e"], r"give one"),
+    ],
+)
+def test_the_command_line_refuses_mlflow_options_it_cannot_carry_out_before_exporting(
+    tmp_path, finished_run, options, match
+):
+    done = _deploy("--ckpt_path", str(finished_run), "--model", "lightning_models.DictDigits", *options, cwd=tmp_path)
+    assert done.returncode == 2
+    assert re.search(match, done.stderr), done.stderr

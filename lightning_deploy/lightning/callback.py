@@ -225,7 +225,7 @@ class ModelExport(Callback):
         manifest = self.export_checkpoint(pl_module, path, trainer)
         log_headlines(trainer, manifest)
         if self.log_artifacts or self.register_model:
-            dirpath, stem = self._destination(path)
+            dirpath, stem = self.destination(path)
             records = log_to_trackers(trainer, dirpath, stem, manifest, self.log_artifacts, self.register_model)
             if records:
                 manifest["tracking"] = records
@@ -260,7 +260,7 @@ class ModelExport(Callback):
         """
         self._target(model)  # configuration errors are raised here, not recorded
         self._sample(model)
-        dirpath, stem = self._destination(ckpt_path)
+        dirpath, stem = self.destination(ckpt_path)
         try:
             copied = model if holds_weights else model_with_weights(trainer, model, ckpt_path)
             loader = validation_loader(trainer, model, datamodule)
@@ -274,7 +274,7 @@ class ModelExport(Callback):
         print_report(self.manifest, dirpath)
         return self.manifest
 
-    def _destination(self, ckpt_path: str | None) -> tuple[Path, str]:
+    def destination(self, ckpt_path: str | None) -> tuple[Path, str]:
         """The folder and stem of the export of ``ckpt_path`` (``final`` for the in-memory weights)."""
         dirpath = Path(self.dirpath) if self.dirpath is not None else Path(ckpt_path).parent
         return dirpath, Path(ckpt_path).stem if ckpt_path else self.FINAL_STEM

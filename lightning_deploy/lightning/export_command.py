@@ -66,6 +66,14 @@ def export_parser() -> Any:
         " options given here override them",
     )
     parser.add_function_arguments(model_export_signature(), None, skip=_CALLBACK_ONLY)
+    parser.add_argument(
+        "--mlflow_run_id",
+        help="log the export (and --register_model's model) to this MLflow run, e.g. the run that trained it",
+    )
+    parser.add_argument("--mlflow_experiment", help="log the export to a new MLflow run of this experiment")
+    parser.add_argument(
+        "--mlflow_tracking_uri", help="the MLflow tracking server; default MLflow's own (MLFLOW_TRACKING_URI)"
+    )
     return parser
 
 
@@ -105,10 +113,64 @@ def run_export(config: Any, argv: list[str]) -> int:
     yaml_model, yaml_export = _read_config(config.config) if config.config else ({}, {})
     given = {k: v for k, v in config.items() if k in _option_names() and _given(k, argv)}
     callback = ModelExport(**{**yaml_export, **given})
+    mlflow_run = _check_mlflow_options(config, callback)
     model = _build_model(ckpt, config.model, yaml_model, config.trust_checkpoint)
     datamodule = _build_datamodule(config.config) if config.config and callback.check_batches else None
     manifest = callback.export_checkpoint(model, str(ckpt), holds_weights=True, datamodule=datamodule)
-    return 0 if manifest["ok"] else 1
+    logged = _log_to_mlflow(config, callback, manifest, str(ckpt)) if mlflow_run else True
+    return 0 if manifest["ok"] and logged else 1
+
+
+def _check_mlflow_options(config: Any, callback: Any) -> bool:
+    """Whether the export goes to an MLflow run; refuses, before any work, what cannot be done."""
+    run_id, experiment = config.mlflow_run_id, config.mlflow_experiment
+    if run_id and experiment:
+        raise CommandError(
+            "--mlflow_run_id and --mlflow_experiment: give one. HINT: the run that trained the model, or an"
+            " experiment to open a new run in."
+        )
+    if callback.register_model and not (run_id or experiment):
+        raise CommandError(
+            f"--register_model {callback.register_model}: MLflow registers a model from a run."
+            " HINT: add --mlflow_run_id RUN (the training run) or --mlflow_experiment NAME (a new run)."
+        )
+    if not (run_id or experiment):
+        return False
+    from lightning_deploy.tracking.extras import require_extra
+
+    require_extra("mlflow", "--mlflow_run_id" if run_id else "--mlflow_experiment")
+    return True
+
+
+def _log_to_mlflow(config: Any, callback: Any, manifest: dict[str, Any], ckpt: str) -> bool:
+    """Log the finished export to MLflow; whether it was logged (a failure is a warning and a manifest record)."""
+    import mlflow
+
+    from lightning_deploy.tracking.mlflow_run import log_to_mlflow
+    from lightning_deploy.tracking.publish import publish
+
+    client = mlflow.MlflowClient(config.mlflow_tracking_uri)
+    dirpath, stem = callback.destination(ckpt)
+
+    def logging() -> dict[str, Any]:
+        run_id = config.mlflow_run_id or _new_run(client, config.mlflow_experiment)
+        try:
+            return log_to_mlflow(client, run_id, dirpath, manifest, stem, callback.register_model,
+                                 log_files=callback.log_artifacts)  # fmt: skip
+        finally:
+            if not config.mlflow_run_id:
+                client.set_terminated(run_id)
+
+    records = publish([("mlflow", logging)], dirpath, stem, "lightning-deploy export")
+    manifest["tracking"] = records
+    return all(record["error"] is None for record in records)
+
+
+def _new_run(client: Any, experiment: str) -> str:
+    """A new run in ``experiment`` (made where it does not exist yet)."""
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
+    return client.create_run(experiment_id, run_name="lightning-deploy export").info.run_id
 
 
 @functools.cache
