@@ -261,9 +261,7 @@ def test_an_offline_wandb_run_holds_the_model_artifact_with_the_files_and_the_ma
     monkeypatch.setenv("WANDB_SILENT", "true")
     logger = WandbLogger(project="digits", offline=True, save_dir=str(tmp_path))
     trainer = _fit(tmp_path, logger, ModelExport(formats=FORMATS, input_sample=_sample(), check_batches=0))
-    import wandb
-
-    wandb.finish()
+    logger.experiment.finish()  # flushes the run's transaction log
     ckpt = Path(trainer.checkpoint_callback.best_model_path)
     manifest = json.loads((ckpt.parent / f"{ckpt.stem}.export.json").read_text())
     [record] = manifest["tracking"]
@@ -323,7 +321,7 @@ def finished_run(tmp_path_factory):
     return Path(trainer.checkpoint_callback.best_model_path)
 
 
-def test_the_command_line_logs_a_finished_run_to_a_new_mlflow_run_and_registers_it(
+def test_the_command_line_logs_a_finished_run_to_a_new_mlflow_run_and_registers_a_servable_model(
     tmp_path, mlflow_server, finished_run
 ):
     spec = '{"pixels": {"shape": [4, 64]}, "mask": {"shape": [4, 64]}}'
@@ -347,7 +345,36 @@ def test_the_command_line_logs_a_finished_run_to_a_new_mlflow_run_and_registers_
     mlflow.set_tracking_uri(mlflow_server.url)
     pixels, mask = _unseen_digits(5)
     got = mlflow.pyfunc.load_model("models:/digits-cli/1").predict({"pixels": pixels, "mask": mask})
-    np.testing.assert_allclose(got["out.logits"], _eager(str(finished_run), pixels, mask)["logits"], atol=1e-4)
+    expected = _eager(str(finished_run), pixels, mask)
+    np.testing.assert_allclose(got["out.logits"], expected["logits"], atol=1e-4)
+
+    port = free_port()  # and served by MLflow's own server, in this environment
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server.url,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/digits-cli/1", "--env-manager",
+               "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    with (tmp_path / "serve.log").open("w") as log:
+        server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(f"http://127.0.0.1:{port}/ping"):
+            assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        body = {"inputs": {"pixels": pixels.tolist(), "mask": mask.tolist()}}
+        answer = httpx.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=60)
+        assert answer.status_code == 200, answer.text
+        served = answer.json()["predictions"]
+        np.testing.assert_allclose(np.array(served["out.probs"]), expected["probs"], atol=1e-5)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(30)
+
+
+def _answers(url: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        return httpx.get(url, timeout=2).status_code == 200
+    return False
 
 
 @pytest.mark.parametrize(
