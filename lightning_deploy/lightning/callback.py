@@ -32,7 +32,7 @@ from lightning_deploy.formats import by_name
 from lightning_deploy.lightning.checkpoints import model_with_weights
 from lightning_deploy.lightning.data import validation_loader
 from lightning_deploy.lightning.input_spec import sample_from_spec
-from lightning_deploy.lightning.loggers import log_headlines, log_to_trackers, mlflow_logger
+from lightning_deploy.lightning.loggers import check_trackers, log_headlines, log_to_trackers
 from lightning_deploy.report import print_report
 from lightning_deploy.tracking.extras import check_register_model
 
@@ -77,10 +77,9 @@ class ModelExport(Callback):
             form are skipped with a warning.
         executorch_bounds: the largest size of each dynamic axis in the ``executorch`` artifact,
             ``{"batch": 64}``; default 64 for the batch, twice the sample's size for other axes.
-        log_artifacts: with an ``MLFlowLogger`` or ``WandbLogger`` on the trainer, log the verified
-            artifacts and the manifest to its run (MLflow: under ``lightning-deploy/STEM/``; W&B: an
-            artifact of type ``model`` named after the stem, the manifest as its metadata). A failure
-            to log is a warning and a record in the manifest's ``tracking``, never a failed ``fit``.
+        log_artifacts: log the verified artifacts and the manifest to the run of an ``MLFlowLogger``
+            (under ``lightning-deploy/STEM/``) or ``WandbLogger`` (a ``model`` artifact named after the
+            stem). A failure to log is a warning and a manifest record, never a failed ``fit``.
         register_model: register the export in MLflow's model registry under this name: a
             ``pyfunc`` model that runs the fastest verified CPU artifact through ``load()``
             (``mlflow.pyfunc.load_model("models:/NAME/N")``, ``mlflow models serve``). Needs an
@@ -188,12 +187,7 @@ class ModelExport(Callback):
             return
         if self.checkpoint != "final":
             self._checkpoint_callback(trainer)
-        if self.register_model is not None and mlflow_logger(trainer) is None:
-            raise ConfigurationError(
-                f"ModelExport(register_model={self.register_model!r}) registers in the MLflow run of an MLFlowLogger,"
-                " and the Trainer has none. HINT: pass logger=MLFlowLogger(tracking_uri=...) to the Trainer, or"
-                " register_model=None."
-            )
+        check_trackers(trainer, self.register_model)
         target = self._target(pl_module)
         sample = self._sample(pl_module)
         if self.preflight:

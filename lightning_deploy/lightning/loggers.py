@@ -17,10 +17,11 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 
+from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.tracking.metrics import headline_metrics
 from lightning_deploy.tracking.publish import publish
 
-__all__ = ["log_headlines", "log_to_trackers", "mlflow_logger"]
+__all__ = ["check_trackers", "log_headlines", "log_to_trackers"]
 
 
 def log_headlines(trainer: pl.Trainer, manifest: dict[str, Any]) -> None:
@@ -36,9 +37,14 @@ def log_headlines(trainer: pl.Trainer, manifest: dict[str, Any]) -> None:
             rank_zero_warn(f"ModelExport: {type(logger).__name__} could not log the export's metrics: {err}")
 
 
-def mlflow_logger(trainer: pl.Trainer) -> MLFlowLogger | None:
-    """The trainer's first ``MLFlowLogger``, if it has one."""
-    return next((logger for logger in trainer.loggers if isinstance(logger, MLFlowLogger)), None)
+def check_trackers(trainer: pl.Trainer, register_model: str | None) -> None:
+    """Before training: ``register_model`` needs an ``MLFlowLogger`` on the trainer."""
+    if register_model is not None and not any(isinstance(logger, MLFlowLogger) for logger in trainer.loggers):
+        raise ConfigurationError(
+            f"ModelExport(register_model={register_model!r}) registers in the MLflow run of an MLFlowLogger, and"
+            " the Trainer has none. HINT: pass logger=MLFlowLogger(tracking_uri=...) to the Trainer, or"
+            " register_model=None."
+        )
 
 
 def log_to_trackers(

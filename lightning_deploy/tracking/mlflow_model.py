@@ -22,13 +22,13 @@ import numpy as np
 from mlflow.models import Model, ModelSignature
 from mlflow.types import Schema, TensorSpec
 
-import lightning_deploy
 from lightning_deploy.artifact.manifest import MANIFEST_SUFFIX, dynamic_dims
 from lightning_deploy.artifact.resolve import default_artifact
 from lightning_deploy.formats import by_name
 from lightning_deploy.tracking.pyfunc_model import EXPORT_ARTIFACT
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_code.py")
+PACKAGE = Path(__file__).parents[1]  # lightning_deploy/, shipped with the model
 
 __all__ = ["input_example", "log_registered_model", "pip_requirements", "signature"]
 
@@ -109,7 +109,7 @@ def log_registered_model(
                 artifact_path=None, name=stem, flavor=mlflow.pyfunc, run_id=run_id, registered_model_name=name,
                 python_model=str(PYFUNC_CODE), artifacts={EXPORT_ARTIFACT: str(folder)},
                 model_config={"manifest": manifest_name, "format": entry["format"], "device": "cpu"},
-                code_paths=[str(Path(lightning_deploy.__file__).parent)],
+                code_paths=[str(PACKAGE)],
                 pip_requirements=pip_requirements(manifest, entry),
                 signature=signature(manifest), input_example=input_example(manifest),
             )  # fmt: skip

@@ -25,7 +25,7 @@ class ExportedPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         """Open the artifact once per loaded model, on the device of ``model_config["device"]`` (CPU)."""
-        from lightning_deploy import load
+        from lightning_deploy.runtime.loading import load
 
         folder = Path(context.artifacts[EXPORT_ARTIFACT])
         config = context.model_config
