@@ -41,7 +41,21 @@ def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
             (a.get("sha256") or "-")[:12],
             "\n".join([_file_note(a) if a["ok"] else (a["error"] or "")[:300], *_tracer_note(a)]),
         )
-    Console(width=max(120, Console().width)).print(table)
+    console = Console(width=max(120, Console().width))
+    console.print(table)
+    for record in manifest.get("tracking") or []:
+        console.print(_tracking_line(record), highlight=False)
+
+
+def _tracking_line(record: dict[str, Any]) -> str:
+    """Where a tracker's logging went (``tracking/publish.py``'s record), or why it failed."""
+    tracker = record.get("tracker", "?")
+    if record.get("error"):
+        return f"[red]{tracker}: not logged[/]: {record['error'][:300]}"
+    where = record.get("artifact_path") or record.get("artifact") or ""
+    line = f"{tracker}: run {record.get('run_id')}, {where} ({len(record.get('files') or [])} artifact files)"
+    registered = record.get("registered_model")
+    return line + (f", registered {registered['model_uri']} ({registered['format']})" if registered else "")
 
 
 def _checks(artifact: dict[str, Any]) -> str:

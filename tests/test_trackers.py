@@ -332,6 +332,10 @@ def test_the_command_line_logs_a_finished_run_to_a_new_mlflow_run_and_registers_
     manifest = json.loads(finished_run.with_suffix(".export.json").read_text())
     [record] = manifest["tracking"]
     assert record["error"] is None and record["registered_model"]["model_uri"] == "models:/digits-cli/1"
+    manifest_file = str(finished_run.with_suffix(".export.json"))
+    show = subprocess.run([sys.executable, "-m", "lightning_deploy.cli", "show", manifest_file],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert f"mlflow: run {record['run_id']}" in show.stdout and "registered models:/digits-cli/1 (onnx)" in show.stdout
 
     client = mlflow.MlflowClient(mlflow_server.url)
     run = client.get_run(record["run_id"])
