@@ -44,7 +44,7 @@ def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
     console = Console(width=max(120, Console().width))
     console.print(table)
     for record in manifest.get("tracking") or []:
-        console.print(_tracking_line(record), highlight=False)
+        console.print(_tracking_line(record), highlight=False, soft_wrap=True)  # run ids and URIs are copied whole
 
 
 def _tracking_line(record: dict[str, Any]) -> str:
