@@ -239,6 +239,8 @@ def _wandb_records(run_file: Path) -> list:
             pos += block - pos % block
             continue
         _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if pos + 7 + length > len(data):
+            break  # a chunk still being written
         if kind == 0:
             pos += block - pos % block
             continue
@@ -261,14 +263,15 @@ def test_an_offline_wandb_run_holds_the_model_artifact_with_the_files_and_the_ma
     monkeypatch.setenv("WANDB_SILENT", "true")
     logger = WandbLogger(project="digits", offline=True, save_dir=str(tmp_path))
     trainer = _fit(tmp_path, logger, ModelExport(formats=FORMATS, input_sample=_sample(), check_batches=0))
-    logger.experiment.finish()  # flushes the run's transaction log
+    logger.experiment.finish()
     ckpt = Path(trainer.checkpoint_callback.best_model_path)
     manifest = json.loads((ckpt.parent / f"{ckpt.stem}.export.json").read_text())
     [record] = manifest["tracking"]
     assert record["tracker"] == "wandb" and record["error"] is None
 
     [run_file] = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
-    [artifact] = [r.artifact for r in _wandb_records(run_file) if r.WhichOneof("record_type") == "artifact"]
+    records = _complete_log(run_file)
+    [artifact] = [r.artifact for r in records if r.WhichOneof("record_type") == "artifact"]
     assert artifact.type == "model" and artifact.name == record["artifact"] == ckpt.stem.replace("=", "-")
     metadata = json.loads(artifact.metadata)
     assert metadata["artifacts"] == manifest["artifacts"] and metadata["ok"] is True
@@ -278,6 +281,18 @@ def test_an_offline_wandb_run_holds_the_model_artifact_with_the_files_and_the_ma
         if name.endswith(".export.json"):
             continue  # the local manifest has gained its tracking record since
         assert _sha256(staged) == _sha256(ckpt.parent / name)
+
+
+def _complete_log(run_file: Path, timeout: float = 120) -> list:
+    """The run's records once its ``exit`` record is written: W&B's service process writes the log
+    after ``finish()`` returns (seen under load: the artifact record not yet there)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _wandb_records(run_file)
+        if any(r.WhichOneof("record_type") == "exit" for r in records):
+            return records
+        assert time.monotonic() < deadline, f"no exit record in {run_file} after {timeout} s"
+        time.sleep(0.2)
 
 
 def _sha256(path: Path) -> str:
