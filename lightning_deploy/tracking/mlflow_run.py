@@ -32,7 +32,6 @@ def log_to_mlflow(
     register_model: str | None = None,
     log_files: bool = True,
     log_metrics: bool = True,
-    step: int = 0,
 ) -> dict[str, Any]:
     """Log the export ``dirpath/STEM.*`` to ``run_id``; returns the manifest's record of what was logged.
 
@@ -45,7 +44,7 @@ def log_to_mlflow(
         client.log_artifact(run_id, str(dirpath / file), artifact_path=folder)
     if log_metrics:
         now = int(time.time() * 1000)
-        metrics = [Metric(key, value, now, step) for key, value in headline_metrics(manifest).items()]
+        metrics = [Metric(key, value, now, 0) for key, value in headline_metrics(manifest).items()]
         client.log_batch(run_id, metrics=metrics)
     record: dict[str, Any] = {"tracker": "mlflow", "run_id": run_id, "artifact_path": folder, "files": files}
     if register_model is not None:
