@@ -154,12 +154,15 @@ def _log_to_mlflow(config: Any, callback: Any, manifest: dict[str, Any], ckpt: s
 
     def logging() -> dict[str, Any]:
         run_id = config.mlflow_run_id or _new_run(client, config.mlflow_experiment)
+        status = "FAILED"
         try:
-            return log_to_mlflow(client, run_id, dirpath, manifest, stem, callback.register_model,
-                                 log_files=callback.log_artifacts)  # fmt: skip
+            record = log_to_mlflow(client, run_id, dirpath, manifest, stem, callback.register_model,
+                                   log_files=callback.log_artifacts)  # fmt: skip
+            status = "FINISHED"
+            return record
         finally:
-            if not config.mlflow_run_id:
-                client.set_terminated(run_id)
+            if not config.mlflow_run_id:  # the run this command opened ends with what it holds
+                client.set_terminated(run_id, status)
 
     records = publish([("mlflow", logging)], dirpath, stem, "lightning-deploy export")
     manifest["tracking"] = records
