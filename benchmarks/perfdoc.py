@@ -17,6 +17,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from lightning_deploy.runtime.placement import cpu_features
+
 DOC = Path(__file__).parents[1] / "docs" / "performance.md"
 _PACKAGES = ("torch", "onnxruntime", "onnx", "onnxscript", "lightning", "numpy", "lightning-deploy")
 _HEAD = """# Performance
@@ -36,7 +38,7 @@ def argument_parser(description: str) -> argparse.ArgumentParser:
 
 
 def machine() -> str:
-    """The CPU, its cores and the versions of the stack, in one line."""
+    """The CPU with the flags that decide int8 and bf16, its cores and the versions of the stack, in one line."""
     cpu = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -45,7 +47,28 @@ def machine() -> str:
     import os
 
     versions = ", ".join(f"{name} {_version(name)}" for name in _PACKAGES)
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}; {versions}"
+    return f"{cpu} ({cpu_features()}), {os.cpu_count()} cores, Python {platform.python_version()}; {versions}"
+
+
+NOT_HERE = "not available here"
+
+
+def unavailable(formats: list[str]) -> dict[str, str]:
+    """Those of ``formats`` this machine cannot make, each with the product's own reason, to print instead of a row.
+
+    ``ExportOptions`` runs the checks ``ModelExport`` runs before training: ``openvino-bf16`` on a
+    CPU without bfloat16 arithmetic, ``aoti`` without a C++ compiler, a missing package.
+    """
+    from lightning_deploy.errors import ConfigurationError
+    from lightning_deploy.exporting.options import ExportOptions
+
+    found = {}
+    for fmt in formats:
+        try:
+            ExportOptions(formats=[fmt])
+        except ConfigurationError as err:
+            found[fmt] = str(err).split("): ", 1)[-1]
+    return found
 
 
 def _version(name: str) -> str:

@@ -25,26 +25,33 @@ from typing import Any
 
 import numpy as np
 import torch
-from perfdoc import argument_parser, publish
+from perfdoc import NOT_HERE, argument_parser, publish, unavailable
 from torch import nn
 
 from lightning_deploy import export, load
+from lightning_deploy.exporting.onnx_passes import vnni_flag
+from lightning_deploy.runtime.placement import cpu_features
 
 FORMATS = ["onnx", "torchscript", "pt2", "aoti", "onnx-optimized", "onnx-int8", "executorch", "openvino",
            "openvino-bf16"]  # fmt: skip
 LOWER_PRECISION = ("onnx-int8", "openvino-bf16")  # verified at their own tolerances: not the fastest fp32
+# Formats this machine cannot make (bf16 on a CPU without it, aoti without a compiler), with the product's reason.
+NOT_MADE = unavailable(FORMATS)
 ONNX_FILES = {"onnx": "model.onnx", "onnx-optimized": "model.optimized.onnx", "onnx-int8": "model.int8.onnx"}
 GPU_BATCHES = (1, 32)
 
 
 def formats_for(device: str) -> list[str]:
-    """What is timed on ``device``: everything on the CPU; on a GPU the torch artifacts, and ONNX with CUDA."""
+    """What is timed on ``device``: everything on the CPU; on a GPU the torch artifacts, and ONNX with CUDA.
+
+    Less what this machine cannot make (:data:`NOT_MADE`), whose rows say why instead.
+    """
     if device == "cpu":
-        return FORMATS
+        return [f for f in FORMATS if f not in NOT_MADE]
     import onnxruntime as ort
 
     has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
-    return ["torchscript", "pt2", "aoti", *(["onnx"] if has_cuda else [])]
+    return [f for f in ("torchscript", "pt2", "aoti", *(["onnx"] if has_cuda else [])) if f not in NOT_MADE]
 
 
 @dataclasses.dataclass
@@ -187,7 +194,7 @@ def _torch_overheads(folder: Path, sample: tuple) -> dict[str, tuple[float, floa
     leaves = [t for t in torch.utils._pytree.tree_leaves(sample) if isinstance(t, torch.Tensor)]
     modules = _raw_modules(folder, "cpu")
     found = {}
-    for fmt in TORCH_RUNTIMES:
+    for fmt in modules:
         model, module = load(folder / "model.export.json", format=fmt), modules[fmt]
 
         def raw(module: Callable[..., Any] = module) -> Any:
@@ -208,7 +215,10 @@ def _raw_modules(folder: Path, device: str) -> dict[str, Callable[..., Any]]:
     from torch.export.passes import move_to_device_pass
 
     program = move_to_device_pass(torch.export.load(str(folder / "model.pt2")), device).module()
-    return {"torchscript": scripted, "pt2": program, "aoti": aoti_load_package(str(folder / "model.aoti.pt2"))}
+    modules = {"torchscript": scripted, "pt2": program}
+    if "aoti" not in NOT_MADE:
+        modules["aoti"] = aoti_load_package(str(folder / "model.aoti.pt2"))
+    return modules
 
 
 def _runners(model: nn.Module, sample: tuple, folder: Path, threads: int, device: str) -> dict[str, Callable[[], Any]]:
@@ -230,7 +240,6 @@ def _runners(model: nn.Module, sample: tuple, folder: Path, threads: int, device
         return lambda: opened.run(None, feed)
 
     raw = _raw_modules(folder, device)
-    scripted, program, compiled = raw["torchscript"], raw["pt2"], raw["aoti"]
     sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
 
     def timed_call(call: Callable[[], Any], inference_mode: bool = True) -> Callable[[], Any]:
@@ -247,15 +256,10 @@ def _runners(model: nn.Module, sample: tuple, folder: Path, threads: int, device
 
         return run
 
-    runners = {
-        "eager": timed_call(lambda: model(*sample)),
-        "torchscript (raw)": timed_call(lambda: scripted(*leaves)),
-        "torchscript (load)": timed_call(lambda: loaded["torchscript"](*sample), inference_mode=False),
-        "pt2 (raw)": timed_call(lambda: program(*leaves)),
-        "pt2 (load)": timed_call(lambda: loaded["pt2"](*sample), inference_mode=False),
-        "aoti (raw)": timed_call(lambda: compiled(*leaves)),
-        "aoti (load)": timed_call(lambda: loaded["aoti"](*sample), inference_mode=False),
-    }
+    runners = {"eager": timed_call(lambda: model(*sample))}
+    for fmt, module in raw.items():
+        runners[f"{fmt} (raw)"] = timed_call(lambda module=module: module(*leaves))
+        runners[f"{fmt} (load)"] = timed_call(lambda fmt=fmt: loaded[fmt](*sample), inference_mode=False)
     for fmt in ONNX_FILES:
         if fmt in formats:
             runners[f"{fmt} (raw)"] = session(fmt)
@@ -357,9 +361,9 @@ def bench_model(name: str, repeats: int, threads: int, device: str = "cpu") -> l
         int8 = next((a for a in manifest["artifacts"] if a["format"] == "onnx-int8"), None)
         if int8 is not None:
             INT8_PASSES[name] = int8["derived"]["pass"].removeprefix("onnxruntime ")
-        aoti = next(a for a in manifest["artifacts"] if a["format"] == "aoti")
-        compile_s = aoti["attempts"][-1]["seconds"]["compile"]
-        print(f"{name}: exported on {device}; AOTInductor compiled in {compile_s:.1f} s", flush=True)
+        aoti = next((a for a in manifest["artifacts"] if a["format"] == "aoti"), None)
+        compiled = f"; AOTInductor compiled in {aoti['attempts'][-1]['seconds']['compile']:.1f} s" if aoti else ""
+        print(f"{name}: exported on {device}{compiled}", flush=True)
         for batch in batches if device == "cpu" else GPU_BATCHES:
             FLOPS[(name, batch)] = model_flops(model, on_device(batch))
             runners = _runners(model, on_device(batch), Path(folder), threads, device)
@@ -378,8 +382,9 @@ def bench_model(name: str, repeats: int, threads: int, device: str = "cpu") -> l
 
 
 def _latency_rows(rows: list[dict[str, Any]], per_call: dict) -> list[list[str]]:
+    """One row per runner; after each model and batch, a row for each format this machine could not make."""
     table = []
-    for r in rows:
+    for index, r in enumerate(rows):
         key = (r["model"], r["batch"])
         seconds = per_call[(*key, r["runtime"])]
         overhead = ""
@@ -388,6 +393,8 @@ def _latency_rows(rows: list[dict[str, Any]], per_call: dict) -> list[list[str]]
         table.append([r["model"], str(r["batch"]), r["runtime"], f"{seconds * 1e3:.3f}",
                       f"{float(np.percentile(r['times'], 90)) * 1e3:.3f}", f"{r['batch'] / seconds:,.0f}",
                       f"{per_call[(*key, 'eager')] / seconds:.2f}x", overhead])  # fmt: skip
+        if index + 1 == len(rows) or (rows[index + 1]["model"], rows[index + 1]["batch"]) != key:
+            table += [[*map(str, key), fmt, NOT_HERE, "-", "-", "-", "-"] for fmt in NOT_MADE]
     return table
 
 
@@ -401,27 +408,31 @@ def _summary_rows(per_call: dict, overheads: dict) -> list[list[str]]:
         eager = per_call[(model, batch, "eager")]
         loads = {r: t for (m, b, r), t in per_call.items() if (m, b) == (model, batch) and r.endswith("(load)")}
         best = min((r for r in loads if not r.startswith(LOWER_PRECISION)), key=loads.get)
-        aoti = loads["aoti (load)"]
         flops = FLOPS[(model, batch)]
         row = [model, str(batch), f"{eager * 1e3:.3f}", best, f"{loads[best] * 1e3:.3f}", f"{eager / loads[best]:.2f}x",
                f"{flops / loads[best] / 1e9:.1f}", f"{2 * flops / eager / 1e9:.1f}",
-               f"{aoti * 1e3:.3f}", f"{eager / aoti:.2f}x"]  # fmt: skip
+               *_versus(eager, loads.get("aoti (load)"))]  # fmt: skip
         if (model, batch, "numpy") in overheads:
             for kind in ("numpy", "torch"):
                 over, ratio = overheads[(model, batch, kind)]
                 row.append(f"{over * 1e6:+.1f} µs ({ratio:.3f}x)")
             torch_overheads = [overheads.get((model, batch, fmt)) for fmt in TORCH_RUNTIMES]
-            timed = all(torch_overheads)  # the mlp only: TORCH_OVERHEAD_MODELS
-            row.append(" / ".join(f"{o[0] * 1e6:+.1f}" for o in torch_overheads) + " µs" if timed else "-")
-            int8 = loads["onnx-int8 (load)"]
+            timed = any(torch_overheads)  # the mlp only: TORCH_OVERHEAD_MODELS
+            row.append(" / ".join(f"{o[0] * 1e6:+.1f}" if o else NOT_HERE for o in torch_overheads) + " µs"
+                       if timed else "-")  # fmt: skip
+            int8, bf16 = loads.get("onnx-int8 (load)"), loads.get("openvino-bf16 (load)")
             onnx = per_call[(model, batch, "onnx (load)")]
-            bf16 = loads["openvino-bf16 (load)"]
-            row += [f"{int8 * 1e3:.3f}", f"{eager / int8:.2f}x", f"{onnx / int8:.2f}x", f"{bf16 * 1e3:.3f}",
-                    f"{eager / bf16:.2f}x", f"{loads[best] / bf16:.2f}x"]  # fmt: skip
+            row += [*_versus(eager, int8), f"{onnx / int8:.2f}x" if int8 else NOT_HERE,
+                    *_versus(eager, bf16), f"{loads[best] / bf16:.2f}x" if bf16 else NOT_HERE]  # fmt: skip
         else:
             row += ["-"] * 9
         table.append(row)
     return table
+
+
+def _versus(eager: float, seconds: float | None) -> list[str]:
+    """An artifact's ms and eager's time over it; where this machine could not make it, says so in both."""
+    return [f"{seconds * 1e3:.3f}", f"{eager / seconds:.2f}x"] if seconds else [NOT_HERE, NOT_HERE]
 
 
 def _guard(per_call: dict, gemm: float) -> str:
@@ -438,16 +449,6 @@ def _guard(per_call: dict, gemm: float) -> str:
         f"Guard (resnet18 fp32 at >= 95% of the matrix product's rate): {best} at batch {batch} runs"
         f" {rate:.0f} GFLOP/s, {rate / gemm:.0%} of {gemm:.0f}: {verdict}."
     )
-
-
-def _cpu_flags() -> str:
-    """The CPU's vector extensions that decide int8 and bf16 speed, from /proc/cpuinfo."""
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split())
-    except (OSError, IndexError):
-        return "flags unknown"
-    return ", ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)
 
 
 def _executorch_threads() -> int:
@@ -504,8 +505,15 @@ def main() -> None:
         "Each runner as its user runs it: eager and the raw torch modules under torch.inference_mode() (1.6 µs a"
         " call here), load() bare (it needs no torch context; its torch runtimes take no_grad themselves);"
         " every load() runner takes and returns torch tensors; the raw ONNX Runtime sessions take numpy.",
-        f"CPU: {_cpu_flags()}; onnxruntime {ort_version()}. int8 calibrated on 8 batches of 4 labelled by the"
-        " model's own top-1: " + "; ".join(f"{m} {p}" for m, p in INT8_PASSES.items()) + ".",
+        f"CPU: {cpu_features()}; onnxruntime {ort_version()}. int8 calibrated on 8 batches of 4 labelled by the"
+        " model's own top-1: " + "; ".join(f"{m} {p}" for m, p in INT8_PASSES.items()) + ". The int8 columns"
+        f" depend on VNNI (avx512_vnni or avx_vnni; {'this CPU has it' if vnni_flag() else 'this CPU has none'}):"
+        " with it the weights are signed int8 and ONNX Runtime's integer products exact and faster; the bf16"
+        " columns need avx512_bf16 or AMX (OpenVINO's BF16 capability).",
+        *(
+            f"{fmt} not made on this machine ({NOT_HERE} in the tables): ModelExport refuses it here, {reason}"
+            for fmt, reason in NOT_MADE.items()
+        ),
         "The int8 artifact is verified at its own tolerance (rtol 0.05), the bf16 one (OpenVINO's IR run in"
         " bfloat16, openvino-bf16) at bf16_rtol 0.02, so neither is a candidate for the fastest artifact at the"
         " default tolerance; 'fastest fp32 / bf16' is the bf16 artifact's speed-up over that fastest one.",

@@ -9,6 +9,13 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))  # the examples'
 sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))  # the model zoo
 
 
+def pytest_report_header(config) -> str:
+    """Which CPU ran the suite (tests that need bf16 or VNNI skip or choose by it)."""
+    from machine import describe
+
+    return describe()
+
+
 @pytest.fixture(autouse=True)
 def _quiet_torchscript_deprecation():
     with warnings.catch_warnings():

@@ -18,16 +18,18 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning_models import DigitsClassifier, digits_loaders
+from machine import HAS_CXX, needs_cxx
 from models import Prediction, StructuredModel, structured_sample
 from torch import nn
 
-from lightning_deploy import LoadError, ModelExport, export, load
+from lightning_deploy import ConfigurationError, LoadError, ModelExport, export, load
 from lightning_deploy.exporting.attempts import verification_device as _verification_device
 from lightning_deploy.exporting.plan import device_name, module_device
 from lightning_deploy.runtime.backends.onnxruntime import providers_for
 from lightning_deploy.runtime.placement import choose_device, normalise_device
 
 ALL = ["torchscript", "onnx", "pt2", "aoti"]
+HERE = ALL if HAS_CXX else ALL[:-1]  # aoti compiles C++: without a compiler, the other formats are still tested
 CUDA = torch.cuda.is_available()
 HINT = "install the GPU build"
 
@@ -117,10 +119,11 @@ def test_onnx_of_a_gpu_module_is_verified_on_the_cpu_with_a_note_when_onnxruntim
 def structured_export(tmp_path_factory):
     model = StructuredModel().eval()
     folder = tmp_path_factory.mktemp("aoti")
-    manifest = export(model, structured_sample(2), folder, "model", formats=ALL)
+    manifest = export(model, structured_sample(2), folder, "model", formats=HERE)
     return model, folder, manifest
 
 
+@needs_cxx
 def test_aoti_of_a_structured_model_is_verified_at_two_shapes(structured_export):
     _, folder, manifest = structured_export
     entries = {a["format"]: a for a in manifest["artifacts"]}
@@ -135,6 +138,7 @@ def test_aoti_of_a_structured_model_is_verified_at_two_shapes(structured_export)
     assert saved["artifacts"][3]["device"] == "cpu"
 
 
+@needs_cxx
 def test_show_lists_the_aoti_package_and_each_device(structured_export):
     _, folder, manifest = structured_export
     command = [sys.executable, "-m", "lightning_deploy.cli", "show", str(folder / "model.export.json")]
@@ -145,7 +149,7 @@ def test_show_lists_the_aoti_package_and_each_device(structured_export):
     assert "model.aoti.pt2" in shown.stdout and manifest["artifacts"][3]["sha256"][:12] in shown.stdout
 
 
-@pytest.mark.parametrize("fmt", ALL)
+@pytest.mark.parametrize("fmt", [*ALL[:-1], pytest.param("aoti", marks=needs_cxx)])
 def test_every_format_loads_on_the_cpu_with_structured_io(structured_export, fmt):
     model, folder, _ = structured_export
     loaded = load(folder / "model.export.json", format=fmt, device="cpu")
@@ -161,8 +165,8 @@ def test_every_format_loads_on_the_cpu_with_structured_io(structured_export, fmt
 
 
 @pytest.mark.skipif(CUDA, reason="needs a machine without CUDA")
-@pytest.mark.parametrize(("fmt", "names"), [("onnx", "CUDAExecutionProvider"), ("torchscript", "cuda"),
-                                            ("pt2", "cuda"), ("aoti", "cuda")])  # fmt: skip
+@pytest.mark.parametrize(("fmt", "names"), [("onnx", "CUDAExecutionProvider"), ("torchscript", "cuda"), ("pt2", "cuda"),
+                                            pytest.param("aoti", "cuda", marks=needs_cxx)])  # fmt: skip
 def test_load_on_cuda_without_cuda_names_the_device_and_the_fix(structured_export, fmt, names):
     _, folder, _ = structured_export
     with pytest.raises(LoadError, match=r"load\(device='cuda'\): cuda is not available here\. HINT") as caught:
@@ -170,6 +174,7 @@ def test_load_on_cuda_without_cuda_names_the_device_and_the_fix(structured_expor
     assert names in str(caught.value)
 
 
+@needs_cxx
 def test_providers_and_device_together_are_refused(structured_export):
     _, folder, _ = structured_export
     with pytest.raises(LoadError, match=r"pass one of them"):
@@ -178,6 +183,21 @@ def test_providers_and_device_together_are_refused(structured_export):
         load(folder / "model.aoti.pt2", providers=["CPUExecutionProvider"])
 
 
+def test_aoti_without_a_cxx_compiler_is_refused_before_anything_runs(tmp_path):
+    """torch's own compiler search decides; on a machine with a compiler, torch's config names none."""
+    from torch._inductor import config
+
+    refused = r"formats asks for aoti, which compiles C\+\+, and torch finds no compiler .*HINT: install g\+\+"
+    no_compiler = (None, str(tmp_path / "no-such-g++"))
+    with config.patch({"cpp.cxx": no_compiler} if HAS_CXX else {}):
+        with pytest.raises(ConfigurationError, match=r"ModelExport\(formats=\['onnx', 'aoti'\]\): " + refused):
+            ModelExport(formats=["onnx", "aoti"])
+        with pytest.raises(ConfigurationError, match=r"export\(formats=\['aoti'\]\): " + refused):
+            export(StructuredModel().eval(), structured_sample(2), tmp_path / "out", "model", formats=["aoti"])
+    assert not (tmp_path / "out").exists()
+
+
+@needs_cxx
 def test_the_callback_compiles_aoti_for_the_best_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = DigitsClassifier(best_epoch=1)

@@ -4,6 +4,7 @@ the export never saw, and compared with eager; ExecuTorch's bounds recorded and 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import torchvision
 from google.protobuf import text_format
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning_models import DigitsClassifier, digits_loaders
+from machine import HAS_BF16, needs_bf16
 from torch import nn
 from tritonclient.grpc import model_config_pb2
 
@@ -221,6 +223,7 @@ def test_bounds_are_what_the_program_was_planned_for_not_what_was_asked(tmp_path
         exported(torch.rand(planned + 1, 3, 64, 64))
 
 
+@needs_bf16
 def test_openvino_bf16_runs_in_bf16_verified_at_its_own_tolerance_and_only_when_named(tmp_path):
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
@@ -248,15 +251,41 @@ def test_openvino_bf16_runs_in_bf16_verified_at_its_own_tolerance_and_only_when_
 
 
 def test_bf16_is_refused_by_name_on_a_cpu_without_it(tmp_path, monkeypatch):
-    """What a CPU without avx512_bf16 or AMX reports to OpenVINO, stood in for on this one (which has it)."""
-    model = DictToDataclass().eval()
-    export(model, _mlp_inputs(4), tmp_path, "m", formats=["openvino-bf16"])
+    """ModelExport, export() and load() refuse bf16 on a CPU without it, before any work.
+
+    On such a CPU this is the product's own detection (OpenVINO's capabilities); on one with
+    bf16, a CPU without it is stood in for. The bf16 artifact is what a CPU with bf16 leaves
+    for load() to meet here: the float32 IR marked by the product's own pass, listed in the
+    manifest as that CPU's export lists it (no CPU without bf16 can export one).
+    """
     from lightning_deploy.exporting import options
+    from lightning_deploy.exporting.openvino_ir import to_bf16
     from lightning_deploy.runtime.backends import openvino as openvino_backend
 
-    monkeypatch.setattr(options, "has_bf16", lambda: False)
-    monkeypatch.setattr(openvino_backend, "has_bf16", lambda: False)
+    model = DictToDataclass().eval()
+    manifest = export(model, _mlp_inputs(4), tmp_path, "m", formats=["openvino"])
+    to_bf16(tmp_path / "m.openvino.xml", tmp_path / "m.bf16.openvino.xml")
+    files = ("m.bf16.openvino.xml", "m.bf16.openvino.bin")
+    sha = {name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() for name in files}
+    bf16 = {**manifest["artifacts"][0], "format": "openvino-bf16", "path": "m.bf16.openvino.xml",
+            "files": sorted(sha), "sha256": sha["m.bf16.openvino.xml"],
+            "side_files_sha256": {"m.bf16.openvino.bin": sha["m.bf16.openvino.bin"]}}  # fmt: skip
+    manifest["artifacts"].append(bf16)
+    (tmp_path / "m.export.json").write_text(json.dumps(manifest))
+    if HAS_BF16:
+        monkeypatch.setattr(options, "has_bf16", lambda: False)
+        monkeypatch.setattr(openvino_backend, "has_bf16", lambda: False)
+    else:
+        assert "BF16" not in openvino_backend.cpu_capabilities()
     with pytest.raises(ConfigurationError, match=r"ModelExport\(formats=.*no bfloat16 arithmetic.*HINT: drop"):
         ModelExport(formats=["openvino", "openvino-bf16"])
+    with pytest.raises(ConfigurationError, match=r"export\(formats=.*asks for openvino-bf16.*no bfloat16"):
+        export(model, _mlp_inputs(4), tmp_path / "again", "m", formats=["openvino", "openvino-bf16"])
+    assert not (tmp_path / "again").exists()  # refused before anything was written
     with pytest.raises(LoadError, match=r"no bfloat16 arithmetic.*HINT: use the float32 'openvino' artifact"):
         load(tmp_path / "m.export.json", format="openvino-bf16")
+    # the float32 IR beside it still runs
+    got = load(tmp_path / "m.export.json", format="openvino")(*_mlp_inputs(3, seed=5))
+    with torch.no_grad():
+        want = model(*_mlp_inputs(3, seed=5))
+    np.testing.assert_allclose(got.logits, want.logits.numpy(), atol=1e-4, rtol=1e-4)

@@ -206,7 +206,9 @@ class SmallCNN(nn.Module):
 def test_labelled_data_calibrates_static_int8_of_convolutions(tmp_path):
     """With accuracy_data, int8 is static QDQ: Conv and Gemm quantised with calibrated ranges, checked at int8_rtol.
 
-    Dynamic int8 (the head alone) verifies too; both are timed and static, the faster, is kept.
+    Dynamic int8 (the head alone) verifies too; both are timed and the faster here is kept. That
+    has been static on every CPU measured (with VNNI and without), but which one wins is this
+    CPU's timing, so the file is checked as the variant the manifest says was kept.
     """
     model = SmallCNN().eval()
     generator = torch.Generator().manual_seed(4)
@@ -218,15 +220,20 @@ def test_labelled_data_calibrates_static_int8_of_convolutions(tmp_path):
     assert artifact["ok"] and artifact["verified"], artifact["error"]
     (static, dynamic) = artifact["attempts"]
     assert (static["variant"], static["ok"], dynamic["variant"], dynamic["ok"]) == ("static", True, "dynamic", True)
-    assert 0 < static["ms_per_call"] < dynamic["ms_per_call"]
     derived = artifact["derived"]
-    assert derived["pass"].startswith("onnxruntime quantize_static (QDQ")
-    assert derived["chosen"].startswith(f"faster here: {static['ms_per_call']} ms")
-    assert derived["calibration_batches"] == 11  # CALIBRATION_BATCHES (8) of the 10, and the 3 checks' samples
+    kept, other = (static, dynamic) if derived["pass"].startswith("onnxruntime quantize_static") else (dynamic, static)
+    assert 0 < kept["ms_per_call"] <= other["ms_per_call"]
+    assert derived["chosen"].startswith(f"faster here: {kept['ms_per_call']} ms")
     ops = _ops(tmp_path / artifact["path"])
-    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and "Conv" in ops
     weight_dtype = "int8" if vnni_flag() else "uint8"
-    assert _weight_bytes(tmp_path / artifact["path"]).get(weight_dtype, 0) > 0, "the convolutions' weights are int8"
+    if kept is static:
+        assert derived["pass"].startswith("onnxruntime quantize_static (QDQ")
+        assert derived["calibration_batches"] == 11  # CALIBRATION_BATCHES (8) of the 10, and the 3 checks' samples
+        assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and "Conv" in ops
+        assert _weight_bytes(tmp_path / artifact["path"]).get(weight_dtype, 0) > 0, "the convolutions' weights"
+    else:
+        assert derived["pass"].startswith("onnxruntime quantize_dynamic")
+        assert "DynamicQuantizeLinear" in ops and "MatMulInteger" in ops and "Conv" in ops  # the head alone
     assert 1e-4 < artifact["max_rel_diff"] <= 0.05
     accuracy = artifact["accuracy"]
     assert accuracy["samples"] == 80 and accuracy["eager"] == 1.0 and abs(accuracy["delta"]) <= 0.05

@@ -23,7 +23,6 @@ verified from disk like every other artifact, the int8 one at its own tolerance.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from lightning_deploy.errors import ExportError
+from lightning_deploy.runtime.placement import cpu_flags
 
 __all__ = ["optimize_for_cpu", "quantize_int8", "vnni_flag"]
 
@@ -146,15 +146,11 @@ def vnni_flag(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     ONNX Runtime's int8 GEMM multiplies u8 activations by s8 weights. With VNNI that is exact
     and signed weights are faster (measured here on a TransformerEncoder: s8 2.50x eager, u8
     2.18x, errors 3.6e-3 and 3.1e-3 of scale); without it (AVX2's ``vpmaddubsw``) pairs of
-    products saturate at int16, which unsigned weights avoid. Neither onnxruntime nor numpy
-    reports CPU flags, so they are read from ``/proc/cpuinfo`` (Linux); elsewhere the safe
-    choice, unsigned, is made.
+    products saturate at int16, which unsigned weights avoid. The flags are Linux's
+    (:func:`~lightning_deploy.runtime.placement.cpu_flags`); elsewhere the safe choice,
+    unsigned, is made.
     """
-    try:
-        text = cpuinfo.read_text()
-    except OSError:
-        return None
-    flags = set(re.findall(r"^flags\s*:\s*(.*)$", text, re.MULTILINE)[0].split()) if "flags" in text else set()
+    flags = cpu_flags(cpuinfo)
     return next((flag for flag in ("avx512_vnni", "avx_vnni") if flag in flags), None)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.exporting.dynamic import BATCH_AXIS
 from lightning_deploy.formats import METHODS, NAMES, by_name
-from lightning_deploy.runtime.backends.openvino import has_bf16
+from lightning_deploy.runtime.backends.openvino import cpu_capabilities, has_bf16
 
 __all__ = ["FORMATS", "METHODS", "ExportOptions", "methods_for"]
 
@@ -111,8 +111,13 @@ class ExportOptions:
         bf16 = [f for f in formats if by_name(f).precision == "bfloat16"]
         if bf16 and not has_bf16():
             self._fail("formats", f"asks for {bf16[0]}, but this CPU has no bfloat16 arithmetic (OpenVINO's CPU"
-                       " capabilities lack BF16: it needs avx512_bf16 or AMX), so it would not run as verified",
+                       f" capabilities here are {', '.join(cpu_capabilities())}, without BF16: it needs avx512_bf16"
+                       " or AMX), so it would not run as verified",
                        f"drop {bf16[0]!r} and keep 'openvino' (float32), or export on a CPU that has bf16")  # fmt: skip
+        if "aoti" in formats and (no_compiler := _no_cxx_compiler()):
+            self._fail("formats", f"asks for aoti, which compiles C++, and torch finds no compiler ({no_compiler})",
+                       "install g++ (apt-get install g++) or name one in the CXX environment variable,"
+                       " or drop 'aoti'")  # fmt: skip
         return tuple(formats)
 
     def _check_method(self) -> None:
@@ -176,3 +181,15 @@ class ExportOptions:
                 self._fail("executorch_bounds", f"gives {axis!r} the size {size!r}; a bound is a whole number >= 2",
                            f"pass e.g. {example}")  # fmt: skip
         return dict(bounds)
+
+
+def _no_cxx_compiler() -> str | None:
+    """Why AOTInductor could not compile here (torch's own compiler search: ``CXX``, else g++), or None."""
+    from torch._inductor.cpp_builder import get_cpp_compiler
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler as err:
+        return str(err)
+    return None

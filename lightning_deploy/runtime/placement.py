@@ -11,14 +11,27 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 from lightning_deploy.errors import LoadError
 from lightning_deploy.formats import FORMATS
 
-__all__ = ["COMPILED_FORMATS", "choose_device", "device_index", "normalise_device", "torch_has_device"]
+__all__ = [
+    "COMPILED_FORMATS",
+    "CPU_FEATURES",
+    "choose_device",
+    "cpu_features",
+    "cpu_flags",
+    "device_index",
+    "normalise_device",
+    "torch_has_device",
+]
 
 # Formats compiled for the device they were exported on: they run there and nowhere else.
 COMPILED_FORMATS = tuple(fmt.name for fmt in FORMATS if fmt.compiled)
+# The CPU flags that decide which low-precision artifacts can be made and how fast they run:
+# VNNI for int8 (exact signed weights), avx512_bf16 or AMX for OpenVINO's bfloat16.
+CPU_FEATURES = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 _DEVICE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
 
 
@@ -37,6 +50,29 @@ def normalise_device(device: str, owner: str = "load") -> str:
     if kind == "cpu":
         return "cpu"
     return "cuda" if index in (None, "0") else f"cuda:{int(index)}"
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """This CPU's feature flags as Linux lists them (``avx2``, ``avx512_vnni``, ``avx512_bf16``, ...).
+
+    Empty where ``cpuinfo`` cannot be read (not Linux), so a caller makes its safe choice there.
+    Neither onnxruntime nor numpy reports CPU features, and torch only names its kernels' level;
+    the int8 weight choice, the benchmarks' machine line and the tests' skips need the flags.
+    """
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return frozenset()
+    found = re.search(r"^flags\s*:\s*(.*)$", text, re.MULTILINE)
+    return frozenset(found.group(1).split()) if found else frozenset()
+
+
+def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """Those of :data:`CPU_FEATURES` this CPU has, comma-separated, for a table's or a test run's machine line."""
+    flags = cpu_flags(cpuinfo)
+    if not flags:
+        return "CPU flags unknown"
+    return ", ".join(f for f in CPU_FEATURES if f in flags) or "none of " + ", ".join(CPU_FEATURES)
 
 
 def device_index(device: str) -> int:

@@ -19,6 +19,7 @@ __all__ = [
     "MISSING_DEVICE_HINT",
     "PRECISION_KEY",
     "RUNTIME",
+    "cpu_capabilities",
     "has_bf16",
     "has_device",
     "open_runner",
@@ -34,11 +35,16 @@ MISSING_DEVICE_HINT = (
 PRECISION_KEY = ["runtime_options", "INFERENCE_PRECISION_HINT"]
 
 
-def has_bf16() -> bool:
-    """Whether OpenVINO's CPU plugin computes in bfloat16 here (``avx512_bf16`` or AMX): its own capability list."""
+def cpu_capabilities() -> list[str]:
+    """OpenVINO's CPU plugin's ``OPTIMIZATION_CAPABILITIES`` here (``FP32``, ``INT8``, ``BF16`` where it has it)."""
     import openvino
 
-    return "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return list(openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes in bfloat16 here (``avx512_bf16`` or AMX): its own capability list."""
+    return "BF16" in cpu_capabilities()
 
 
 def require_bf16(what: str) -> None:
@@ -47,9 +53,10 @@ def require_bf16(what: str) -> None:
         from lightning_deploy.errors import LoadError
 
         raise LoadError(
-            f"{what}: this CPU has no bfloat16 arithmetic (OpenVINO's CPU capabilities lack BF16; it needs"
-            " avx512_bf16 or AMX), so a bf16 artifact would not run as verified. HINT: use the float32"
-            " 'openvino' artifact here, or make and run the bf16 one on a CPU that has it."
+            f"{what}: this CPU has no bfloat16 arithmetic (OpenVINO's CPU capabilities here are"
+            f" {', '.join(cpu_capabilities())}, without BF16; it needs avx512_bf16 or AMX), so a bf16 artifact would"
+            " not run as verified. HINT: use the float32 'openvino' artifact here, or make and run the bf16 one on a"
+            " CPU that has it."
         )
 
 
