@@ -26,6 +26,8 @@ exec $(command -v g++) "\${@/-march=native/-march=$march}"
 WRAPPER
 chmod +x "$scratch/g++"
 export CXX=$scratch/g++
+# inductor compiles in a pool of forked workers, which qemu 7.2 aborts in (qemu_plugin_vcpu_init_hook): one process
+export TORCHINDUCTOR_COMPILE_THREADS=1
 # qemu warns once per CPU feature TCG lacks (xsaves, ...): noise, not the command's output
 unshare --mount --propagation private -- bash -c 'mount --bind "$1" /proc/cpuinfo && shift && exec qemu-x86_64 -cpu "$0" "$@"' \
     "$cpu" "$cpuinfo" "$@" 2> >(grep -v "TCG doesn't support requested feature" >&2)
