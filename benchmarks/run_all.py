@@ -1,6 +1,6 @@
 """Run every benchmark once, in sequence, and rewrite ``docs/performance.md`` from their output.
 
-Run: ``.venv/bin/python benchmarks/run_all.py`` (about 15 minutes on 2 cores). Each script runs
+Run: ``.venv/bin/python benchmarks/run_all.py`` (about 35 minutes on 2 cores, serving.py 23 of them). Each script runs
 in its own process with ``--doc``, so each writes its own section of the page.
 """
 
