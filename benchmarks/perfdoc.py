@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from lightning_deploy.runtime.placement import cpu_features
+from lightning_deploy.runtime.placement import cpu_features, cpu_name
 
 DOC = Path(__file__).parents[1] / "docs" / "performance.md"
 _PACKAGES = ("torch", "onnxruntime", "onnx", "onnxscript", "lightning", "numpy", "lightning-deploy")
@@ -39,11 +39,7 @@ def argument_parser(description: str) -> argparse.ArgumentParser:
 
 def machine() -> str:
     """The CPU with the flags that decide int8 and bf16, its cores and the versions of the stack, in one line."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
-        cpu = found.group(1) if found else cpu
+    cpu = cpu_name() or platform.processor() or platform.machine()
     import os
 
     versions = ", ".join(f"{name} {_version(name)}" for name in _PACKAGES)

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import os
 import platform
-import re
-from pathlib import Path
 
 import pytest
 
 from lightning_deploy.exporting.options import _no_cxx_compiler
 from lightning_deploy.runtime.backends.openvino import cpu_capabilities, has_bf16
-from lightning_deploy.runtime.placement import cpu_features
+from lightning_deploy.runtime.placement import cpu_features, cpu_name
 
 HAS_BF16 = has_bf16()
 NO_BF16 = (
@@ -34,9 +32,7 @@ needs_cxx = pytest.mark.skipif(not HAS_CXX, reason=f"aoti compiles C++, and torc
 
 def describe() -> str:
     """The CPU, its cores, the flags that decide int8 and bf16, and OpenVINO's view: pytest's header line."""
-    cpuinfo = Path("/proc/cpuinfo")
-    found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE) if cpuinfo.exists() else None
-    model = found.group(1) if found else platform.processor() or platform.machine()
+    model = cpu_name() or platform.processor() or platform.machine()
     return (
         f"CPU: {model}, {os.cpu_count()} cores; flags: {cpu_features()};"
         f" OpenVINO CPU capabilities: {', '.join(cpu_capabilities())}"

@@ -22,6 +22,7 @@ __all__ = [
     "choose_device",
     "cpu_features",
     "cpu_flags",
+    "cpu_name",
     "device_index",
     "normalise_device",
     "torch_has_device",
@@ -65,6 +66,15 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
         return frozenset()
     found = re.search(r"^flags\s*:\s*(.*)$", text, re.MULTILINE)
     return frozenset(found.group(1).split()) if found else frozenset()
+
+
+def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's model name as Linux gives it (``AMD EPYC``), or None where ``cpuinfo`` cannot be read."""
+    try:
+        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return found.group(1) if found else None
 
 
 def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
