@@ -44,10 +44,11 @@ MOVED = {
     "lightning_deploy.serving_io": "lightning_deploy.serving.codec",
     "lightning_deploy.triton": "lightning_deploy.serving.triton",
     "lightning_deploy.flat_files": "lightning_deploy.serving.flat_files",
+    "lightning_deploy.compare": "lightning_deploy.verification.compare",
     **{
         f"lightning_deploy.{name}": f"lightning_deploy.exporting.{name}"
         for name in (
-            "engine", "plan", "checks", "verify", "compare", "eager", "adapters", "dynamic", "options", "latency",
+            "engine", "plan", "checks", "eager", "adapters", "dynamic", "options", "latency",
             "accuracy", "onnx_passes", "progress", "requires", "detectron2",
         )
     },

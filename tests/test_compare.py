@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lightning_deploy.exporting.compare import compare_leaves
-from lightning_deploy.exporting.detections import compare_detections, detection_groups
+from lightning_deploy.verification.compare import compare_leaves
+from lightning_deploy.verification.detections import compare_detections, detection_groups
 
 NAMES = ["out.0.boxes", "out.0.labels", "out.0.scores"]
 KINDS = ["boxes", "labels", "scores"]

@@ -18,16 +18,18 @@ ALLOWED = {
     "errors": set(),
     "artifact": {"formats", "errors"},
     "runtime": {"artifact", "formats", "errors"},
-    "exporting": {"runtime", "artifact", "formats", "errors"},
-    "serving": {"runtime", "artifact", "formats", "errors"},
-    "lightning": {"exporting", "tracking", "runtime", "artifact", "report", "formats", "errors"},
-    "tracking": {"runtime", "artifact", "formats", "errors"},
+    "verification": {"runtime", "artifact", "formats", "errors"},
+    "exporting": {"verification", "runtime", "artifact", "formats", "errors"},
+    "serving": {"verification", "runtime", "artifact", "formats", "errors"},
+    "lightning": {"exporting", "tracking", "verification", "runtime", "artifact", "report", "formats", "errors"},
+    "tracking": {"verification", "runtime", "artifact", "formats", "errors"},
     "report": {"artifact", "formats", "errors"},
-    "cli": {"lightning", "serving", "runtime", "artifact", "report", "formats", "errors"},
+    "cli": {"lightning", "serving", "verification", "runtime", "artifact", "report", "formats", "errors"},
     "_compat": set(),
-    "__init__": {"_compat", "runtime", "exporting", "lightning", "errors"},
+    "__init__": {"_compat", "runtime", "verification", "exporting", "lightning", "errors"},
 }
-TORCH_FREE = {"formats", "errors", "artifact", "report", "_compat"}  # never import torch or onnx, anywhere
+# never import torch or onnx, anywhere
+TORCH_FREE = {"formats", "errors", "artifact", "verification", "report", "_compat"}
 
 
 def _modules() -> list[Path]:

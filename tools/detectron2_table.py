@@ -98,8 +98,8 @@ def run_case(name: str, route: str, root: Path, out: Path) -> dict[str, Any]:
 def recheck(manifest_path: Path) -> dict[str, Any]:
     """In a process without detectron2: every ok artifact through ``load()`` at each re-check image."""
     from lightning_deploy import load
-    from lightning_deploy.exporting.compare import named_leaves
-    from lightning_deploy.exporting.detections import compare_outputs
+    from lightning_deploy.verification.compare import named_leaves
+    from lightning_deploy.verification.detections import compare_outputs
 
     try:
         import detectron2  # noqa: F401

@@ -49,7 +49,7 @@ def relative_difference(got: Any, want: Any) -> float:
 
     Leaves are matched by path (``named_leaves``), so a wrong key or field is a difference too.
     """
-    from lightning_deploy.exporting.compare import named_leaves
+    from lightning_deploy.verification.compare import named_leaves
 
     got_leaves, want_leaves = named_leaves(got, "out"), named_leaves(want, "out")
     if list(got_leaves) != list(want_leaves) or not want_leaves:

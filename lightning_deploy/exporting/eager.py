@@ -23,10 +23,10 @@ from torch import nn
 
 from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.exporting.adapters import FlatTree
-from lightning_deploy.exporting.compare import compare_leaves
 from lightning_deploy.exporting.dynamic import DynamicDims
 from lightning_deploy.exporting.options import ExportOptions
 from lightning_deploy.runtime.calling import Call
+from lightning_deploy.verification.compare import compare_leaves
 
 __all__ = ["attention_fast_path", "changed_dims", "fast_path_agreement", "run_eager"]
 

@@ -9,8 +9,7 @@ model and the machine (docs/performance.md). And int8 has two passes that can bo
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,40 +18,12 @@ import torch
 
 from lightning_deploy.runtime.backends import runtime_module
 from lightning_deploy.runtime.model import ExportedModel
+from lightning_deploy.verification.timing import seconds_per_call
 
 if TYPE_CHECKING:
     from lightning_deploy.exporting.work import Work
 
-__all__ = ["onnx_seconds_per_call", "seconds_per_call", "time_artifacts"]
-
-ROUNDS = 7
-BLOCK_SECONDS = 0.03
-WARM_UP_CALLS = 3
-
-
-def seconds_per_call(calls: Sequence[Callable[[], Any]], rounds: int = ROUNDS) -> list[float]:
-    """Seconds per call of each of ``calls``, taking turns in blocks of about 30 ms.
-
-    After three warm-up calls each, the calls take turns in ``rounds`` rounds of one block
-    each; per call the fastest block's mean counts (noise on a shared machine only adds
-    time: measured here, the same file's blocks differ by 20%, its fastest blocks by a few
-    percent). Taking turns spreads the machine's drift over all of them alike.
-    """
-    blocks = []
-    for call in calls:
-        for _ in range(WARM_UP_CALLS):
-            start = time.perf_counter()
-            call()
-        blocks.append(max(1, round(BLOCK_SECONDS / max(time.perf_counter() - start, 1e-6))))
-    best = [float("inf")] * len(calls)
-    for _ in range(rounds):
-        for index, (call, block) in enumerate(zip(calls, blocks)):
-            start = time.perf_counter()
-            for _ in range(block):
-                call()
-            best[index] = min(best[index], (time.perf_counter() - start) / block)
-    return best
-
+__all__ = ["onnx_seconds_per_call", "time_artifacts"]
 
 def onnx_seconds_per_call(
     paths: Sequence[Path],

@@ -21,8 +21,8 @@ from lightning_deploy.exporting.methods import EXPORTERS, Capture
 from lightning_deploy.exporting.options import ExportOptions
 from lightning_deploy.exporting.plan import Plan
 from lightning_deploy.exporting.progress import StepLog
-from lightning_deploy.exporting.verify import Verification
 from lightning_deploy.formats import by_name
+from lightning_deploy.verification.outcome import Verification
 
 __all__ = ["Attempt", "Work", "result"]
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lightning_deploy.exporting.compare import LeafDiff, compare_leaf, compare_leaves
+from lightning_deploy.verification.compare import LeafDiff, compare_leaf, compare_leaves
 
 __all__ = ["DetectionMatch", "compare_detections", "compare_outputs", "detection_groups"]
 
