@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["onnx_seconds_per_call", "time_artifacts"]
 
+
 def onnx_seconds_per_call(
     paths: Sequence[Path],
     input_names: Sequence[str],
