@@ -29,12 +29,14 @@ __all__ = [
     "StructureError",
     "export",
     "load",
+    "verify",
 ]
 
 _LAZY = {
     "load": "lightning_deploy.runtime.loading",  # torch-free: numpy, and onnxruntime once an artifact opens
     "export": "lightning_deploy.exporting.engine",
     "ModelExport": "lightning_deploy.lightning.callback",
+    "verify": "lightning_deploy.verification.rerun",  # torch-free, as load()
     "CheckpointError": "lightning_deploy.errors",
     "ConfigurationError": "lightning_deploy.errors",
     "ExportError": "lightning_deploy.errors",
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
     from lightning_deploy.exporting.engine import export
     from lightning_deploy.lightning.callback import ModelExport
     from lightning_deploy.runtime.loading import load
+    from lightning_deploy.verification.rerun import verify
 
 
 def __getattr__(name: str) -> Any:

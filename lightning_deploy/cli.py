@@ -2,6 +2,7 @@
 
     lightning-deploy export --ckpt_path PATH [--model CLASS_PATH] [--config YAML] [ModelExport options]
     lightning-deploy show PATH
+    lightning-deploy verify PATH [--format F ...] [--device D] [--no-record]
     lightning-deploy run ARTIFACT --input FILE [--output FILE.npz]
     lightning-deploy serve PATH [--port 8000] [--host 127.0.0.1] [--workers N] [--timeout S] [--api-key-env NAME]
     lightning-deploy triton PATH --repository DIR [--name NAME] [--max-batch-size N]
@@ -68,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("show", help="print a manifest as a table", description="Print a manifest as a table.")
     show.add_argument("path", help="a manifest (STEM.export.json) or one of its artifacts")
+
+    verify = commands.add_parser(
+        "verify", help="re-check the artifacts on their golden samples here", description=_VERIFY_DESCRIPTION,
+        allow_abbrev=False,
+    )  # fmt: skip
+    verify.add_argument("path", help="a manifest (STEM.export.json) or one of its artifacts")
+    verify.add_argument("--format", nargs="+", dest="formats", metavar="F", help="only these artifacts (default: all)")
+    verify.add_argument("--device", help="cpu, cuda or cuda:N (default: each artifact's own, as load() chooses)")
+    verify.add_argument("--no-record", action="store_true", help="do not add this host's record to the manifest")
 
     run = commands.add_parser(
         "run", help="run an artifact on inputs from a file", description=_RUN_DESCRIPTION, allow_abbrev=False
@@ -141,7 +151,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_DESCRIPTION = "Verified deployable artifacts from Lightning checkpoints: export, show, run, serve, triton."
+_DESCRIPTION = "Verified deployable artifacts from Lightning checkpoints: export, show, verify, run, serve, triton."
+_VERIFY_DESCRIPTION = (
+    "Run every artifact through load() on the golden samples shipped beside it (STEM.samples.npz), compare with"
+    " the eager outputs by the export's rules and tolerances, time them, print a table and add this host's record"
+    " to the manifest's verified_on. Exit 0 when every artifact the manifest calls ok reproduces here, 1 when one"
+    " does not (naming the check, the leaf and the difference), 2 on bad usage."
+)
 _RUN_DESCRIPTION = "Run an artifact through load() and print or save its outputs."
 _SERVE_DESCRIPTION = (
     "Serve an artifact over HTTP with LitServe: POST /predict (JSON or .npz), GET /health, GET /metrics"
@@ -176,6 +192,27 @@ def _show(config: Any, argv: list[str]) -> int:
     made_with = f"torch {versions.get('torch')}, onnxruntime {versions.get('onnxruntime')}"
     print(f"created {manifest.get('created')} with {made_with}")
     return 0 if manifest.get("ok") else 1
+
+
+def _verify(config: Any, argv: list[str]) -> int:
+    from lightning_deploy.errors import ConfigurationError, IntegrityError
+    from lightning_deploy.report import print_verification
+    from lightning_deploy.runtime.placement import normalise_device
+    from lightning_deploy.verification.rerun import verify
+
+    device = None if config.device is None else normalise_device(config.device, "--device")
+    try:
+        result = verify(config.path, config.formats, device, record=not config.no_record)
+    except ConfigurationError as err:
+        raise CommandError(str(err)) from None
+    except IntegrityError as err:  # the samples were changed: a failed verification, not a usage mistake
+        print(f"lightning-deploy verify: FAILED {err}", file=sys.stderr)
+        return 1
+    print_verification(result.manifest.name, result.host, result.artifacts, result.recorded if not config.no_record
+                       else "not recorded (--no-record)")  # fmt: skip
+    for line in result.failures:
+        print(f"lightning-deploy verify: FAILED {line}", file=sys.stderr)
+    return 0 if result.ok else 1
 
 
 def _run(config: Any, argv: list[str]) -> int:
@@ -263,7 +300,7 @@ def _numpy(value: Any) -> Any:
     return to_numpy(value)
 
 
-_COMMANDS = {"show": _show, "run": _run, "serve": _serve, "triton": _triton}
+_COMMANDS = {"show": _show, "verify": _verify, "run": _run, "serve": _serve, "triton": _triton}
 
 if __name__ == "__main__":
     raise SystemExit(main())

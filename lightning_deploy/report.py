@@ -13,7 +13,7 @@ from rich.table import Table
 
 from lightning_deploy.artifact.resolve import default_artifact
 
-__all__ = ["print_report"]
+__all__ = ["print_report", "print_verification"]
 
 
 def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
@@ -43,8 +43,69 @@ def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
         )
     console = Console(width=max(120, Console().width))
     console.print(table)
+    if manifest.get("samples") is not None:
+        console.print(_samples_line(manifest["samples"]), highlight=False, soft_wrap=True)
+    for record in manifest.get("verified_on") or []:
+        console.print(_host_line(record), highlight=False, soft_wrap=True)
     for record in manifest.get("tracking") or []:
         console.print(_tracking_line(record), highlight=False, soft_wrap=True)  # run ids and URIs are copied whole
+
+
+def print_verification(
+    manifest_name: str, host: dict[str, Any], rows: list[dict[str, Any]], not_recorded: str | None
+) -> None:
+    """``lightning-deploy verify``'s table: per artifact, whether it reproduced here, the differences, ms a call."""
+    flags = ", ".join(host.get("flags") or []) or "none of the listed flags"
+    table = Table(title=f"lightning-deploy verify: {manifest_name} on {host.get('cpu')} ({flags})")
+    for column in ("format", "runtime", "device", "here", "max abs diff", "checks", "ms/call", "vs source", "error"):
+        table.add_column(column, overflow="fold")
+    colours = {"reproduced": "green", "differs": "red", "cannot run here": "yellow", "not ok at export": "dim"}
+    for row in rows:
+        diff, ms, checks = row.get("max_abs_diff"), row.get("ms_per_call"), row.get("checks") or []
+        speed = row.get("speedup_vs_source")
+        table.add_row(
+            row["format"],
+            row.get("runtime") or "-",
+            row.get("device") or "-",
+            f"[{colours.get(row['status'], 'white')}]{row['status']}[/]",
+            "-" if diff is None else f"{diff:.2e}",
+            f"{row.get('checks_passed', 0)}/{len(checks)}" if checks else "-",
+            "-" if ms is None else f"{ms:.3f}",
+            "-" if speed is None else (f"[red]{speed:.2f}x, slower[/]" if speed < 1 else f"{speed:.2f}x"),
+            (row.get("error") or "")[:400],
+        )
+    console = Console(width=max(120, Console().width))
+    console.print(table)
+    versions = ", ".join(f"{k} {v}" for k, v in (host.get("versions") or {}).items())
+    console.print(f"host {host.get('fingerprint')}: {versions}", highlight=False, soft_wrap=True)
+    console.print(not_recorded or f"recorded in {manifest_name} (verified_on)", highlight=False, soft_wrap=True)
+
+
+def _samples_line(samples: dict[str, Any]) -> str:
+    """The golden samples shipped with the artifacts: how many checks, the file's size, what the cap dropped."""
+    if not samples.get("path"):
+        return f"[yellow]golden samples: none shipped ({len(samples.get('dropped') or [])} checks dropped)[/]"
+    size = samples.get("bytes", 0) / 1e6
+    line = f"golden samples: {samples['path']}, {len(samples['checks'])} checks, {size:.2f} MB"
+    line += f" (cap {samples['max_mb']} MB)"
+    dropped = "; ".join(f"{d['source']} ({d['reason']})" for d in samples.get("dropped") or [])
+    return line + (f"; dropped: {dropped}" if dropped else "")
+
+
+def _host_line(record: dict[str, Any]) -> str:
+    """A ``verify`` record: the host, when, and how many artifacts reproduced there (those that did not, named)."""
+    host = record.get("host") or {}
+    rows = record.get("artifacts") or []
+    ran = [r for r in rows if r.get("status") in ("reproduced", "differs")]
+    failed = [r["format"] for r in rows if r.get("status") == "differs"]
+    slower = [r["format"] for r in rows if r.get("slower_than_source")]
+    line = (f"verified on {host.get('cpu')} ({', '.join(host.get('flags') or [])}) {record.get('verified')}:"
+            f" {len(ran) - len(failed)}/{len(ran)} reproduced")  # fmt: skip
+    if failed:
+        line += f", [red]differ: {', '.join(failed)}[/]"
+    if slower:
+        line += f", [yellow]slower than their source there: {', '.join(slower)}[/]"
+    return line
 
 
 def _tracking_line(record: dict[str, Any]) -> str:

@@ -27,6 +27,7 @@ __all__ = [
     "artifact_name",
     "failure_manifest",
     "header",
+    "host_timings",
     "json_safe",
     "manifest_path",
     "read_manifest",
@@ -112,6 +113,24 @@ def versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             found[name] = None
     return found
+
+
+def host_timings(manifest: Mapping[str, Any], fingerprint: str, device: str | None) -> dict[str, float]:
+    """Milliseconds per call by format that ``verify`` measured on the host ``fingerprint``, on ``device``.
+
+    From the manifest's ``verified_on`` record of that host (one per host); only artifacts that
+    reproduced there. Empty where the host has no record.
+    """
+    where = device or "cpu"
+    for record in manifest.get("verified_on") or []:
+        if isinstance(record, Mapping) and record.get("fingerprint") == fingerprint:
+            return {
+                row["format"]: float(row["ms_per_call"])
+                for row in record.get("artifacts") or []
+                if isinstance(row, Mapping) and row.get("ok") and isinstance(row.get("ms_per_call"), (int, float))
+                and (row.get("device") or "cpu") == where
+            }  # fmt: skip
+    return {}
 
 
 def json_safe(value: float | None) -> float | None:

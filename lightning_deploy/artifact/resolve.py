@@ -15,7 +15,7 @@ from typing import Any
 
 from lightning_deploy.artifact.entry import ArtifactEntry
 from lightning_deploy.artifact.files import sha256_file
-from lightning_deploy.artifact.manifest import SUFFIXES, manifest_path, read_manifest
+from lightning_deploy.artifact.manifest import SUFFIXES, host_timings, manifest_path, read_manifest
 from lightning_deploy.artifact.validate import check_entry, contained_file
 from lightning_deploy.errors import IntegrityError, LoadError
 from lightning_deploy.formats import by_name, preferred_order
@@ -45,13 +45,15 @@ def resolve_artifact(
     format: str | None = None,  # noqa: A002 - the manifest's word
     verified_only: bool = True,
     device: str | None = None,
+    host: Callable[[], str] | None = None,
 ) -> ResolvedArtifact:
     """Everything ``load`` checks before it opens a runtime: the manifest, the entry, its files.
 
     For callers that open the artifact elsewhere (a server's worker) and want its errors early.
     ``device`` (normalised, ``load(device=...)``) decides whether the export's timings apply
-    (:func:`default_artifact`). Raises :class:`LoadError` as ``load`` does; the sha256 check is
-    :meth:`ResolvedArtifact.check_files`.
+    (:func:`default_artifact`); ``host`` gives this machine's fingerprint, asked only where the
+    manifest holds ``verify`` records, whose timings taken here then rank the artifacts instead.
+    Raises :class:`LoadError` as ``load`` does; the sha256 check is :meth:`ResolvedArtifact.check_files`.
     """
     path = Path(path)
     manifest_file = manifest_path(path)
@@ -61,7 +63,8 @@ def resolve_artifact(
         raise LoadError(f"{manifest_file}: 'artifacts' is not a list. HINT: the manifest is damaged; re-export.")
     for candidate in entries:
         check_entry(candidate, manifest_file, SUFFIXES)
-    entry = ArtifactEntry.from_json(_select_artifact(manifest, manifest_file, path, format, device))
+    here = host_timings(manifest, host(), device) if host is not None and manifest.get("verified_on") else None
+    entry = ArtifactEntry.from_json(_select_artifact(manifest, manifest_file, path, format, device, here))
     if verified_only and not entry.ok:
         raise LoadError(
             f"{manifest_file}: the {entry.format} artifact failed at export: {entry.error}."
@@ -116,7 +119,12 @@ def sha256_in_background(paths: list[Path]) -> Callable[[], dict[Path, str]]:
 
 
 def _select_artifact(
-    manifest: Mapping[str, Any], manifest_file: Path, path: Path, fmt: str | None, device: str | None
+    manifest: Mapping[str, Any],
+    manifest_file: Path,
+    path: Path,
+    fmt: str | None,
+    device: str | None,
+    here: Mapping[str, float] | None,
 ) -> dict:
     """The entry of the artifact ``path`` names, or for a manifest the one of ``fmt`` or :func:`default_artifact`."""
     entries = manifest.get("artifacts", [])
@@ -130,7 +138,7 @@ def _select_artifact(
     if fmt is not None and fmt not in SUFFIXES:
         raise LoadError(f"load(format={fmt!r}): unknown format; valid formats are {list(SUFFIXES)}.")
     if fmt is None:
-        found = default_artifact(entries, device)
+        found = default_artifact(entries, device, here)
         if found is None:
             raise LoadError(f"{manifest_file} holds no artifact. HINT: export one first.")
         return found
@@ -140,9 +148,14 @@ def _select_artifact(
     return sorted(found, key=lambda e: not e.get("ok"))[0]
 
 
-def default_artifact(entries: Sequence[Mapping[str, Any]], device: str | None = None) -> Mapping[str, Any] | None:
+def default_artifact(
+    entries: Sequence[Mapping[str, Any]], device: str | None = None, here: Mapping[str, float] | None = None
+) -> Mapping[str, Any] | None:
     """The entry ``load(manifest)`` runs without ``format=``: the fastest verified one, where the timings apply.
 
+    ``here`` are the milliseconds per call ``verify`` measured on this machine (by format, on
+    the device the call will run on): where it timed any ok artifact at the default
+    tolerance, the fastest of those runs, since the export machine's ranking may not hold here.
     The export times every verified artifact through ``load()`` at the export sample
     (``ms_per_call``). Where every ok artifact at the default tolerance has a timing, all taken
     on the device the call will run on (``device``, or the CPU when ``None`` and they were
@@ -152,6 +165,9 @@ def default_artifact(entries: Sequence[Mapping[str, Any]], device: str | None = 
     """
     entries = [e for e in entries if e.get("format") in _PREFERENCE]  # `show` passes entries nothing checked
     full_precision = [e for e in entries if e.get("ok") and not by_name(e["format"]).lower_precision]
+    timed_here = [e for e in full_precision if e["format"] in (here or {})]
+    if timed_here:
+        return min(timed_here, key=lambda e: (here[e["format"]], _PREFERENCE.index(e["format"])))
     where = device or "cpu"
     timed = [e for e in full_precision if isinstance(e.get("ms_per_call"), (int, float))
              and (e.get("device") or "cpu") == where]  # fmt: skip

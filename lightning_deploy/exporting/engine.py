@@ -25,10 +25,12 @@ from lightning_deploy.exporting import detectron2
 from lightning_deploy.exporting.attempts import export_format, unbacked_sizes
 from lightning_deploy.exporting.checks import labelled_samples
 from lightning_deploy.exporting.eager import attention_fast_path
+from lightning_deploy.exporting.golden import write_golden_samples
 from lightning_deploy.exporting.latency import time_artifacts
 from lightning_deploy.exporting.options import ExportOptions
 from lightning_deploy.exporting.plan import make_plan
 from lightning_deploy.exporting.work import Work
+from lightning_deploy.verification.golden import DEFAULT_MAX_MB
 
 __all__ = ["export"]
 
@@ -52,6 +54,8 @@ def export(
     check_samples: Sequence[Any] | Mapping[str, Any] | None = None,
     executorch_bounds: Mapping[str, int] | None = None,
     bf16_rtol: float = 0.02,
+    golden_samples: bool = True,
+    golden_samples_max_mb: float = DEFAULT_MAX_MB,
 ) -> dict[str, Any]:
     """Export ``module`` to verified artifacts ``dirpath/stem.*`` and a manifest.
 
@@ -97,6 +101,11 @@ def export(
             sample's size for other axes, never less than a check needs; recorded in the
             entry's ``bounds``.
         bf16_rtol: ``rtol`` of the ``openvino-bf16`` artifact's verification.
+        golden_samples: write every check's inputs and eager outputs to ``STEM.samples.npz``
+            (numpy arrays by leaf name, listed in the manifest's ``samples`` with their sha256),
+            so that ``lightning-deploy verify`` re-checks the artifacts where they run.
+        golden_samples_max_mb: the samples' size cap: the largest checks are dropped first,
+            and the manifest records which.
 
     Returns:
         The manifest, also written to ``dirpath/stem.export.json``.
@@ -111,8 +120,9 @@ def export(
 
     """
     options = ExportOptions(
-        formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol, executorch_bounds, bf16_rtol
-    )
+        formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol, executorch_bounds,
+        bf16_rtol, golden_samples, golden_samples_max_mb,
+    )  # fmt: skip
     dirpath = _checked_target(module, dirpath, stem)
     # Captures and the eager reference take the plain attention path (eager.py); eval mode, no autograd.
     with contextlib.ExitStack() as stack:
@@ -128,11 +138,18 @@ def export(
             artifacts = [entry for entry, _ in results]
             unbacked_sizes(work, artifacts)
             time_artifacts(work, artifacts, [folder for _, folder in results])
-            manifest = json.loads(json.dumps(_manifest(work, artifacts, dirpath, checkpoint), allow_nan=False))
+            folders = [folder for _, folder in results if folder is not None]
+            samples = None
+            if options.golden_samples:
+                folders.append(staging / "golden-samples")
+                folders[-1].mkdir()
+                with work.steps.step("golden samples written"):
+                    samples = write_golden_samples(plan, folders[-1], stem, options.golden_samples_max_mb)
+            manifest = _manifest(work, artifacts, dirpath, checkpoint, samples)
+            manifest = json.loads(json.dumps(manifest, allow_nan=False))
             with install_lock(dirpath):  # the whole set moves in together, the manifest last
-                for _, folder in results:
-                    if folder is not None:
-                        move_into_place(folder, dirpath)
+                for folder in folders:
+                    move_into_place(folder, dirpath)
                 write_json_atomic(dirpath / (stem + MANIFEST_SUFFIX), manifest)
     return manifest
 
@@ -185,6 +202,7 @@ def _manifest(
     artifacts: list[dict[str, Any]],
     dirpath: Path,
     checkpoint: str | os.PathLike[str] | None,
+    samples: dict[str, Any] | None,
 ) -> dict[str, Any]:
     options = work.options
     return {
@@ -205,7 +223,10 @@ def _manifest(
             "bf16_rtol": options.bf16_rtol,
             "opset": options.opset,
             "executorch_bounds": options.executorch_bounds,
+            "golden_samples": options.golden_samples,
+            "golden_samples_max_mb": options.golden_samples_max_mb,
         },
         "artifacts": artifacts,
+        "samples": samples,
         "versions": versions(),
     }

@@ -16,6 +16,7 @@ from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.exporting.dynamic import BATCH_AXIS
 from lightning_deploy.formats import METHODS, NAMES, by_name
 from lightning_deploy.runtime.backends.openvino import cpu_capabilities, has_bf16
+from lightning_deploy.verification.golden import DEFAULT_MAX_MB
 
 __all__ = ["FORMATS", "METHODS", "ExportOptions", "methods_for"]
 
@@ -49,6 +50,9 @@ class ExportOptions:
         bf16_rtol: ``rtol`` of the ``openvino-bf16`` artifact, whose bfloat16 arithmetic (8
             bits of mantissa) differs from float32 by a few tenths of a percent of each output's
             scale (resnet18: 0.4%, measured here).
+        golden_samples: write every check's inputs and eager outputs beside the artifacts
+            (``STEM.samples.npz``), for ``lightning-deploy verify`` where they run.
+        golden_samples_max_mb: the samples' size cap; the largest checks are dropped first.
         owner: the call named in error messages (``export`` or ``ModelExport``).
 
     Raises:
@@ -67,17 +71,23 @@ class ExportOptions:
     int8_rtol: float = 0.05
     executorch_bounds: Mapping[str, int] | None = None
     bf16_rtol: float = 0.02
+    golden_samples: bool = True
+    golden_samples_max_mb: float = DEFAULT_MAX_MB
     owner: str = "export"
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
         set_("formats", self._checked_formats())
         self._check_method()
-        for name in ("dynamic_batch", "verify"):
+        for name in ("dynamic_batch", "verify", "golden_samples"):
             if not isinstance(getattr(self, name), bool):
                 self._fail(name, "must be True or False", f"pass {name}=True or {name}=False")
         for name in ("atol", "rtol", "int8_rtol", "bf16_rtol"):
             self._check_tolerance(name)
+        cap = self.golden_samples_max_mb
+        if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not math.isfinite(cap) or cap <= 0:
+            self._fail("golden_samples_max_mb", "must be a number of megabytes > 0",
+                       "pass e.g. golden_samples_max_mb=32, or golden_samples=False to write none")  # fmt: skip
         set_("dynamic_axes", self._checked_dynamic_axes())
         set_("executorch_bounds", self._checked_bounds())
         opset = self.opset

@@ -17,6 +17,7 @@ from lightning_deploy.artifact.resolve import (
     sha256_in_background,
 )
 from lightning_deploy.runtime.calling import bind_arguments
+from lightning_deploy.runtime.host import fingerprint
 from lightning_deploy.runtime.model import ExportedModel
 from lightning_deploy.runtime.placement import normalise_device
 
@@ -38,8 +39,9 @@ def load(
         path: ``STEM.onnx``, ``STEM.torchscript.pt``, ``STEM.pt2``, ``STEM.aoti.pt2`` or
             ``STEM.export.json``.
         format: with a manifest path, which artifact to run. Default: the fastest verified
-            one at the default tolerance, by the timings the export recorded on this device
-            (``ms_per_call``); without them, the first ``ok`` of onnx, torchscript, pt2, aoti, ...
+            one at the default tolerance, by the timings ``lightning-deploy verify`` took on this
+            machine where it ran here, else by those the export recorded on this device
+            (``ms_per_call``); without either, the first ``ok`` of onnx, torchscript, pt2, aoti, ...
             (``formats.py``'s preference). int8 and bf16 artifacts run only when named.
         verified_only: refuse an artifact that the manifest records as failed.
         threads: ONNX Runtime's intra-op threads (default: its own, one per physical core).
@@ -65,7 +67,8 @@ def load(
         >>> out = model({"x": x, "mask": mask})  # doctest: +SKIP
 
     """
-    resolved = resolve_artifact(path, format, verified_only, None if device is None else normalise_device(device))
+    where = None if device is None else normalise_device(device)
+    resolved = resolve_artifact(path, format, verified_only, where, host=fingerprint)
     digests = sha256_in_background(list(resolved.recorded))
     try:
         model = ExportedModel(resolved.manifest, resolved.entry, resolved.artifact, threads, providers, device)
