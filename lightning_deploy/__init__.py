@@ -62,9 +62,23 @@ if TYPE_CHECKING:
     from lightning_deploy.verification.rerun import verify
 
 
+# The training side's packages (the `train` extra); a deployment-side install has none of them.
+_TRAINING_PACKAGES = ("torch", "lightning", "onnx", "onnxscript", "jsonargparse", "yaml")
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        try:
+            module = importlib.import_module(_LAZY[name])
+        except ModuleNotFoundError as err:
+            if (err.name or "").partition(".")[0] not in _TRAINING_PACKAGES:
+                raise
+            raise ModuleNotFoundError(
+                f"lightning_deploy.{name} is on the training side and needs {err.name}, not installed here."
+                " HINT: pip install 'lightning-deploy[train]' (load, verify and serve need only the runtime).",
+                name=err.name,
+            ) from None
+        value = getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'lightning_deploy' has no attribute {name!r}")

@@ -30,7 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv[:1] == ["export"]:  # the one command whose parser needs jsonargparse
-            from lightning_deploy.lightning.export_command import parse_export, run_export
+            try:
+                from lightning_deploy.lightning.export_command import parse_export, run_export
+            except ModuleNotFoundError as err:
+                raise CommandError(f"export needs {err.name}. HINT: pip install 'lightning-deploy[train]'.") from None
 
             return run_export(parse_export(argv[1:]), argv)
         config = _parser().parse_args(argv)
