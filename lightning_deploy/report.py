@@ -37,7 +37,7 @@ def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
             "[green]yes[/]" if a["ok"] else "[red]no[/]",
             "-" if diff is None else f"{diff:.2e}",
             _checks(a),
-            "-" if ms is None else f"{ms:.3f}",
+            "-" if ms is None else f"{ms:.3f}" + _speed_note(a.get("speed")),
             (a.get("sha256") or "-")[:12],
             "\n".join([_file_note(a) if a["ok"] else (a["error"] or "")[:300], *_tracer_note(a)]),
         )
@@ -62,7 +62,7 @@ def print_verification(
     colours = {"reproduced": "green", "differs": "red", "cannot run here": "yellow", "not ok at export": "dim"}
     for row in rows:
         diff, ms, checks = row.get("max_abs_diff"), row.get("ms_per_call"), row.get("checks") or []
-        speed = row.get("speedup_vs_source")
+        speed = row.get("speed") or {}
         table.add_row(
             row["format"],
             row.get("runtime") or "-",
@@ -71,7 +71,7 @@ def print_verification(
             "-" if diff is None else f"{diff:.2e}",
             f"{row.get('checks_passed', 0)}/{len(checks)}" if checks else "-",
             "-" if ms is None else f"{ms:.3f}",
-            "-" if speed is None else (f"[red]{speed:.2f}x, slower[/]" if speed < 1 else f"{speed:.2f}x"),
+            _speed_note(speed).strip() or "-",
             (row.get("error") or "")[:400],
         )
     console = Console(width=max(120, Console().width))
@@ -79,6 +79,17 @@ def print_verification(
     versions = ", ".join(f"{k} {v}" for k, v in (host.get("versions") or {}).items())
     console.print(f"host {host.get('fingerprint')}: {versions}", highlight=False, soft_wrap=True)
     console.print(not_recorded or f"recorded in {manifest_name} (verified_on)", highlight=False, soft_wrap=True)
+
+
+def _speed_note(speed: dict[str, Any] | None) -> str:
+    """Beside ms a call: the artifact against eager and, for a derived format, its source (slower marked)."""
+    if not speed:
+        return ""
+    note = f"\n{speed['vs_eager']:.2f}x eager" if "vs_eager" in speed else ""
+    if "vs_source" in speed:
+        ratio = f"{speed['vs_source']:.2f}x {speed['source']}"
+        note += f"\n[red]{ratio}, slower[/]" if speed["slower_than_source"] else f"\n{ratio}"
+    return note
 
 
 def _samples_line(samples: dict[str, Any]) -> str:
@@ -98,7 +109,7 @@ def _host_line(record: dict[str, Any]) -> str:
     rows = record.get("artifacts") or []
     ran = [r for r in rows if r.get("status") in ("reproduced", "differs")]
     failed = [r["format"] for r in rows if r.get("status") == "differs"]
-    slower = [r["format"] for r in rows if r.get("slower_than_source")]
+    slower = [r["format"] for r in rows if (r.get("speed") or {}).get("slower_than_source")]
     line = (f"verified on {host.get('cpu')} ({', '.join(host.get('flags') or [])}) {record.get('verified')}:"
             f" {len(ran) - len(failed)}/{len(ran)} reproduced")  # fmt: skip
     if failed:

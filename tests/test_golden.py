@@ -193,3 +193,37 @@ def test_a_bad_cap_is_refused_before_any_file_is_written(tmp_path):
     with pytest.raises(ConfigurationError, match=r"golden_samples_max_mb=0\).*> 0"):
         export(torch.nn.Linear(4, 2), torch.randn(2, 4), tmp_path / "out", "model", golden_samples_max_mb=0)
     assert not (tmp_path / "out").exists()
+
+
+def test_each_artifact_is_timed_against_eager_and_a_derived_one_against_its_source(tmp_path):
+    from lightning_deploy.verification.timing import SLOWER
+
+    # int8 of one small Linear: quantising the input at each call costs more than int8 arithmetic saves
+    # (measured here: 0.87x its float ONNX at batch 2) - the case a user must be told about
+    manifest = export(torch.nn.Linear(8, 8), torch.randn(2, 8), tmp_path, "model", formats=["onnx", "onnx-int8"])
+    onnx, int8 = manifest["artifacts"]
+    for entry in (onnx, int8):
+        speed = entry["speed"]
+        assert speed["eager_ms_per_call"] > 0 and speed["vs_eager"] == pytest.approx(
+            speed["eager_ms_per_call"] / entry["ms_per_call"], rel=1e-2
+        )
+    assert "source" not in onnx["speed"]
+    speed = int8["speed"]
+    assert speed["source"] == "onnx" and speed["source_ms_per_call"] == pytest.approx(onnx["ms_per_call"], abs=1e-3)
+    assert speed["vs_source"] == pytest.approx(onnx["ms_per_call"] / int8["ms_per_call"], rel=2e-2)
+    assert speed["slower_than_source"] == (speed["vs_source"] < SLOWER)
+    show = [sys.executable, "-m", "lightning_deploy.cli", "show", str(tmp_path / "model.export.json")]
+    shown = subprocess.run(show, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert f"{speed['vs_source']:.2f}x onnx" + (", slower" if speed["slower_than_source"] else "") in shown.stdout
+    # verify on this host measures the same pair again, side by side, and says the same thing its own way
+    result = _verify_cli(tmp_path)
+    assert result.returncode == 0, result.stderr
+    row = json.loads((tmp_path / "model.export.json").read_text())["verified_on"][0]["artifacts"][1]
+    assert row["format"] == "onnx-int8" and row["speed"]["source"] == "onnx"
+    assert row["speed"]["slower_than_source"] == (row["speed"]["vs_source"] < SLOWER)
+
+
+def test_an_int8_export_alone_is_timed_against_the_float_file_it_was_made_from(tmp_path):
+    manifest = export(torch.nn.Linear(8, 8), torch.randn(2, 8), tmp_path, "model", formats=["onnx-int8"])
+    speed = manifest["artifacts"][0]["speed"]
+    assert speed["source"] == "onnx" and speed["source_ms_per_call"] > 0 and not (tmp_path / "model.onnx").exists()

@@ -44,6 +44,7 @@ class ArtifactEntry:
     derived: dict[str, Any] | None = None
     accuracy: dict[str, Any] | None = None
     ms_per_call: float | None = None  # verified: a call through load() at the export sample, timed beside the others
+    speed: dict[str, Any] | None = None  # against eager and, for a derived format, the file it came from
     error: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)
     attempts: list[dict[str, Any]] = dataclasses.field(default_factory=list)

@@ -9,16 +9,17 @@ model and the machine (docs/performance.md). And int8 has two passes that can bo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from lightning_deploy.formats import by_name
 from lightning_deploy.runtime.backends import runtime_module
 from lightning_deploy.runtime.model import ExportedModel
-from lightning_deploy.verification.timing import seconds_per_call
+from lightning_deploy.verification.timing import SLOWER, seconds_per_call
 
 if TYPE_CHECKING:
     from lightning_deploy.exporting.work import Work
@@ -47,30 +48,69 @@ def time_artifacts(work: Work, entries: Sequence[dict[str, Any]], folders: Seque
 
     Each artifact is opened as ``load()`` opens it, on the device it was verified on, and
     called as a user calls it (positional arguments, torch tensors); a GPU call waits for the
-    device. An artifact that fails here (it verified, so this is rare) gets no timing, and
-    ``load()`` falls back to the formats' fixed preference for that manifest.
+    device. The eager module and, for a derived format, the file it was made from are timed
+    in the same turns, so that the entry's ``speed`` says how the artifact compares with both
+    (a "faster" format slower than its source here is marked ``slower_than_source``). An
+    artifact that fails here (it verified, so this is rare) gets no timing, and ``load()``
+    falls back to the formats' fixed preference for that manifest.
     """
     calls, timed = [], []
     for entry, folder in zip(entries, folders):
-        if not entry["verified"] or folder is None:
-            continue
-        try:
-            model = ExportedModel(work.io_manifest, entry, folder / entry["path"], device=entry["device"])
-        except Exception:  # noqa: BLE001 - verified a moment ago; an untimed entry only loses the ranking
-            continue
-        args, kwargs = _user_call(work, entry["io"] == "native")
-        sync = torch.cuda.synchronize if model.device.startswith("cuda") else _nothing
-        calls.append(lambda model=model, args=args, kwargs=kwargs, sync=sync: (model(*args, **kwargs), sync()))
-        timed.append(entry)
+        if entry["verified"] and folder is not None and (call := _artifact_call(work, entry, folder / entry["path"])):
+            calls.append(call)
+            timed.append(entry)
     if not calls:
         return
+    sources = _source_calls(work, timed)
+    args, kwargs = work.plan.call.split(work.plan.checks[0].arguments)
+    module = work.plan.ctx.adapter.module
+    sync = torch.cuda.synchronize if work.plan.device.startswith("cuda") else _nothing
     try:
-        with work.steps.step(f"{len(calls)} artifact(s) timed"):
-            seconds = seconds_per_call(calls, rounds=5)
+        with work.steps.step(f"{len(calls)} artifact(s) timed, and eager"):
+            # eager in turns of its own, first: ONNX Runtime's threads spin for a while after each call, and
+            # a torch call taking turns with them waits for the cores (measured here: a small MLP's 0.03 ms
+            # became 13 ms beside two ONNX sessions on 2 cores), which says nothing of eager's speed
+            (eager_seconds,) = seconds_per_call([lambda: (module(*args, **kwargs), sync())], rounds=5)
+            seconds = seconds_per_call([*calls, *sources.values()], rounds=5)
     except Exception:  # noqa: BLE001 - as above: without timings, load() keeps the fixed preference
         return
+    eager_ms = eager_seconds * 1e3
+    source_ms = dict(zip(sources, (s * 1e3 for s in seconds[len(calls) :])))
+    ms_of = {(e["format"], e["method"]): s * 1e3 for e, s in zip(timed, seconds)} | source_ms
     for entry, spent in zip(timed, seconds):
         entry["ms_per_call"] = round(spent * 1e3, 4)
+        speed = {"eager_ms_per_call": round(eager_ms, 4), "vs_eager": round(eager_ms / (spent * 1e3), 3)}
+        source = by_name(entry["format"]).derived_from
+        if (source, entry["method"]) in ms_of:
+            vs_source = ms_of[(source, entry["method"])] / (spent * 1e3)
+            speed.update(source=source, source_ms_per_call=round(ms_of[(source, entry["method"])], 4),
+                         vs_source=round(vs_source, 3), slower_than_source=vs_source < SLOWER)  # fmt: skip
+        entry["speed"] = speed
+
+
+def _artifact_call(work: Work, entry: Mapping[str, Any], path: Path) -> Callable[[], Any] | None:
+    """A user's call of the artifact at ``path`` as ``load()`` opens it; ``None`` where it cannot be opened."""
+    try:
+        model = ExportedModel(work.io_manifest, entry, path, device=entry["device"])
+    except Exception:  # noqa: BLE001 - verified a moment ago; an untimed entry only loses the ranking
+        return None
+    args, kwargs = _user_call(work, entry["io"] == "native")
+    sync = torch.cuda.synchronize if model.device.startswith("cuda") else _nothing
+    return lambda: (model(*args, **kwargs), sync())
+
+
+def _source_calls(work: Work, timed: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], Callable[[], Any]]:
+    """The files derived formats were made from, where they are not artifacts of this export themselves."""
+    exported = {(e["format"], e["method"]) for e in timed}
+    calls = {}
+    for entry in timed:
+        key = (by_name(entry["format"]).derived_from, entry["method"])
+        source = work.sources.get(key)
+        if key[0] is None or key in exported or key in calls or not isinstance(source, Path):
+            continue
+        if call := _artifact_call(work, {"format": key[0], "io": "flat", "device": entry["device"]}, source):
+            calls[key] = call
+    return calls
 
 
 def _user_call(work: Work, native: bool) -> tuple[list[Any], Mapping[str, Any]]:

@@ -31,7 +31,7 @@ from lightning_deploy.runtime.model import ExportedModel
 from lightning_deploy.verification.compare import named_leaves
 from lightning_deploy.verification.golden import GoldenCheck, read_samples
 from lightning_deploy.verification.outcome import Verification
-from lightning_deploy.verification.timing import seconds_per_call
+from lightning_deploy.verification.timing import SLOWER, seconds_per_call
 
 __all__ = ["HostVerification", "verify"]
 
@@ -207,10 +207,11 @@ def _time(
     for row, seconds in zip(timed.values(), seconds_per_call(calls, rounds=5)):
         row["ms_per_call"] = round(seconds * 1e3, 4)
     for fmt, row in timed.items():
-        source = timed.get(by_name(fmt).derived_from or "")
-        if source is not None:
-            row["speedup_vs_source"] = round(source["ms_per_call"] / row["ms_per_call"], 3)
-            row["slower_than_source"] = row["speedup_vs_source"] < 1.0
+        source = by_name(fmt).derived_from
+        if source in timed:
+            vs_source = timed[source]["ms_per_call"] / row["ms_per_call"]
+            row["speed"] = {"source": source, "source_ms_per_call": timed[source]["ms_per_call"],
+                            "vs_source": round(vs_source, 3), "slower_than_source": vs_source < SLOWER}  # fmt: skip
 
 
 def _record(manifest_file: Path, host: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str | None:
