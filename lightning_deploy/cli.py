@@ -4,7 +4,7 @@
     lightning-deploy show PATH
     lightning-deploy verify PATH [--format F ...] [--device D] [--no-record]
     lightning-deploy run ARTIFACT --input FILE [--output FILE.npz]
-    lightning-deploy serve PATH [--port 8000] [--host 127.0.0.1] [--workers N] [--timeout S] [--api-key-env NAME]
+    lightning-deploy serve PATH [--port 8000] [--host 127.0.0.1] [--workers N] [--timeout S] [--no-verify] ...
     lightning-deploy triton PATH --repository DIR [--name NAME] [--max-batch-size N]
 
 ``export``'s options are ``ModelExport``'s, parsed by jsonargparse (``lightning/export_command.py``);
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from lightning_deploy.errors import CommandError, LightningDeployError
+from lightning_deploy.errors import CommandError, LightningDeployError, VerificationError
 
 __all__ = ["main"]
 
@@ -38,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_export(parse_export(argv[1:]), argv)
         config = _parser().parse_args(argv)
         return _COMMANDS[config.command](config, argv)
+    except VerificationError as err:  # an artifact that does not reproduce here: a failed check, not a usage mistake
+        _fail(str(err))
+        return 1
     except (LightningDeployError, OSError) as err:
         _fail(str(err))
     except Exception as err:  # noqa: BLE001 - any other failure becomes one line, not a traceback
@@ -134,6 +137,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="the environment variable holding the API key that every route but /health and /metrics needs in"
         " X-API-Key (default: LitServe's LIT_SERVER_API_KEY where set, else no key)",
+    )
+
+    serve.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="start without running the artifact on its golden samples first (by default a server whose artifact"
+        " does not reproduce them here refuses to start)",
     )
 
     triton = commands.add_parser(
@@ -280,6 +290,7 @@ def _serve(config: Any, argv: list[str]) -> int:
         timeout=config.timeout,
         max_payload_size=config.max_payload_size,
         api_key_env=config.api_key_env,
+        verify=not config.no_verify,
     )
     return 0
 

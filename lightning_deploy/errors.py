@@ -16,6 +16,7 @@ __all__ = [
     "LightningDeployError",
     "LoadError",
     "StructureError",
+    "VerificationError",
 ]
 
 
@@ -41,6 +42,10 @@ class LoadError(LightningDeployError, RuntimeError):
 
 class IntegrityError(LoadError):
     """An artifact's bytes do not match the sha256 recorded in its manifest."""
+
+
+class VerificationError(LoadError):
+    """An artifact does not reproduce its golden samples on this machine; the message names the check and the leaf."""
 
 
 class StructureError(LightningDeployError, ValueError):

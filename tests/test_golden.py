@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from models import StructuredModel, structured_sample
+from tampering import change_golden_output
 
 from lightning_deploy import export, load
 from lightning_deploy.runtime.host import describe_host
@@ -104,25 +105,9 @@ def test_verify_reproduces_onnx_without_torch_and_records_this_host(exported, tm
     assert len(json.loads((folder / "model.export.json").read_text())["verified_on"]) == 1
 
 
-def _change_golden_output(folder: Path, leaf: str, update_sha: bool) -> None:
-    """One eager output of the data check changed in the samples file (and its sha256 in the manifest, or not)."""
-    manifest_file = folder / "model.export.json"
-    manifest = json.loads(manifest_file.read_text())
-    path = folder / manifest["samples"]["path"]
-    key = manifest["samples"]["checks"][-1]["key"]
-    with np.load(path) as stored:
-        arrays = dict(stored)
-    arrays[f"{key}/out/{leaf}"] = arrays[f"{key}/out/{leaf}"] + 0.5
-    with open(path, "wb") as handle:
-        np.savez(handle, **arrays)
-    if update_sha:
-        manifest["samples"]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-        manifest_file.write_text(json.dumps(manifest))
-
-
 def test_a_changed_golden_output_fails_verify_naming_the_check_and_the_leaf(exported, tmp_path):
     folder = _copy(exported[0], tmp_path)
-    _change_golden_output(folder, "out.stats.summary.max", update_sha=True)
+    change_golden_output(folder, "model", "out.stats.summary.max", update_sha=True)
     result = _verify_cli(folder, "--format", "onnx")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "FAILED onnx" in result.stderr and "validation batch 0" in result.stderr
@@ -133,7 +118,7 @@ def test_a_changed_golden_output_fails_verify_naming_the_check_and_the_leaf(expo
 
 def test_samples_changed_behind_the_manifests_back_fail_on_their_sha256(exported, tmp_path):
     folder = _copy(exported[0], tmp_path)
-    _change_golden_output(folder, "out.logits", update_sha=False)
+    change_golden_output(folder, "model", "out.logits", update_sha=False)
     result = _verify_cli(folder)
     assert result.returncode == 1 and "sha256 mismatch" in result.stderr and "golden samples" in result.stderr
 

@@ -6,6 +6,7 @@ import io
 import json
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ import pytest
 import torch
 from models import StructuredModel, TokenClassifier, structured_sample
 from servers import ENV, ROOT, assert_close, children, free_port, running_server, serve_cli, state, structured_request
+from tampering import change_golden_output
 
 from lightning_deploy import export
 
@@ -221,6 +223,35 @@ def test_unverified_artifacts_impossible_batching_and_bad_limits_are_refused_at_
         )
         assert result.returncode == 2, (message, result.stdout[-2000:], result.stderr[-2000:])
         assert message in result.stderr, result.stderr
+
+
+def test_a_server_whose_artifact_does_not_reproduce_its_golden_samples_refuses_to_start(artifacts, tmp_path):
+    folder = _copy(artifacts / "structured", tmp_path)
+    source = change_golden_output(folder, "structured", "out.parts.1.first", update_sha=True, by=0.25)
+    port = free_port()
+    started = time.monotonic()
+    result = subprocess.run([*serve_cli(folder / "structured.export.json"), "--port", str(port)],
+                            capture_output=True, text=True, timeout=120, env=ENV)  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "does not reproduce its golden samples" in result.stderr and f"at the {source}" in result.stderr
+    assert "output 'out.parts.1.first'" in result.stderr and "--no-verify" in result.stderr
+    assert time.monotonic() - started < 60
+    with socket.socket() as sock:  # nothing was left listening on the port
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+    # --no-verify starts it, and says so in the log; the artifact itself is fine, so it answers as eager does
+    args = [*serve_cli(folder / "structured.export.json"), "--no-verify"]
+    with running_server(args, tmp_path) as (process, url):
+        body, expected = structured_request(rows=3, seed=5)
+        answer = httpx.post(f"{url}/predict", json=body, timeout=60)
+        assert answer.status_code == 200
+        assert_close(answer.json(), expected)
+        assert "--no-verify: onnx is served without the golden check" in process.log.read_text()
+
+
+def test_a_server_logs_the_golden_check_it_passed(artifacts, tmp_path):
+    with running_server(serve_cli(artifacts / "structured" / "structured.onnx"), tmp_path) as (process, _):
+        log = process.log.read_text()
+    assert "lightning-deploy serve: onnx reproduced its 3 golden checks on cpu (max abs diff" in log
 
 
 def test_sigterm_stops_the_server_and_its_workers(batched_server):

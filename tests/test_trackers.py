@@ -142,7 +142,7 @@ def test_fit_logs_the_export_to_the_mlflow_run_and_registers_a_model_that_runs_i
 
     client = mlflow.MlflowClient(mlflow_server.url)
     listed = {Path(f.path).name for f in client.list_artifacts(logger.run_id, f"lightning-deploy/{stem}")}
-    assert listed == {f"{stem}.onnx", f"{stem}.torchscript.pt", f"{stem}.export.json"}
+    assert listed == {f"{stem}.onnx", f"{stem}.torchscript.pt", f"{stem}.export.json", f"{stem}.samples.npz"}
     metrics = client.get_run(logger.run_id).data.metrics
     assert metrics["export/onnx_ok"] == 1.0 and metrics["export/torchscript_ok"] == 1.0
     assert metrics["export/onnx_max_abs_diff"] < 1e-4 and metrics["export/onnx_ms_per_call"] > 0
@@ -156,7 +156,7 @@ def test_fit_logs_the_export_to_the_mlflow_run_and_registers_a_model_that_runs_i
         record["registered_model"]["version"] == "1"
         and record["registered_model"]["model_uri"] == "models:/digits-dict/1"
     )
-    assert set(record["files"]) == {f"{stem}.torchscript.pt", f"{stem}.onnx"}
+    assert set(record["files"]) == {f"{stem}.torchscript.pt", f"{stem}.onnx", f"{stem}.samples.npz"}
     requirements = Path(mlflow.pyfunc.get_model_dependencies("models:/digits-dict/1")).read_text()
     assert f"onnxruntime=={manifest['versions']['onnxruntime']}" in requirements.split()
 
@@ -276,7 +276,8 @@ def test_an_offline_wandb_run_holds_the_model_artifact_with_the_files_and_the_ma
     metadata = json.loads(artifact.metadata)
     assert metadata["artifacts"] == manifest["artifacts"] and metadata["ok"] is True
     contents = {entry.path: Path(entry.local_path) for entry in artifact.manifest.contents}
-    assert set(contents) == {f"{ckpt.stem}.onnx", f"{ckpt.stem}.torchscript.pt", f"{ckpt.stem}.export.json"}
+    stem = ckpt.stem
+    assert set(contents) == {f"{stem}.onnx", f"{stem}.torchscript.pt", f"{stem}.export.json", f"{stem}.samples.npz"}
     for name, staged in contents.items():  # the staged copies that `wandb sync` uploads
         if name.endswith(".export.json"):
             continue  # the local manifest has gained its tracking record since
@@ -359,7 +360,7 @@ def test_the_command_line_logs_a_finished_run_to_a_new_mlflow_run_and_registers_
     listed = {
         Path(f.path).name for f in client.list_artifacts(run.info.run_id, f"lightning-deploy/{finished_run.stem}")
     }
-    assert listed == {f"{finished_run.stem}.onnx", f"{finished_run.stem}.export.json"}
+    assert listed == {f"{finished_run.stem}.{suffix}" for suffix in ("onnx", "export.json", "samples.npz")}
 
     mlflow.set_tracking_uri(mlflow_server.url)
     pixels, mask = _unseen_digits(5)
@@ -412,3 +413,38 @@ def test_the_command_line_refuses_mlflow_options_it_cannot_carry_out_before_expo
     done = _deploy("--ckpt_path", str(finished_run), "--model", "lightning_models.DictDigits", *options, cwd=tmp_path)
     assert done.returncode == 2
     assert re.search(match, done.stderr), done.stderr
+
+
+_LOAD = """
+import sys
+import mlflow
+mlflow.set_tracking_uri(sys.argv[1])
+model = mlflow.pyfunc.load_model(sys.argv[2])
+print("loaded", model.metadata.get_input_schema().input_names())
+"""
+
+
+def test_the_registered_model_runs_its_golden_check_when_mlflow_loads_it(tmp_path, mlflow_server, quick_mlflow_client):
+    from models import StructuredModel, structured_sample
+    from tampering import change_golden_output
+
+    from lightning_deploy import export
+    from lightning_deploy.tracking.mlflow_model import log_registered_model
+
+    folder = tmp_path / "export"
+    export(StructuredModel(), structured_sample(3), folder, "model", formats=["onnx"])
+    source = change_golden_output(folder, "model", "out.stats.summary.mean", update_sha=True)
+    client = mlflow.MlflowClient(mlflow_server.url)
+    run = client.create_run(client.create_experiment("golden"))
+    manifest = json.loads((folder / "model.export.json").read_text())
+    log_registered_model(client, run.info.run_id, folder, manifest, "model", "tampered")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # no model code, no tests/ helpers
+    command = [sys.executable, "-c", _LOAD, mlflow_server.url, "models:/tampered/1"]
+    refused = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "VerificationError" in refused.stderr
+    assert "does not reproduce its golden samples" in refused.stderr and f"at the {source}" in refused.stderr
+    assert "output 'out.stats.summary.mean'" in refused.stderr and "LIGHTNING_DEPLOY_NO_VERIFY=1" in refused.stderr
+    skipped = subprocess.run(command, cwd=tmp_path, env={**env, "LIGHTNING_DEPLOY_NO_VERIFY": "1"},
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    assert "loaded ['batch.x', 'batch.mask']" in skipped.stdout

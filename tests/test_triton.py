@@ -121,6 +121,32 @@ def test_fixed_batch_gets_full_shapes_and_no_triton_batch(artifacts, tmp_path):
         write_model_repository(artifacts / "fixed.onnx", tmp_path / "other", max_batch_size=4)
 
 
+@pytest.mark.parametrize("stem, fmt", [("structured", "onnx"), ("structured", "torchscript"), ("fixed", "onnx")])
+def test_the_entry_carries_the_golden_samples_and_perf_analyzer_data_that_the_model_answers(
+    artifacts, tmp_path, stem, fmt
+):
+    folder = write_model_repository(artifacts / f"{stem}.export.json", tmp_path / "models", format=fmt)
+    manifest = json.loads((artifacts / f"{stem}.export.json").read_text())
+    assert _sha256(folder / "samples.npz") == manifest["samples"]["sha256"]
+    config = _config(folder)
+    data = json.loads((folder / "perf_analyzer_data.json").read_text())["data"]
+    assert len(data) == len(manifest["samples"]["checks"]) == 3
+    names = {t.name: t for t in config.input}
+    for request in data:  # each request as perf_analyzer sends it, by Triton's names and dims
+        assert set(request) == set(names)
+        for name, tensor in request.items():
+            assert tensor["shape"] == [
+                d if d > 0 else tensor["shape"][i] for i, d in enumerate(_triton_dims(names[name]))
+            ]
+            assert len(tensor["content"]) == int(np.prod(tensor["shape"]))
+    # the data is the golden inputs: one row of each check (Triton batches), or the whole check where it does not
+    with np.load(folder / "samples.npz") as stored:
+        first = stored["0/in/batch.x"]
+    x = next(name for name in names if name in ("batch.x", "INPUT__0"))
+    expected = first[0] if config.max_batch_size > 0 else first
+    np.testing.assert_array_equal(np.array(data[0][x]["content"], np.float32).reshape(expected.shape), expected)
+
+
 def test_refusals_and_overwrite(artifacts, tmp_path):
     repository = tmp_path / "models"
     export(StructuredModel(), structured_sample(), tmp_path, "program", formats=["pt2"])

@@ -31,6 +31,7 @@ __all__ = [
     "json_safe",
     "manifest_path",
     "read_manifest",
+    "shipped_files",
     "verified_files",
     "versions",
 ]
@@ -60,6 +61,12 @@ def artifact_name(stem: str, fmt: str) -> str:
 def verified_files(manifest: Mapping[str, Any]) -> list[str]:
     """The files of every ok artifact (model files and their side files), in the manifest's order, once each."""
     return list(dict.fromkeys(file for entry in manifest["artifacts"] if entry["ok"] for file in entry["files"]))
+
+
+def shipped_files(manifest: Mapping[str, Any]) -> list[str]:
+    """What travels with the manifest: the ok artifacts' files, then the golden samples where there are some."""
+    samples = (manifest.get("samples") or {}).get("path")
+    return [*verified_files(manifest), *([samples] if samples else [])]
 
 
 def manifest_path(path: str | Path) -> Path:

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from fastapi import HTTPException, Request, Response
 from lightning_deploy.artifact.resolve import resolve_artifact
 from lightning_deploy.errors import ConfigurationError, LightningDeployError
 from lightning_deploy.runtime.backends import runtime_module
+from lightning_deploy.runtime.host import fingerprint
 from lightning_deploy.runtime.loading import load
 from lightning_deploy.runtime.model import ExportedModel
 from lightning_deploy.runtime.placement import choose_device, normalise_device
@@ -39,6 +41,7 @@ from lightning_deploy.serving.codec import RequestCodec, batch_axis
 from lightning_deploy.serving.guards import BodyLimit, JsonByDefault, RequestTimeout, parse_size
 from lightning_deploy.serving.metrics import MetricsMiddleware, enable_multiprocess, metrics, scrape
 from lightning_deploy.serving.supervision import WorkerWatch, drain_on_sigterm
+from lightning_deploy.verification.rerun import check_at_start
 
 __all__ = ["ExportedModelAPI", "serve"]
 
@@ -112,7 +115,8 @@ class ExportedModelAPI(ls.LitAPI):
         api_path: str = "/predict",
         api_key: str | None = None,
     ) -> None:
-        resolved = resolve_artifact(path, format, device=None if device is None else normalise_device(device))
+        where = None if device is None else normalise_device(device)
+        resolved = resolve_artifact(path, format, device=where, host=fingerprint)
         if resolved.entry.io == "native":
             raise ConfigurationError(
                 f"{resolved.artifact.name} takes lists of any length (native I/O), which the JSON server does not"
@@ -234,8 +238,13 @@ def serve(
     timeout: float = 30.0,
     max_payload_size: str | int = "64MB",
     api_key_env: str | None = None,
+    verify: bool = True,
 ) -> None:
     """Serve ``path`` until SIGTERM or Ctrl+C, then stop every worker process.
+
+    Before any port is opened, the artifact is run on its golden samples on the device the
+    workers will use (``verification.rerun.check_at_start``); where it does not reproduce,
+    :class:`~lightning_deploy.errors.VerificationError` is raised and nothing is served.
 
     Args:
         path: an artifact or its manifest.
@@ -253,6 +262,7 @@ def serve(
         batch_timeout: seconds to wait for a batch to fill.
         workers: inference worker processes, each with the model.
         log_level: uvicorn's and LitServe's log level.
+        verify: run the golden check first; ``False`` skips it (and the log says so).
 
     A worker that dies is replaced (LitServe's ``restart_workers``); the requests it held are
     answered 504 at the timeout.
@@ -267,6 +277,11 @@ def serve(
         runtime = runtime_module(api.format)
         device = choose_device(None, api.recorded_device, api.format, runtime.has_device, runtime.MISSING_DEVICE_HINT)
         api.requested_device = device
+    if verify:
+        print(check_at_start(path, api.format, device, "lightning-deploy serve"), file=sys.stderr, flush=True)
+    else:
+        print(f"lightning-deploy serve: --no-verify: {api.format} is served without the golden check",
+              file=sys.stderr, flush=True)  # fmt: skip
     if importlib.util.find_spec("prometheus_client") is None:  # found, not imported: see enable_multiprocess
         raise ConfigurationError("serve needs prometheus_client. HINT: pip install 'lightning-deploy[serve]'.")
     metrics_folder = enable_multiprocess()

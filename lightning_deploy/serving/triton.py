@@ -1,7 +1,8 @@
 """A Triton Inference Server model repository entry for a verified ONNX, TorchScript or OpenVINO artifact.
 
 ``REPOSITORY/NAME/config.pbtxt`` and ``REPOSITORY/NAME/1/model.onnx`` (``model.pt``; OpenVINO's
-``model.xml`` with its weights as ``model.bin``, the name its backend reads them by), with
+``model.xml`` with its weights as ``model.bin``, the name its backend reads them by), the golden
+samples (``samples.npz``, and their inputs as ``perf_analyzer_data.json``), with
 inputs and outputs named, typed and shaped from the manifest: ``-1`` where a dim is dynamic,
 and Triton's implicit batch (``max_batch_size``) only where dim 0 of every input and output
 is the dynamic batch. The config is written as protobuf text by hand, not through
@@ -20,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from lightning_deploy.artifact.files import sha256_file
-from lightning_deploy.artifact.manifest import dynamic_dims
+from lightning_deploy.artifact.manifest import dynamic_dims, manifest_path
 from lightning_deploy.artifact.resolve import resolve_artifact
 from lightning_deploy.errors import ConfigurationError, IntegrityError
 from lightning_deploy.formats import by_name, preferred_order
 from lightning_deploy.serving.codec import batch_axis
+from lightning_deploy.verification.golden import read_samples
 
 __all__ = ["DEFAULT_MAX_BATCH_SIZE", "write_model_repository"]
 
@@ -120,6 +122,7 @@ def write_model_repository(
                     f"{source}: its sha256 differs from the manifest's; it was changed after export. HINT: re-export."
                 )
         (staging / "config.pbtxt").write_text(config)
+        _golden_files(path, manifest, staging, input_names, max_batch_size)
         replaced = staging.with_name(staging.name.replace(".creating-", ".replaced-"))
         if target.exists():
             target.rename(replaced)  # kept until the new entry is in place
@@ -128,6 +131,34 @@ def write_model_repository(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+# perf_analyzer's --input-data is JSON with every element written out: a few checks are enough to vary its requests.
+_PERF_ANALYZER_CHECKS = 4
+
+
+def _golden_files(
+    path: str | Path, manifest: Mapping[str, Any], folder: Path, input_names: Sequence[str], max_batch_size: int
+) -> None:
+    """The golden samples beside the entry (``samples.npz``), and the same inputs as ``perf_analyzer`` data.
+
+    ``perf_analyzer_data.json`` is ``perf_analyzer --input-data``'s format, by Triton's input
+    names: the inputs of the first checks, each check's first row where Triton batches
+    (``max_batch_size`` > 0: perf_analyzer makes the batch), else whole.
+    """
+    samples = (manifest.get("samples") or {}).get("path")
+    if not samples:
+        return
+    manifest_file = manifest_path(path)
+    checks = read_samples(manifest_file, manifest)  # the file's sha256 checked against the manifest's
+    shutil.copyfile(manifest_file.parent / samples, folder / "samples.npz")
+    leaves = manifest["inputs"]["names"]
+    data = []
+    for check in checks[:_PERF_ANALYZER_CHECKS]:
+        arrays = [check.inputs[leaf][0] if max_batch_size > 0 else check.inputs[leaf] for leaf in leaves]
+        data.append({name: {"content": array.ravel().tolist(), "shape": list(array.shape)}
+                     for name, array in zip(input_names, arrays)})  # fmt: skip
+    (folder / "perf_analyzer_data.json").write_text(json.dumps({"data": data}))
 
 
 def _side_name(side: Path, model_file: str) -> str:

@@ -102,7 +102,8 @@ def log_registered_model(
     with tempfile.TemporaryDirectory(prefix="lightning-deploy-mlflow-") as scratch:
         folder = Path(scratch) / stem
         folder.mkdir()
-        for file in [manifest_name, *entry["files"]]:
+        samples = (manifest.get("samples") or {}).get("path")  # the golden check load_context runs
+        for file in [manifest_name, *entry["files"], *([samples] if samples else [])]:
             shutil.copy2(dirpath / file, folder / file)
         with _tracking_uri(client.tracking_uri):
             info = Model.log(

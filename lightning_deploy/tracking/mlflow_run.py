@@ -16,7 +16,7 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric
 
-from lightning_deploy.artifact.manifest import MANIFEST_SUFFIX, verified_files
+from lightning_deploy.artifact.manifest import MANIFEST_SUFFIX, shipped_files
 from lightning_deploy.tracking.metrics import headline_metrics
 from lightning_deploy.tracking.mlflow_model import log_registered_model
 
@@ -39,7 +39,7 @@ def log_to_mlflow(
     ``log_metrics=False`` where a Lightning logger has logged them already (the callback).
     """
     folder = f"lightning-deploy/{stem}"
-    files = verified_files(manifest) if log_files else []
+    files = shipped_files(manifest) if log_files else []
     for file in files:
         client.log_artifact(run_id, str(dirpath / file), artifact_path=folder)
     if log_metrics:

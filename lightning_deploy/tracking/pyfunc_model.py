@@ -8,6 +8,7 @@ by name (``batch.x``), as the model's tensor signature says; ``load()`` checks t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,20 @@ class ExportedPyfunc(mlflow.pyfunc.PythonModel):
     """Runs ``load(manifest, format=model_config["format"])`` on the named input leaves."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        """Open the artifact once per loaded model, on the device of ``model_config["device"]`` (CPU)."""
+        """Open the artifact once per loaded model, on the device of ``model_config["device"]`` (CPU).
+
+        First the artifact is run on the golden samples the model carries: where it does not
+        reproduce them here, loading fails (``VerificationError``) unless ``LIGHTNING_DEPLOY_NO_VERIFY=1``.
+        """
         from lightning_deploy.runtime.loading import load
+        from lightning_deploy.verification.rerun import SKIP_VARIABLE, check_at_start
 
         folder = Path(context.artifacts[EXPORT_ARTIFACT])
         config = context.model_config
-        self._model = load(folder / config["manifest"], format=config["format"], device=config.get("device", "cpu"))
+        manifest, device = folder / config["manifest"], config.get("device", "cpu")
+        if os.environ.get(SKIP_VARIABLE) != "1":
+            check_at_start(manifest, config["format"], device, "lightning-deploy's MLflow model")
+        self._model = load(manifest, format=config["format"], device=device)
 
     def predict(
         self,

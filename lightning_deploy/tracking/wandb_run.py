@@ -15,7 +15,7 @@ from typing import Any
 
 import wandb
 
-from lightning_deploy.artifact.manifest import MANIFEST_SUFFIX, verified_files
+from lightning_deploy.artifact.manifest import MANIFEST_SUFFIX, shipped_files
 
 __all__ = ["artifact_name", "log_to_wandb"]
 
@@ -27,7 +27,7 @@ def artifact_name(stem: str) -> str:
 
 def log_to_wandb(run: Any, dirpath: Path, manifest: Mapping[str, Any], stem: str) -> dict[str, Any]:
     """Log the export ``dirpath/STEM.*`` to the W&B ``run``; returns the manifest's record of what was logged."""
-    files = verified_files(manifest)
+    files = shipped_files(manifest)
     name = artifact_name(stem)
     artifact = wandb.Artifact(name, type="model", metadata=dict(manifest))
     for file in [*files, stem + MANIFEST_SUFFIX]:

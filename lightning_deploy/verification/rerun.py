@@ -21,7 +21,7 @@ from typing import Any
 from lightning_deploy.artifact.files import install_lock, write_json_atomic
 from lightning_deploy.artifact.manifest import json_safe, manifest_path, read_manifest
 from lightning_deploy.artifact.structure import Structure
-from lightning_deploy.errors import ConfigurationError, LoadError
+from lightning_deploy.errors import ConfigurationError, LoadError, VerificationError
 from lightning_deploy.formats import by_name
 from lightning_deploy.runtime.arrays import to_numpy
 from lightning_deploy.runtime.calling import Call
@@ -33,7 +33,11 @@ from lightning_deploy.verification.golden import GoldenCheck, read_samples
 from lightning_deploy.verification.outcome import Verification
 from lightning_deploy.verification.timing import SLOWER, seconds_per_call
 
-__all__ = ["HostVerification", "verify"]
+__all__ = ["SKIP_VARIABLE", "HostVerification", "check_at_start", "verify"]
+
+# Set to 1, this environment variable turns off the golden check where a model is opened to serve
+# (MLflow's load_context; `lightning-deploy serve` has --no-verify).
+SKIP_VARIABLE = "LIGHTNING_DEPLOY_NO_VERIFY"
 
 # A row's status: reproduced here, differs here, cannot run here (its runtime is not installed), or failed at export.
 REPRODUCED, DIFFERS, CANNOT_RUN, FAILED_AT_EXPORT = "reproduced", "differs", "cannot run here", "not ok at export"
@@ -106,6 +110,32 @@ def verify(
     if record:
         result.recorded = _record(manifest_file, host, rows)
     return result
+
+
+def check_at_start(path: str | Path, fmt: str, device: str | None, owner: str) -> str:
+    """The golden check of the one artifact a server is about to open; a line for its log.
+
+    Nothing is recorded in the manifest (a server's folder may be read-only, and starting one
+    should not change its files).
+
+    Raises:
+        VerificationError: where the artifact does not reproduce here, naming the check, the leaf
+            and the difference, and how to start anyway.
+    """
+    manifest_file = manifest_path(path)
+    if not (read_manifest(manifest_file).get("samples") or {}).get("path"):
+        return f"{owner}: {manifest_file.name} ships no golden samples, so {fmt} was not checked at start-up"
+    result = verify(manifest_file, [fmt], device, record=False)
+    if not result.ok:
+        raise VerificationError(
+            f"{owner}: the {fmt} artifact does not reproduce its golden samples on this machine:"
+            f" {'; '.join(result.failures)}. HINT: run 'lightning-deploy verify {manifest_file}' for the table;"
+            " re-export on a machine like this one, or skip the check (--no-verify, or"
+            f" {SKIP_VARIABLE}=1) at your own risk."
+        )
+    (row,) = result.artifacts
+    return (f"{owner}: {fmt} reproduced its {len(row['checks'])} golden checks on {row['device']}"
+            f" (max abs diff {row['max_abs_diff']:.3g}, {row['ms_per_call']} ms a call)")  # fmt: skip
 
 
 def _chosen(manifest: Mapping[str, Any], manifest_file: Path, formats: Sequence[str] | None) -> list[dict]:
