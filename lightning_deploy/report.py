@@ -43,6 +43,8 @@ def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
         )
     console = Console(width=max(120, Console().width))
     console.print(table)
+    for line in _metric_lines(manifest):
+        console.print(line, highlight=False, soft_wrap=True)
     if manifest.get("samples") is not None:
         console.print(_samples_line(manifest["samples"]), highlight=False, soft_wrap=True)
     for record in manifest.get("verified_on") or []:
@@ -90,6 +92,19 @@ def _speed_note(speed: dict[str, Any] | None) -> str:
         ratio = f"{speed['vs_source']:.2f}x {speed['source']}"
         note += f"\n[red]{ratio}, slower[/]" if speed["slower_than_source"] else f"\n{ratio}"
     return note
+
+
+def _metric_lines(manifest: dict[str, Any]) -> list[str]:
+    """The model's own validation metrics, eager's and each artifact's (``ModelExport(validate=True)``), and notes."""
+    lines = []
+    for name, values in (manifest.get("metrics") or {}).items():
+        cells = ", ".join(f"{fmt} {'-' if v is None else f'{v:.6g}'}" for fmt, v in values.items())
+        lines.append(f"metric {name}: {cells}")
+    validation = manifest.get("validation") or {}
+    if lines:
+        lines.insert(0, f"the model's validation metrics on {validation.get('batches')} batches, per artifact:")
+    lines += [f"[yellow]validate: {note}[/]" for note in validation.get("notes") or []]
+    return lines
 
 
 def _samples_line(samples: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.utils.data import DataLoader
@@ -23,20 +24,27 @@ from typing_extensions import override
 
 from lightning_deploy.artifact.manifest import failure_manifest
 from lightning_deploy.errors import ConfigurationError, ExportError
-from lightning_deploy.exporting.adapters import bind_sample
-from lightning_deploy.exporting.checks import samples_from_batches
 from lightning_deploy.exporting.engine import export
 from lightning_deploy.exporting.options import ExportOptions
 from lightning_deploy.exporting.plan import module_device
 from lightning_deploy.formats import by_name
 from lightning_deploy.lightning.checkpoints import model_with_weights
-from lightning_deploy.lightning.data import validation_loader
+from lightning_deploy.lightning.data import samples_to_check, validation_loader
 from lightning_deploy.lightning.input_spec import sample_from_spec
 from lightning_deploy.lightning.loggers import check_trackers, log_headlines, log_to_trackers
+from lightning_deploy.lightning.validation import check_metric_tolerance, validate_artifacts
 from lightning_deploy.report import print_report
 from lightning_deploy.tracking.extras import check_register_model
 
 __all__ = ["ModelExport"]
+
+
+def _count(name: str, value: Any, least: int, other: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigurationError(
+            f"ModelExport({name}={value!r}): must be a whole number >= {least}. HINT: pass e.g. {name}=2, or {other}."
+        )
+    return value
 
 
 class ModelExport(Callback):
@@ -84,6 +92,16 @@ class ModelExport(Callback):
             ``pyfunc`` model that runs the fastest verified CPU artifact through ``load()``
             (``mlflow.pyfunc.load_model("models:/NAME/N")``, ``mlflow models serve``). Needs an
             ``MLFlowLogger`` on the trainer and ``lightning-deploy[mlflow]``.
+        validate: where the fit has a validation loop, run the module's ``validation_step`` with eager
+            and with each ok artifact as ``forward``, recording every metric it logs per artifact in
+            the manifest's ``metrics`` (nothing reaches the run or the callbacks a second time).
+        validate_batches: how many validation batches those runs take.
+        metric_tolerance: how far an artifact's metric may move from eager's before the artifact
+            is not ok: one number, or ``{"val_acc": 0.01, ...}`` per metric (others the default);
+            ``None``: 1e-3, and 0.02 for int8 and bf16 artifacts.
+        golden_samples: write every check's inputs and eager outputs beside the artifacts
+            (``STEM.samples.npz``) for ``lightning-deploy verify`` on the deployment machine.
+        golden_samples_max_mb: their size cap; the largest checks are dropped first.
 
     Raises:
         ConfigurationError: at construction or ``setup``, naming the argument and the fix.
@@ -133,19 +151,23 @@ class ModelExport(Callback):
         bf16_rtol: float = 0.02,
         log_artifacts: bool = True,
         register_model: str | None = None,
+        validate: bool = True,
+        validate_batches: int = 10,
+        metric_tolerance: float | dict[str, float] | None = None,
+        golden_samples: bool = True,
+        golden_samples_max_mb: float = 32.0,
     ) -> None:
         self.options = ExportOptions(
             formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol, executorch_bounds,
-            bf16_rtol, owner="ModelExport",
+            bf16_rtol, golden_samples, golden_samples_max_mb, owner="ModelExport",
         )  # fmt: skip
-        self._check_choices(input_sample, input_spec, submodule, checkpoint, dirpath, preflight, strict, log_artifacts)
+        self._check_choices(input_sample, input_spec, submodule, checkpoint, dirpath, preflight, strict, log_artifacts,
+                            validate)  # fmt: skip
         check_register_model(register_model, "ModelExport")
-        if isinstance(check_batches, bool) or not isinstance(check_batches, int) or check_batches < 0:
-            raise ConfigurationError(
-                f"ModelExport(check_batches={check_batches!r}): must be a whole number >= 0."
-                " HINT: pass e.g. check_batches=2, or 0 to verify on the synthetic samples alone."
-            )
-        self.check_batches = check_batches
+        self.check_batches = _count("check_batches", check_batches, 0, "0 to verify on the synthetic samples alone")
+        self.validate_batches = _count("validate_batches", validate_batches, 1, "validate=False to skip the metrics")
+        self.metric_tolerance = check_metric_tolerance(metric_tolerance, "ModelExport")
+        self.validate = validate
         self.input_sample = input_sample
         self.input_spec = input_spec
         self._spec_sample = sample_from_spec(input_spec) if input_spec is not None else None
@@ -159,7 +181,7 @@ class ModelExport(Callback):
         self.manifest: dict[str, Any] | None = None
 
     def _check_choices(self, sample: Any, spec: Any, submodule: Any, checkpoint: Any, dirpath: Any,
-                       preflight: Any, strict: Any, log_artifacts: Any) -> None:  # fmt: skip
+                       preflight: Any, strict: Any, log_artifacts: Any, validate: Any) -> None:  # fmt: skip
         if sample is not None and spec is not None:
             raise ConfigurationError(
                 "ModelExport(input_sample=..., input_spec=...): give one of them, not both."
@@ -176,7 +198,8 @@ class ModelExport(Callback):
             raise ConfigurationError(f"ModelExport(submodule={submodule!r}): must be a dotted attribute path or None.")
         if dirpath is not None and not isinstance(dirpath, (str, Path)):
             raise ConfigurationError(f"ModelExport(dirpath={dirpath!r}): must be a folder path or None.")
-        for name, value in (("preflight", preflight), ("strict", strict), ("log_artifacts", log_artifacts)):
+        for name, value in (("preflight", preflight), ("strict", strict), ("log_artifacts", log_artifacts),
+                            ("validate", validate)):  # fmt: skip
             if not isinstance(value, bool):
                 raise ConfigurationError(f"ModelExport({name}={value!r}): must be True or False.")
 
@@ -259,10 +282,13 @@ class ModelExport(Callback):
             copied = model if holds_weights else model_with_weights(trainer, model, ckpt_path)
             loader = validation_loader(trainer, model, datamodule)
             accuracy_data = loader if any(by_name(f).lower_precision for f in self.options.formats) else None
-            check_samples = self._check_samples(model, loader)
-            self.manifest = self._export(
-                self._target(copied), self._sample(copied), dirpath, stem, ckpt_path, accuracy_data, check_samples
-            )
+            target = self._target(copied)
+            check_samples = samples_to_check(model, self._target(model), loader, self.check_batches, self.submodule)
+            self.manifest = self._export(target, self._sample(copied), dirpath, stem, ckpt_path, accuracy_data,
+                                         check_samples)  # fmt: skip
+            if self.validate and loader is not None and is_overridden("validation_step", copied, pl.LightningModule):
+                self.manifest = validate_artifacts(copied, target, loader, self.validate_batches, self.manifest,
+                                                   dirpath, stem, self.metric_tolerance)  # fmt: skip
         except Exception as err:  # noqa: BLE001 - fit must end normally; the error goes to the manifest
             self.manifest = failure_manifest(dirpath, stem, ckpt_path, self.options.formats, err)
         print_report(self.manifest, dirpath)
@@ -298,34 +324,8 @@ class ModelExport(Callback):
                       atol=o.atol, rtol=o.rtol, opset=o.opset, checkpoint=checkpoint, int8_rtol=o.int8_rtol,
                       accuracy_data=accuracy_data, check_samples=check_samples,
                       executorch_bounds=o.executorch_bounds if "executorch" in formats else None,
-                      bf16_rtol=o.bf16_rtol)  # fmt: skip
-
-    def _check_samples(self, model: nn.Module, loader: DataLoader | None) -> dict[str, Any] | None:
-        """Forward's inputs from the first ``check_batches`` validation batches, by source.
-
-        Batches that give no inputs for the exported module are skipped with a warning, so that
-        data of another form never costs the export.
-        """
-        if loader is None or self.check_batches == 0:
-            return None
-        if self.submodule is not None and not callable(getattr(model, "export_sample", None)):
-            reason = (
-                f"a batch holds the inputs of {type(model).__name__}, not of its submodule {self.submodule!r}."
-                " HINT: define export_sample(batch) returning the submodule's inputs, or pass check_batches=0."
-            )
-            found: list[tuple[str, Any]] = []
-        else:
-            found, reason = samples_from_batches(model, loader, self.check_batches)
-        target = self._target(model)
-        for source, sample in found:
-            try:
-                bind_sample(target, sample, source)
-            except ConfigurationError as err:
-                found, reason = [], f"{err} Or define export_sample(batch) returning forward's inputs."
-                break
-        if reason:
-            rank_zero_warn(f"ModelExport(check_batches={self.check_batches}): not verified on data: {reason}")
-        return dict(found) or None
+                      bf16_rtol=o.bf16_rtol, golden_samples=o.golden_samples and not preflight,
+                      golden_samples_max_mb=o.golden_samples_max_mb)  # fmt: skip
 
     def _checkpoint_callback(self, trainer: pl.Trainer) -> pl.callbacks.ModelCheckpoint:
         callback = trainer.checkpoint_callback

@@ -15,8 +15,9 @@ __all__ = ["headline_metrics"]
 def headline_metrics(manifest: Mapping[str, Any]) -> dict[str, float]:
     """Per format ``export/<format>_ok`` (1.0 or 0.0) and, where recorded, its figures.
 
-    The figures: ``_max_abs_diff``, ``_ms_per_call``, ``_accuracy_delta``; keys as every
-    Lightning logger's ``log_metrics`` and MLflow take them.
+    The figures: ``_max_abs_diff``, ``_ms_per_call``, ``_accuracy_delta``, and the model's own
+    validation metrics per artifact and eager (``export/onnx_val_acc``, ``export/eager_val_acc``);
+    keys as every Lightning logger's ``log_metrics`` and MLflow take them.
     """
     metrics: dict[str, float] = {}
     for entry in manifest["artifacts"]:
@@ -27,4 +28,8 @@ def headline_metrics(manifest: Mapping[str, Any]) -> dict[str, float]:
                 metrics[f"{prefix}_{key}"] = float(entry[key])
         if "delta" in (entry.get("accuracy") or {}):
             metrics[f"{prefix}_accuracy_delta"] = float(entry["accuracy"]["delta"])
+    for name, values in (manifest.get("metrics") or {}).items():  # the model's own, per artifact (validate=True)
+        for fmt, value in values.items():
+            if value is not None:
+                metrics[f"export/{fmt}_{name}"] = float(value)
     return metrics
