@@ -45,9 +45,10 @@ LOWER_PRECISION_TOLERANCE = 0.02  # int8 and bf16 artifacts: two points of accur
 def check_metric_tolerance(value: Any, owner: str) -> float | dict[str, float] | None:
     """``metric_tolerance``: ``None`` (the defaults), one number >= 0, or ``{metric name: number}``."""
     numbers = value.values() if isinstance(value, Mapping) else [value]
-    if value is None or (all(_tolerance_number(n) for n in numbers) and (
-        not isinstance(value, Mapping) or all(isinstance(k, str) for k in value)
-    )):
+    if value is None or (
+        all(_tolerance_number(n) for n in numbers)
+        and (not isinstance(value, Mapping) or all(isinstance(k, str) for k in value))
+    ):
         return dict(value) if isinstance(value, Mapping) else value
     raise ConfigurationError(
         f"{owner}(metric_tolerance={value!r}): must be a number >= 0 or a mapping of metric names to numbers."
