@@ -43,6 +43,8 @@ def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
         )
     console = Console(width=max(120, Console().width))
     console.print(table)
+    if manifest.get("substitution"):
+        console.print(_substitution_line(manifest["substitution"]), highlight=False, soft_wrap=True)
     for line in _metric_lines(manifest):
         console.print(line, highlight=False, soft_wrap=True)
     if manifest.get("samples") is not None:
@@ -92,6 +94,13 @@ def _speed_note(speed: dict[str, Any] | None) -> str:
         ratio = f"{speed['vs_source']:.2f}x {speed['source']}"
         note += f"\n[red]{ratio}, slower[/]" if speed["slower_than_source"] else f"\n{ratio}"
     return note
+
+
+def _substitution_line(substitution: dict[str, Any]) -> str:
+    """What was exported in place of ``forward``: what it drops, and the step that restores it on the host."""
+    return (f"[yellow]exported instead of forward: {substitution.get('exported')}; load() returns no"
+            f" {', '.join(substitution.get('dropped') or [])} ({substitution.get('why')}). On the host:"
+            f" {substitution.get('host_step')}[/]")  # fmt: skip
 
 
 def _metric_lines(manifest: dict[str, Any]) -> list[str]:

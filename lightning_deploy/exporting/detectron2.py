@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.utils._pytree as pytree
@@ -145,6 +145,18 @@ class _PanopticWithoutMerge(nn.Module):
     ints and bools, which no graph can return; it runs on the host, on what this returns.
     The rest is ``PanopticFPN.inference`` as detectron2 writes it.
     """
+
+    # What the manifest records of the substitution (the engine reads ``substitution`` of any module it exports).
+    substitution: ClassVar[dict[str, Any]] = {
+        "exported": "PanopticFPN.inference without its panoptic merge",
+        "dropped": ["panoptic_seg"],
+        "host_step": (
+            "detectron2.modeling.meta_arch.panoptic_fpn.combine_semantic_and_instance_outputs(instances,"
+            " sem_seg.argmax(0), overlap_threshold, stuff_area_thresh, instances_score_thresh), with the"
+            " thresholds of cfg.MODEL.PANOPTIC_FPN.COMBINE, per image"
+        ),
+        "why": "the merge's segments_info holds Python ints and bools, which no graph can return",
+    }
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

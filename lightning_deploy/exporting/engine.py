@@ -146,6 +146,7 @@ def export(
                 with work.steps.step("golden samples written"):
                     samples = write_golden_samples(plan, folders[-1], stem, options.golden_samples_max_mb)
             manifest = _manifest(work, artifacts, dirpath, checkpoint, samples)
+            manifest["substitution"] = getattr(module, "substitution", None)  # not forward itself: what, and why
             manifest = json.loads(json.dumps(manifest, allow_nan=False))
             with install_lock(dirpath):  # the whole set moves in together, the manifest last
                 for folder in folders:
