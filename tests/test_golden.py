@@ -212,3 +212,31 @@ def test_an_int8_export_alone_is_timed_against_the_float_file_it_was_made_from(t
     manifest = export(torch.nn.Linear(8, 8), torch.randn(2, 8), tmp_path, "model", formats=["onnx-int8"])
     speed = manifest["artifacts"][0]["speed"]
     assert speed["source"] == "onnx" and speed["source_ms_per_call"] > 0 and not (tmp_path / "model.onnx").exists()
+
+
+class WithoutPostprocessing(torch.nn.Module):
+    """A model exported without its host-side step, saying so as the engine reads it (PanopticFPN's wrapper does)."""
+
+    substitution = {  # noqa: RUF012 - read-only, as a class attribute is read
+        "exported": "the network without its thresholding",
+        "dropped": ["labels"],
+        "host_step": "labels = scores > 0.5",
+        "why": "the threshold is the application's choice",
+    }
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        return {"scores": torch.sigmoid(self.net(x))}
+
+
+def test_what_was_exported_instead_of_forward_is_in_the_manifest_and_shown(tmp_path):
+    manifest = export(WithoutPostprocessing(), torch.randn(2, 4), tmp_path, "model", formats=["onnx"])
+    assert manifest["substitution"] == WithoutPostprocessing.substitution
+    assert export(torch.nn.Linear(4, 2), torch.randn(2, 4), tmp_path, "plain", formats=["onnx"])["substitution"] is None
+    show = [sys.executable, "-m", "lightning_deploy.cli", "show", str(tmp_path / "model.export.json")]
+    shown = subprocess.run(show, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
+    assert "exported instead of forward: the network without its thresholding; load() returns no labels" in shown.stdout
+    assert "On the host: labels = scores > 0.5" in shown.stdout
