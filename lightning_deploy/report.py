@@ -119,7 +119,8 @@ def _metric_lines(manifest: dict[str, Any]) -> list[str]:
 def _samples_line(samples: dict[str, Any]) -> str:
     """The golden samples shipped with the artifacts: how many checks, the file's size, what the cap dropped."""
     if not samples.get("path"):
-        return f"[yellow]golden samples: none shipped ({len(samples.get('dropped') or [])} checks dropped)[/]"
+        why = samples.get("error") or f"{len(samples.get('dropped') or [])} checks dropped"
+        return f"[yellow]golden samples: none shipped ({why})[/]"
     size = samples.get("bytes", 0) / 1e6
     line = f"golden samples: {samples['path']}, {len(samples['checks'])} checks, {size:.2f} MB"
     line += f" (cap {samples['max_mb']} MB)"

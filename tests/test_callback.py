@@ -40,7 +40,7 @@ def test_best_checkpoint_is_exported_not_the_last_weights(tmp_path):
     assert checkpoint.best_model_path == str(best)
     files = sorted(p.name for p in best.parent.iterdir() if not p.name.startswith("."))
     assert files == ["epoch=1-step=44.ckpt", "epoch=1-step=44.export.json", "epoch=1-step=44.onnx",
-                     "epoch=1-step=44.torchscript.pt"]  # fmt: skip
+                     "epoch=1-step=44.samples.npz", "epoch=1-step=44.torchscript.pt"]  # fmt: skip
     manifest = json.loads((best.parent / "epoch=1-step=44.export.json").read_text())
     assert manifest["checkpoint"] == best.name and manifest["ok"]
 

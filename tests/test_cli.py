@@ -79,7 +79,7 @@ def test_command_line_overrides_the_yaml(lightning_cli_run, tmp_path):
     result = _run([sys.executable, train, "export", "--config", config, "--ckpt_path", str(tmp_path / best.name),
                    override], tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".ckpt", ".json", ".pt2"]
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".ckpt", ".json", ".npz", ".pt2"]
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ def test_ddp_exports_once_and_never_hangs(tmp_path, kind):
     assert not list(ckpt_dir.glob(".*staging*"))
     if kind == "good":
         assert manifest["ok"]
-        assert sorted(p.suffix for p in ckpt_dir.iterdir()) == [".ckpt", ".json", ".onnx", ".pt"]
+        assert sorted(p.suffix for p in ckpt_dir.iterdir()) == [".ckpt", ".json", ".npz", ".onnx", ".pt"]
     else:
         assert not manifest["ok"] and "temperature" in manifest["artifacts"][0]["error"]
 

@@ -57,3 +57,32 @@ def test_triton_writes_a_dynamic_count_for_detections(case, tmp_path):
     folder = write_model_repository(case["folder"] / "mask_rcnn.export.json", tmp_path / "repo", format="onnx")
     config = (folder / "config.pbtxt").read_text()
     assert "dims: [ -1, 4 ]" in config and "dims: [ -1 ]" in config, config
+
+
+def test_the_golden_samples_verify_in_a_fresh_process_without_detectron2(case):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    manifest_file = case["folder"] / "mask_rcnn.export.json"
+    code = (
+        "import sys; sys.modules['detectron2'] = None\n"  # any import of it fails: the artifacts stand alone
+        "from lightning_deploy.cli import main\n"
+        f"raise SystemExit(main(['verify', {str(manifest_file)!r}]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    manifest = json.loads(manifest_file.read_text())
+    rows = {row["format"]: row for row in manifest["verified_on"][-1]["artifacts"]}
+    for fmt in ("torchscript", "onnx"):
+        assert rows[fmt]["status"] == "reproduced", rows[fmt]["error"]
+        assert rows[fmt]["checks_passed"] == len(rows[fmt]["checks"]) == 3
+        assert rows[fmt]["detections"]["matched"] > 0
+    # the samples hold detection counts that differ between checks, as the export's own checks did
+    with np.load(case["folder"] / manifest["samples"]["path"]) as stored:
+        counts = {stored[f"{c['key']}/out/out.0.instances.scores"].shape[0] for c in manifest["samples"]["checks"]}
+    assert len(counts) > 1, counts

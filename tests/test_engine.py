@@ -138,7 +138,7 @@ def test_failing_format_does_not_stop_the_others(tmp_path):
     # the exporter that names the operator it cannot export, not the dynamo exporter's generic failure
     assert onnx["error"] == onnx["attempts"][1]["error"] and "linalg_eigvals" in onnx["error"]
     assert torchscript["ok"], torchscript["error"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.export.json", "m.torchscript.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.export.json", "m.samples.npz", "m.torchscript.pt"]
 
 
 class _BreaksMidWrite(TraceExporter):
@@ -166,7 +166,8 @@ def test_exporter_raising_mid_write_leaves_no_file(tmp_path, monkeypatch):
     assert not onnx["ok"] and "disk full" in onnx["error"]
     assert torchscript["ok"]
     assert (tmp_path / "m.onnx").read_bytes() == b"an older artifact"  # not replaced by a broken one
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.export.json", "m.onnx", "m.torchscript.pt"]
+    names = ["m.export.json", "m.onnx", "m.samples.npz", "m.torchscript.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
     with pytest.raises(Exception, match="failed at export: OSError: disk full"):
         load(tmp_path / "m.onnx")
 

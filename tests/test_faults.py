@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -25,7 +26,7 @@ from lightning_deploy import load
 
 HERE = Path(__file__).parent
 RACE_ROUNDS = 20
-FINAL_NAMES = ["model.torchscript.pt", "model.onnx", "model.pt2", "model.export.json"]
+FINAL_NAMES = ["model.torchscript.pt", "model.onnx", "model.pt2", "model.samples.npz", "model.export.json"]
 FINAL_NAMES_BEST = [name.replace("model", "best") for name in FINAL_NAMES]
 
 
@@ -93,6 +94,9 @@ def _whole(path: Path) -> bool:
         torch.jit.load(str(path))
     elif path.suffix == ".pt2":
         torch.export.load(str(path))
+    elif path.suffix == ".npz":
+        with np.load(path) as samples:
+            [samples[key] for key in samples.files]  # every array reads back whole
     else:
         json.loads(path.read_text())
     return True
@@ -172,7 +176,8 @@ def test_a_full_disk_fails_the_formats_that_do_not_fit_and_the_process_survives(
     assert done.returncode == 0, done.stderr[-3000:]  # no SIGABRT from torch's zip writer
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert all(not ok and "File too large" in error for ok, error in outcome.values()), outcome
-    assert sorted(p.name for p in folder.iterdir()) == ["model.export.json"]  # no partial file, nothing staged
+    # no partial file, nothing staged; the golden samples (a few kB, eager's) fit under the limit
+    assert sorted(p.name for p in folder.iterdir()) == ["model.export.json", "model.samples.npz"]
     manifest = json.loads((folder / "model.export.json").read_text())
     assert [a["sha256"] for a in manifest["artifacts"]] == [None, None, None]
     reliability["a full disk (RLIMIT_FSIZE 200 kB, 1 MB of weights)"] = (

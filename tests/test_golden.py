@@ -240,3 +240,19 @@ def test_what_was_exported_instead_of_forward_is_in_the_manifest_and_shown(tmp_p
     shown = subprocess.run(show, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
     assert "exported instead of forward: the network without its thresholding; load() returns no labels" in shown.stdout
     assert "On the host: labels = scores > 0.5" in shown.stdout
+
+
+@pytest.mark.slow
+def test_a_vit_b_16_exports_samples_stay_under_the_cap_and_verify(tmp_path):
+    torchvision = pytest.importorskip("torchvision")
+    model = torchvision.models.vit_b_16(weights=None).eval()
+    manifest = export(model, torch.rand(2, 3, 224, 224), tmp_path, "model", formats=["onnx"])
+    samples = manifest["samples"]
+    assert samples["max_mb"] == 32.0 and samples["dropped"] == []
+    assert len(samples["checks"]) == 3 and samples["bytes"] <= 32 * 2**20
+    assert samples["bytes"] == (tmp_path / "model.samples.npz").stat().st_size
+    result = _verify_cli(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    print(
+        f"vit_b_16 golden samples: {samples['bytes'] / 1e6:.2f} MB, checks {[c['source'] for c in samples['checks']]}"
+    )

@@ -24,7 +24,10 @@ class SentimentModule(pl.LightningModule):
         config = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                                          intermediate_size=37, max_position_embeddings=64, num_labels=2)  # fmt: skip
         self.model = transformers.BertForSequenceClassification(config)
-        self.example_input_array = {"input_ids": torch.randint(3, 99, (2, 8)), "attention_mask": torch.ones(2, 8)}
+        # the mask's dtype is what the steps pass (ones_like(ids): int64): validate=True runs validation_step
+        # with each artifact as forward, and an artifact exported with a float mask refuses int64 there
+        mask = torch.ones(2, 8, dtype=torch.long)
+        self.example_input_array = {"input_ids": torch.randint(3, 99, (2, 8)), "attention_mask": mask}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         return self.model(input_ids=input_ids, attention_mask=attention_mask)
@@ -69,7 +72,7 @@ def test_fit_exports_the_best_checkpoint_of_a_hugging_face_model(tmp_path):
     best_module = SentimentModule()
     best_module.load_state_dict(torch.load(best, weights_only=False)["state_dict"])
     ids = torch.randint(3, 99, (3, 11), generator=torch.Generator().manual_seed(1))
-    mask = torch.ones(3, 11)
+    mask = torch.ones(3, 11, dtype=torch.long)
     mask[2, 9:] = 0
     with torch.no_grad():
         want = best_module.eval()(ids, mask).logits

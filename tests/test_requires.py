@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -51,8 +52,8 @@ def test_torchvision_ops_are_recorded_and_load_imports_them_in_a_fresh_process(t
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and "ran" in result.stdout, result.stderr[-2000:]
 
-    shown = subprocess.run([sys.executable, "-m", "lightning_deploy.cli", "show", str(tmp_path / "nms.export.json")],
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    show = [sys.executable, "-m", "lightning_deploy.cli", "show", str(tmp_path / "nms.export.json")]
+    shown = subprocess.run(show, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
     assert "requires torchvision" in shown.stdout, shown.stdout
 
 

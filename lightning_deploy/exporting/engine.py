@@ -22,7 +22,7 @@ from lightning_deploy.artifact.files import install_lock, move_into_place, stagi
 from lightning_deploy.artifact.manifest import MANIFEST_SUFFIX, header, versions
 from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.exporting import detectron2
-from lightning_deploy.exporting.attempts import export_format, unbacked_sizes
+from lightning_deploy.exporting.attempts import error_text, export_format, unbacked_sizes
 from lightning_deploy.exporting.checks import labelled_samples
 from lightning_deploy.exporting.eager import attention_fast_path
 from lightning_deploy.exporting.golden import write_golden_samples
@@ -139,12 +139,7 @@ def export(
             unbacked_sizes(work, artifacts)
             time_artifacts(work, artifacts, [folder for _, folder in results])
             folders = [folder for _, folder in results if folder is not None]
-            samples = None
-            if options.golden_samples:
-                folders.append(staging / "golden-samples")
-                folders[-1].mkdir()
-                with work.steps.step("golden samples written"):
-                    samples = write_golden_samples(plan, folders[-1], stem, options.golden_samples_max_mb)
+            samples = _golden_samples(work, staging, folders) if options.golden_samples else None
             manifest = _manifest(work, artifacts, dirpath, checkpoint, samples)
             manifest["substitution"] = getattr(module, "substitution", None)  # not forward itself: what, and why
             manifest = json.loads(json.dumps(manifest, allow_nan=False))
@@ -153,6 +148,23 @@ def export(
                     move_into_place(folder, dirpath)
                 write_json_atomic(dirpath / (stem + MANIFEST_SUFFIX), manifest)
     return manifest
+
+
+def _golden_samples(work: Work, staging: Path, folders: list[Path]) -> dict[str, Any]:
+    """Write the golden samples into staging (their folder joins ``folders``); the manifest's ``samples``.
+
+    A full disk costs the samples, never the artifacts or the manifest: the error is recorded instead.
+    """
+    folder = staging / "golden-samples"
+    folder.mkdir()
+    try:
+        with work.steps.step("golden samples written"):
+            samples = write_golden_samples(work.plan, folder, work.stem, work.options.golden_samples_max_mb)
+    except OSError as err:
+        return {"path": None, "sha256": None, "max_mb": work.options.golden_samples_max_mb, "checks": [],
+                "dropped": [], "error": error_text(err)}  # fmt: skip
+    folders.append(folder)
+    return samples
 
 
 def _checked_target(module: Any, dirpath: Any, stem: Any) -> Path:

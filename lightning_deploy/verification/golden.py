@@ -84,7 +84,9 @@ def read_samples(manifest_file: Path, manifest: Mapping[str, Any]) -> list[Golde
     """
     section = manifest.get("samples")
     if not isinstance(section, Mapping) or not section.get("path"):
-        why = "every check was over the size cap" if isinstance(section, Mapping) else "the export wrote none"
+        why = "the export wrote none"
+        if isinstance(section, Mapping):
+            why = section.get("error") or "every check was over the size cap"
         raise LoadError(
             f"{manifest_file}: no golden samples to verify with ({why}). HINT: re-export with golden_samples=True"
             " (the default), and a larger golden_samples_max_mb where the checks were dropped."
