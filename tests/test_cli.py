@@ -64,6 +64,13 @@ def test_export_subcommand_writes_the_same_files_with_equal_outputs(lightning_cl
     assert manifest["ok"] and all(a["ok"] for a in manifest["artifacts"])
     for artifact in manifest["artifacts"]:  # the YAML's datamodule, passed to the export subcommand
         assert [c["source"] for c in artifact["checks"]][-2:] == ["validation batch 0", "validation batch 1"]
+    # validate=True by default: the model's own metrics, on that datamodule, the same as at fit end
+    fitted = json.loads(best.with_suffix(".export.json").read_text())["metrics"]
+    assert set(manifest["metrics"]) == set(fitted) == {"val_loss", "val_acc"}
+    for name, values in manifest["metrics"].items():
+        assert set(values) == {"eager", "torchscript", "onnx"}
+        assert values["eager"] == pytest.approx(fitted[name]["eager"], abs=1e-6)
+        assert values["onnx"] == pytest.approx(values["eager"], abs=1e-4)
     pixels = np.random.default_rng(0).random((5, 64), dtype=np.float32)
     for suffix in (".onnx", ".torchscript.pt"):
         by_callback = load(best.parent / (best.stem + suffix))(pixels)
