@@ -86,3 +86,25 @@ def test_the_golden_samples_verify_in_a_fresh_process_without_detectron2(case):
     with np.load(case["folder"] / manifest["samples"]["path"]) as stored:
         counts = {stored[f"{c['key']}/out/out.0.instances.scores"].shape[0] for c in manifest["samples"]["checks"]}
     assert len(counts) > 1, counts
+
+
+def test_panoptic_fpn_records_what_it_exports_instead_of_forward(root, tmp_path):
+    import subprocess
+    import sys
+
+    from detectron2_table import EXPORT_SIZE, call_input, exportable
+    from detectron2_zoo import build, image
+
+    from lightning_deploy import export, load
+
+    module, sample, axes = exportable(build("panoptic_fpn", root), "model", image(*EXPORT_SIZE))
+    manifest = export(module, sample, tmp_path, "panoptic", formats=["onnx"], dynamic_batch=False, dynamic_axes=axes)
+    substitution = manifest["substitution"]
+    assert substitution["dropped"] == ["panoptic_seg"]
+    assert "combine_semantic_and_instance_outputs" in substitution["host_step"]
+    assert manifest["artifacts"][0]["ok"], manifest["artifacts"][0]["error"]
+    (out,) = load(tmp_path / "panoptic.export.json")(*call_input("model", image(96, 128, 5)))
+    assert set(out) == {"sem_seg", "instances"}  # what the manifest says: no panoptic_seg
+    show = [sys.executable, "-m", "lightning_deploy.cli", "show", str(tmp_path / "panoptic.export.json")]
+    shown = subprocess.run(show, capture_output=True, text=True, timeout=300)
+    assert "exported instead of forward" in shown.stdout and "panoptic_seg" in shown.stdout
