@@ -187,15 +187,17 @@ def test_each_artifact_is_timed_against_eager_and_a_derived_one_against_its_sour
     # (measured here: 0.87x its float ONNX at batch 2) - the case a user must be told about
     manifest = export(torch.nn.Linear(8, 8), torch.randn(2, 8), tmp_path, "model", formats=["onnx", "onnx-int8"])
     onnx, int8 = manifest["artifacts"]
+    # the figures are recorded to 1e-4 ms, and these calls take a few thousandths of a millisecond: ratios of
+    # the recorded figures agree with the recorded ratios to a few percent
     for entry in (onnx, int8):
         speed = entry["speed"]
         assert speed["eager_ms_per_call"] > 0 and speed["vs_eager"] == pytest.approx(
-            speed["eager_ms_per_call"] / entry["ms_per_call"], rel=1e-2
+            speed["eager_ms_per_call"] / entry["ms_per_call"], rel=4e-2
         )
     assert "source" not in onnx["speed"]
     speed = int8["speed"]
     assert speed["source"] == "onnx" and speed["source_ms_per_call"] == pytest.approx(onnx["ms_per_call"], abs=1e-3)
-    assert speed["vs_source"] == pytest.approx(onnx["ms_per_call"] / int8["ms_per_call"], rel=2e-2)
+    assert speed["vs_source"] == pytest.approx(onnx["ms_per_call"] / int8["ms_per_call"], rel=4e-2)
     assert speed["slower_than_source"] == (speed["vs_source"] < SLOWER)
     show = [sys.executable, "-m", "lightning_deploy.cli", "show", str(tmp_path / "model.export.json")]
     shown = subprocess.run(show, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})

@@ -146,6 +146,9 @@ def test_fit_logs_the_export_to_the_mlflow_run_and_registers_a_model_that_runs_i
     metrics = client.get_run(logger.run_id).data.metrics
     assert metrics["export/onnx_ok"] == 1.0 and metrics["export/torchscript_ok"] == 1.0
     assert metrics["export/onnx_max_abs_diff"] < 1e-4 and metrics["export/onnx_ms_per_call"] > 0
+    # the model's own validation metric per artifact (validate=True), beside eager's
+    assert metrics["export/onnx_val_loss"] == pytest.approx(metrics["export/eager_val_loss"], abs=1e-4)
+    assert metrics["export/torchscript_val_loss"] == pytest.approx(metrics["export/eager_val_loss"], abs=1e-4)
 
     version = client.get_model_version("digits-dict", "1")
     assert version.run_id == logger.run_id

@@ -239,9 +239,9 @@ def _time(
     for fmt, row in timed.items():
         source = by_name(fmt).derived_from
         if source in timed:
-            vs_source = timed[source]["ms_per_call"] / row["ms_per_call"]
+            vs_source = round(timed[source]["ms_per_call"] / row["ms_per_call"], 3)
             row["speed"] = {"source": source, "source_ms_per_call": timed[source]["ms_per_call"],
-                            "vs_source": round(vs_source, 3), "slower_than_source": vs_source < SLOWER}  # fmt: skip
+                            "vs_source": vs_source, "slower_than_source": vs_source < SLOWER}  # fmt: skip
 
 
 def _record(manifest_file: Path, host: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str | None:
