@@ -45,6 +45,8 @@ class Format:
         package: the optional package that makes and runs it; the extra
             ``lightning-deploy[<package>]`` installs it, and asking for the format without it fails
             before any work.
+        notice: what a user of the format should know that is not a failure (a deprecation),
+            said once in our words: in the entry's warnings and under ``show``'s table.
     """
 
     name: str
@@ -62,6 +64,7 @@ class Format:
     preflight_as: str | None = None
     bounded: bool = False
     package: str | None = None
+    notice: str | None = None
 
     @property
     def lower_precision(self) -> bool:
@@ -73,7 +76,9 @@ _ALL_METHODS = ("export", "trace", "script")
 
 FORMATS: tuple[Format, ...] = (
     Format("torchscript", ".torchscript.pt", "torchscript", ("trace", "script"), preference=1,
-           triton=("pytorch_libtorch", "model.pt"), native_io=True),
+           triton=("pytorch_libtorch", "model.pt"), native_io=True, notice=(
+               "TorchScript is deprecated by PyTorch (torch 2.14's torch.jit.save warns) but still supported, by"
+               " torch and LibTorch alike; for new deployments prefer 'pt2' (torch.export), or 'aoti' for C++")),
     Format("onnx", ".onnx", "onnxruntime", _ALL_METHODS, preference=0, triton=("onnxruntime_onnx", "model.onnx")),
     Format("pt2", ".pt2", "pt2", ("export",), preference=2),
     # compiled from the same torch.export program as pt2

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from lightning_deploy.artifact.resolve import default_artifact
+from lightning_deploy.formats import by_name
 
 __all__ = ["print_report", "print_verification"]
 
@@ -43,6 +44,8 @@ def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
         )
     console = Console(width=max(120, Console().width))
     console.print(table)
+    for fmt in dict.fromkeys(a["format"] for a in manifest["artifacts"] if a["ok"] and by_name(a["format"]).notice):
+        console.print(f"[dim]{fmt}: {by_name(fmt).notice}.[/]", highlight=False, soft_wrap=True)
     if manifest.get("substitution"):
         console.print(_substitution_line(manifest["substitution"]), highlight=False, soft_wrap=True)
     for line in _metric_lines(manifest):

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -193,3 +196,19 @@ def test_bare_export_of_a_lightning_module_makes_torchscript(tmp_path):
     assert manifest["ok"], manifest["artifacts"][0]["error"]
     x = torch.randn(5, 64)
     torch.testing.assert_close(load(tmp_path / "digits.torchscript.pt")(x), model(x), atol=1e-5, rtol=1e-4)
+
+
+def test_torchscript_is_said_deprecated_once_in_our_words_not_by_torch_on_every_save(tmp_path):
+    import warnings
+
+    from lightning_deploy.formats import by_name
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        manifest = export(torch.nn.Linear(4, 2), torch.randn(2, 4), tmp_path, "m", formats=["torchscript"])
+    assert not [w for w in caught if "torch.jit.save" in str(w.message)], [str(w.message) for w in caught]
+    (entry,) = manifest["artifacts"]
+    assert entry["ok"] and by_name("torchscript").notice in entry["warnings"]
+    show = [sys.executable, "-m", "lightning_deploy.cli", "show", str(tmp_path / "m.export.json")]
+    shown = subprocess.run(show, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "400"})
+    assert f"torchscript: {by_name('torchscript').notice}." in shown.stdout

@@ -70,6 +70,7 @@ def export_format(fmt: str, work: Work) -> tuple[dict[str, Any], Path | None]:
         )
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
+    notice = by_name(fmt).notice  # said in the entry and under the report's table, not as a Python warning
     entry = ArtifactEntry(
         format=fmt,
         path=name,
@@ -96,7 +97,7 @@ def export_format(fmt: str, work: Work) -> tuple[dict[str, Any], Path | None]:
         derived=derived,
         accuracy=chosen.accuracy if chosen else None,
         error=chosen.error if chosen else _most_informative(attempts),
-        warnings=(chosen.warnings if chosen else []) + notes,
+        warnings=(chosen.warnings if chosen else []) + notes + ([notice] if chosen and notice else []),
         attempts=[_describe_attempt(a) for a in attempts],
     )
     return entry.to_json(), (chosen.folder if chosen else None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import io
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -19,7 +20,18 @@ import torch
 from lightning_deploy.exporting.adapters import FlatAdapter
 from lightning_deploy.exporting.dynamic import DynamicDims
 
-__all__ = ["Capture", "ExportContext", "Exporter", "save_to_file"]
+__all__ = ["Capture", "ExportContext", "Exporter", "save_to_file", "save_torchscript"]
+
+
+def save_torchscript(module: Any, path: Path) -> None:
+    """``torch.jit.save`` through :func:`save_to_file`, without torch's deprecation warning on every save.
+
+    The user asked for TorchScript; the format's ``notice`` (``formats.py``) says once, in the
+    manifest and the report, what the deprecation means for them.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.save.* is deprecated", category=FutureWarning)
+        save_to_file(path, lambda handle: torch.jit.save(module, handle))
 
 
 def save_to_file(path: Path, save: Callable[[IO[bytes]], None], buffered: bool = False) -> None:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lightning_deploy.exporting.adapters import FlatAdapter
-from lightning_deploy.exporting.methods.base import Capture, ExportContext, save_to_file
+from lightning_deploy.exporting.methods.base import Capture, ExportContext, save_torchscript
 from lightning_deploy.exporting.methods.trace import TraceExporter, trace_flat
 
 __all__ = ["ScriptExporter"]
@@ -43,7 +43,7 @@ class ScriptExporter(TraceExporter):
     def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> dict[str, Any] | None:
         """The scripted module itself for TorchScript with native I/O, else as for tracing."""
         if fmt == "torchscript" and ctx.native:
-            save_to_file(path, lambda handle: torch.jit.save(capture.native, handle))
+            save_torchscript(capture.native, path)
             return None
         return super().save(capture, fmt, path, ctx)
 

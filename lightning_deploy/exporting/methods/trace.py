@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from lightning_deploy.exporting.methods.base import Capture, ExportContext, Exporter, save_to_file
+from lightning_deploy.exporting.methods.base import Capture, ExportContext, Exporter, save_torchscript
 from lightning_deploy.exporting.methods.onnx_if_types import unify_if_branch_types
 from lightning_deploy.exporting.methods.onnx_symbolics import trace_symbolics
 
@@ -46,7 +46,7 @@ class TraceExporter(Exporter):
         OpenVINO converts that ONNX graph (``openvino_ir.py``).
         """
         if fmt == "torchscript":
-            save_to_file(path, lambda handle: torch.jit.save(capture.program, handle))
+            save_torchscript(capture.program, path)
             return None
         if fmt == "openvino":
             from lightning_deploy.exporting.openvino_ir import from_onnx
