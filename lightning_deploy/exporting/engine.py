@@ -8,6 +8,7 @@ into place; a failing format never stops the others; the manifest is written las
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -32,7 +33,7 @@ from lightning_deploy.exporting.plan import make_plan
 from lightning_deploy.exporting.work import Work
 from lightning_deploy.verification.golden import DEFAULT_MAX_MB
 
-__all__ = ["export"]
+__all__ = ["export", "export_with"]
 
 
 def export(
@@ -120,9 +121,27 @@ def export(
 
     """
     options = ExportOptions(
-        formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol, executorch_bounds,
-        bf16_rtol, golden_samples, golden_samples_max_mb,
+        formats=formats, method=method, dynamic_batch=dynamic_batch, dynamic_axes=dynamic_axes, verify=verify,
+        atol=atol, rtol=rtol, opset=opset, int8_rtol=int8_rtol, executorch_bounds=executorch_bounds,
+        bf16_rtol=bf16_rtol, golden_samples=golden_samples, golden_samples_max_mb=golden_samples_max_mb,
     )  # fmt: skip
+    return export_with(module, input_sample, dirpath, stem, options, checkpoint, accuracy_data, check_samples)
+
+
+def export_with(
+    module: nn.Module,
+    input_sample: Any,
+    dirpath: str | os.PathLike[str],
+    stem: str,
+    options: ExportOptions,
+    checkpoint: str | os.PathLike[str] | None = None,
+    accuracy_data: Iterable[Any] | None = None,
+    check_samples: Sequence[Any] | Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`export` with its settings checked already: the callback and the command line pass theirs whole.
+
+    Returns the manifest, also written to ``dirpath/stem.export.json``.
+    """
     dirpath = _checked_target(module, dirpath, stem)
     # Captures and the eager reference take the plain attention path (eager.py); eval mode, no autograd.
     with contextlib.ExitStack() as stack:
@@ -224,21 +243,7 @@ def _manifest(
         **work.io_manifest,
         "attention_fast_path": work.plan.fast_path,
         "skipped_checks": work.plan.skipped,
-        "options": {
-            "formats": list(options.formats),
-            "method": options.method,
-            "dynamic_batch": options.dynamic_batch,
-            "dynamic_axes": options.dynamic_axes,
-            "verify": options.verify,
-            "atol": options.atol,
-            "rtol": options.rtol,
-            "int8_rtol": options.int8_rtol,
-            "bf16_rtol": options.bf16_rtol,
-            "opset": options.opset,
-            "executorch_bounds": options.executorch_bounds,
-            "golden_samples": options.golden_samples,
-            "golden_samples_max_mb": options.golden_samples_max_mb,
-        },
+        "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "owner"},
         "artifacts": artifacts,
         "samples": samples,
         "versions": versions(),

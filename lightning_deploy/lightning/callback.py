@@ -8,6 +8,7 @@ global rank zero exports; every rank meets at a barrier afterwards.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing_extensions import override
 
 from lightning_deploy.artifact.manifest import failure_manifest
 from lightning_deploy.errors import ConfigurationError, ExportError
-from lightning_deploy.exporting.engine import export
+from lightning_deploy.exporting.engine import export_with
 from lightning_deploy.exporting.options import ExportOptions
 from lightning_deploy.exporting.plan import module_device
 from lightning_deploy.formats import by_name
@@ -158,8 +159,10 @@ class ModelExport(Callback):
         golden_samples_max_mb: float = 32.0,
     ) -> None:
         self.options = ExportOptions(
-            formats, method, dynamic_batch, dynamic_axes, verify, atol, rtol, opset, int8_rtol, executorch_bounds,
-            bf16_rtol, golden_samples, golden_samples_max_mb, owner="ModelExport",
+            formats=formats, method=method, dynamic_batch=dynamic_batch, dynamic_axes=dynamic_axes, verify=verify,
+            atol=atol, rtol=rtol, opset=opset, int8_rtol=int8_rtol, executorch_bounds=executorch_bounds,
+            bf16_rtol=bf16_rtol, golden_samples=golden_samples, golden_samples_max_mb=golden_samples_max_mb,
+            owner="ModelExport",
         )  # fmt: skip
         self._check_choices(input_sample, input_spec, submodule, checkpoint, dirpath, preflight, strict, log_artifacts,
                             validate)  # fmt: skip
@@ -315,17 +318,12 @@ class ModelExport(Callback):
         The preflight checks a compiled format by its capture (``aoti`` by ``pt2``, its
         ``preflight_as``): what can fail there is the capture, and compiling takes tens of seconds.
         """
-        o = self.options
-        formats = o.formats
-        if preflight:
-            formats = tuple(dict.fromkeys(by_name(f).preflight_as or f for f in formats))
-        return export(target, sample, dirpath, stem, formats=formats, method=o.method,
-                      dynamic_batch=o.dynamic_batch, dynamic_axes=o.dynamic_axes, verify=o.verify,
-                      atol=o.atol, rtol=o.rtol, opset=o.opset, checkpoint=checkpoint, int8_rtol=o.int8_rtol,
-                      accuracy_data=accuracy_data, check_samples=check_samples,
-                      executorch_bounds=o.executorch_bounds if "executorch" in formats else None,
-                      bf16_rtol=o.bf16_rtol, golden_samples=o.golden_samples and not preflight,
-                      golden_samples_max_mb=o.golden_samples_max_mb)  # fmt: skip
+        options = self.options
+        if preflight:  # the captures only: no compiling, no golden samples
+            formats = tuple(dict.fromkeys(by_name(f).preflight_as or f for f in options.formats))
+            bounds = options.executorch_bounds if any(by_name(f).bounded for f in formats) else None
+            options = dataclasses.replace(options, formats=formats, executorch_bounds=bounds, golden_samples=False)
+        return export_with(target, sample, dirpath, stem, options, checkpoint, accuracy_data, check_samples)
 
     def _checkpoint_callback(self, trainer: pl.Trainer) -> pl.callbacks.ModelCheckpoint:
         callback = trainer.checkpoint_callback
