@@ -24,7 +24,10 @@ class Format:
         name: the name users pass in ``formats=[...]`` and ``load(format=...)``.
         suffix: the file name is ``STEM + suffix``.
         runtime: the module that runs it (``lightning_deploy.runtime.backends.<runtime>``).
-        methods: the export methods that can make it, in the order ``method="auto"`` tries them.
+        writers: for each export method that can make it, in the order ``method="auto"`` tries
+            them, the function that writes a capture of that method as this format
+            (``"module:function"`` under ``lightning_deploy.exporting``, called
+            ``write(capture, path, ctx)``). Empty for a derived format, made by ``derived_by``.
         derived_by: for a format made from another format's file by a pass, that pass
             (``"module:function"`` under ``lightning_deploy.exporting``), taking the plain file's path.
         derived_from: the format whose file ``derived_by`` starts from.
@@ -52,7 +55,7 @@ class Format:
     name: str
     suffix: str
     runtime: str
-    methods: tuple[str, ...]
+    writers: tuple[tuple[str, str], ...]
     preference: int
     derived_by: str | None = None
     derived_from: str | None = None
@@ -67,36 +70,50 @@ class Format:
     notice: str | None = None
 
     @property
+    def methods(self) -> tuple[str, ...]:
+        """The export methods that can make it, in the order ``method="auto"`` tries them (derived: its source's)."""
+        return tuple(method for method, _ in self.writers) if self.writers else by_name(self.derived_from).methods
+
+    def writer(self, method: str) -> str:
+        """The ``"module:function"`` that writes a capture of ``method`` as this format."""
+        return dict(self.writers)[method]
+
+    @property
     def lower_precision(self) -> bool:
         """Whether it runs in less than float32 (int8, bfloat16)."""
         return self.precision != "float32"
 
 
-_ALL_METHODS = ("export", "trace", "script")
+# torch.export's ONNX exporter, then the TorchScript-based one on a trace (or a trace around a scripted module)
+_ONNX = (("export", "methods.torch_export:write_onnx"), ("trace", "methods.trace:write_onnx"),
+         ("script", "methods.trace:write_onnx"))  # fmt: skip
 
 FORMATS: tuple[Format, ...] = (
-    Format("torchscript", ".torchscript.pt", "torchscript", ("trace", "script"), preference=1,
+    Format("torchscript", ".torchscript.pt", "torchscript",
+           (("trace", "methods.trace:write_torchscript"), ("script", "methods.script:write_torchscript")), preference=1,
            triton=("pytorch_libtorch", "model.pt"), native_io=True, notice=(
                "TorchScript is deprecated by PyTorch (torch 2.14's torch.jit.save warns) but still supported, by"
                " torch and LibTorch alike; for new deployments prefer 'pt2' (torch.export), or 'aoti' for C++")),
-    Format("onnx", ".onnx", "onnxruntime", _ALL_METHODS, preference=0, triton=("onnxruntime_onnx", "model.onnx")),
-    Format("pt2", ".pt2", "pt2", ("export",), preference=2),
+    Format("onnx", ".onnx", "onnxruntime", _ONNX, preference=0, triton=("onnxruntime_onnx", "model.onnx")),
+    Format("pt2", ".pt2", "pt2", (("export", "methods.torch_export:write_pt2"),), preference=2),
     # compiled from the same torch.export program as pt2
-    Format("aoti", ".aoti.pt2", "aoti", ("export",), preference=3, compiled=True, preflight_as="pt2"),
-    Format("onnx-optimized", ".optimized.onnx", "onnxruntime", _ALL_METHODS, preference=4,
+    Format("aoti", ".aoti.pt2", "aoti", (("export", "methods.torch_export:write_aoti"),), preference=3, compiled=True,
+           preflight_as="pt2"),
+    Format("onnx-optimized", ".optimized.onnx", "onnxruntime", (), preference=4,
            derived_by="onnx_passes:optimize_for_cpu", derived_from="onnx", triton=("onnxruntime_onnx", "model.onnx")),
-    Format("onnx-int8", ".int8.onnx", "onnxruntime", _ALL_METHODS, preference=5,
+    Format("onnx-int8", ".int8.onnx", "onnxruntime", (), preference=5,
            derived_by="onnx_passes:quantize_int8", derived_from="onnx", triton=("onnxruntime_onnx", "model.onnx"),
            precision="int8", variants=("static", "dynamic")),
     # lowered from the torch.export program (XNNPACK where it applies, portable kernels elsewhere)
-    Format("executorch", ".pte", "executorch", ("export",), preference=6, preflight_as="pt2", bounded=True,
-           package="executorch"),
+    Format("executorch", ".pte", "executorch", (("export", "executorch_program:write_executorch"),), preference=6,
+           preflight_as="pt2", bounded=True, package="executorch"),
     # OpenVINO's IR (weights in STEM.openvino.bin), converted from the torch.export program, else from
     # the traced ONNX graph
-    Format("openvino", ".openvino.xml", "openvino", ("export", "trace"), preference=7, triton=("openvino", "model.xml"),
-           package="openvino"),
+    Format("openvino", ".openvino.xml", "openvino",
+           (("export", "openvino_ir:write_from_program"), ("trace", "openvino_ir:write_from_trace")), preference=7,
+           triton=("openvino", "model.xml"), package="openvino"),
     # the same IR, marked to run in bfloat16 (STEM.bf16.openvino.xml and .bin), where the CPU has it
-    Format("openvino-bf16", ".bf16.openvino.xml", "openvino", ("export", "trace"), preference=8,
+    Format("openvino-bf16", ".bf16.openvino.xml", "openvino", (), preference=8,
            derived_by="openvino_ir:to_bf16", derived_from="openvino", precision="bfloat16", package="openvino"),
 )  # fmt: skip
 """Every format, in the order the documentation lists them."""

@@ -14,7 +14,6 @@ from models import NoOnnxOp, Prediction, ShapeBranch, StructuredModel, TwoInputs
 
 from lightning_deploy import export, load
 from lightning_deploy.exporting.methods import EXPORTERS
-from lightning_deploy.exporting.methods.trace import TraceExporter
 
 ALL_FORMATS = ["torchscript", "onnx", "pt2"]
 
@@ -144,18 +143,14 @@ def test_failing_format_does_not_stop_the_others(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.export.json", "m.samples.npz", "m.torchscript.pt"]
 
 
-class _BreaksMidWrite(TraceExporter):
-    """The real trace exporter, except that ONNX dies after writing half a file."""
-
-    def save(self, capture, fmt, path, ctx):
-        if fmt == "onnx":
-            path.write_bytes(b"half an onnx model")
-            raise OSError("disk full")
-        super().save(capture, fmt, path, ctx)
+def _breaks_mid_write(capture, path, ctx):
+    """The trace method's ONNX writer, dying after writing half a file."""
+    path.write_bytes(b"half an onnx model")
+    raise OSError("disk full")
 
 
 def test_exporter_raising_mid_write_leaves_no_file(tmp_path, monkeypatch):
-    monkeypatch.setitem(EXPORTERS, "trace", _BreaksMidWrite())
+    monkeypatch.setattr("lightning_deploy.exporting.methods.trace.write_onnx", _breaks_mid_write)
     (tmp_path / "m.onnx").write_bytes(b"an older artifact")
     manifest = export(
         TwoInputs(),
@@ -176,12 +171,19 @@ def test_exporter_raising_mid_write_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_exporters_conform_to_one_interface():
+    import importlib
+    import inspect
+
     from lightning_deploy.formats import FORMATS
 
     for method, exporter in EXPORTERS.items():
         assert exporter.method == method
-    for fmt in FORMATS:  # every method a format declares has an exporter
+    for fmt in FORMATS:  # every method a format declares has an exporter, and each declared writer exists
         assert fmt.methods and set(fmt.methods) <= set(EXPORTERS), fmt.name
+        for method, writer in fmt.writers:
+            module, _, function = writer.partition(":")
+            found = getattr(importlib.import_module(f"lightning_deploy.exporting.{module}"), function)
+            assert list(inspect.signature(found).parameters) == ["capture", "path", "ctx"], (fmt.name, method)
 
 
 def test_bare_export_of_a_lightning_module_makes_torchscript(tmp_path):

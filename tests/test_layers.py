@@ -113,6 +113,25 @@ def test_an_onnx_artifact_loads_and_runs_where_torch_cannot_be_imported(tmp_path
     assert result.stdout.strip() == "(3, 2)"
 
 
+def test_no_format_is_told_apart_by_its_name_outside_its_declaration_and_its_runtime():
+    """A rule of a format is a field of its declaration (docs/design.md): no code compares a format's name."""
+    from lightning_deploy.formats import NAMES
+
+    found = []
+    for path in _modules():
+        relative = path.relative_to(PACKAGE)
+        if _part(path) not in ("exporting", "serving", "tracking", "runtime") or "backends" in relative.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Compare):
+                continue
+            operands = [node.left, *node.comparators]
+            operands += [e for o in operands if isinstance(o, (ast.Tuple, ast.List, ast.Set)) for e in o.elts]
+            named = [o.value for o in operands if isinstance(o, ast.Constant) and o.value in NAMES]
+            found += [f"{relative}:{node.lineno} compares {name!r}" for name in named]
+    assert not found, found
+
+
 def test_the_callbacks_formats_literal_lists_exactly_the_declared_formats():
     from lightning_deploy import ModelExport
     from lightning_deploy.formats import NAMES

@@ -20,7 +20,7 @@ from lightning_deploy.artifact.entry import ArtifactEntry
 from lightning_deploy.artifact.files import copy_files, install_order, sha256_file
 from lightning_deploy.artifact.manifest import artifact_name, json_safe
 from lightning_deploy.exporting.int8 import accuracy, fastest, pass_options, variants
-from lightning_deploy.exporting.methods import EXPORTERS, Capture
+from lightning_deploy.exporting.methods import Capture, write
 from lightning_deploy.exporting.methods.torch_export import unbacked_output_dims
 from lightning_deploy.exporting.options import methods_for
 from lightning_deploy.exporting.plan import Plan
@@ -207,7 +207,7 @@ def _save(fmt: str, method: str, capture: Capture, path: Path, work: Work, attem
     elif fmt in work.shared_sources:
         copy_files(work.source_file(fmt, method).parent, path.parent)  # the source stays for the derived formats
     else:
-        attempt.derived = EXPORTERS[method].save(capture, fmt, path, work.plan.ctx)
+        attempt.derived = write(fmt, method, capture, path, work.plan.ctx)
 
 
 def verification_device(fmt: str, device: str) -> tuple[str, str | None]:

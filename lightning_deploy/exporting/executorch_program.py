@@ -16,9 +16,15 @@ from typing import Any
 
 import torch
 
-from lightning_deploy.exporting.methods.base import ExportContext
+from lightning_deploy.exporting.methods.base import Capture, ExportContext
+from lightning_deploy.exporting.methods.torch_export import on_cpu
 
-__all__ = ["lower_to_executorch"]
+__all__ = ["lower_to_executorch", "write_executorch"]
+
+
+def write_executorch(capture: Capture, path: Path, ctx: ExportContext) -> dict[str, Any]:
+    """The ``executorch`` writer of method ``export``: the program (on the CPU) lowered and bounded."""
+    return lower_to_executorch(on_cpu(capture), path, ctx)
 
 
 def lower_to_executorch(program: torch.export.ExportedProgram, path: Path, ctx: ExportContext) -> dict[str, Any]:

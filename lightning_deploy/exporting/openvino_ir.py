@@ -21,9 +21,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lightning_deploy.exporting.methods.base import ExportContext
+from lightning_deploy.exporting.methods import torch_export, trace
+from lightning_deploy.exporting.methods.base import Capture, ExportContext
 
-__all__ = ["from_onnx", "from_program", "to_bf16"]
+__all__ = ["from_onnx", "from_program", "to_bf16", "write_from_program", "write_from_trace"]
+
+
+def write_from_program(capture: Capture, path: Path, ctx: ExportContext) -> dict[str, Any]:
+    """The ``openvino`` writer of method ``export``: the ``torch.export`` program converted (on the CPU)."""
+    return from_program(torch_export.on_cpu(capture), path, ctx)
+
+
+def write_from_trace(capture: Capture, path: Path, ctx: ExportContext) -> dict[str, Any]:
+    """The ``openvino`` writer of method ``trace``: the trace's ONNX graph converted."""
+    return from_onnx(lambda onnx_file: trace.write_onnx(capture, onnx_file, ctx), path, ctx)
 
 
 def from_program(program: Any, path: Path, ctx: ExportContext) -> dict[str, Any]:

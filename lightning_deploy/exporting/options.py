@@ -124,10 +124,11 @@ class ExportOptions:
                        f" capabilities here are {', '.join(cpu_capabilities())}, without BF16: it needs avx512_bf16"
                        " or AMX), so it would not run as verified",
                        f"drop {bf16[0]!r} and keep 'openvino' (float32), or export on a CPU that has bf16")  # fmt: skip
-        if "aoti" in formats and (no_compiler := _no_cxx_compiler()):
-            self._fail("formats", f"asks for aoti, which compiles C++, and torch finds no compiler ({no_compiler})",
-                       "install g++ (apt-get install g++) or name one in the CXX environment variable,"
-                       " or drop 'aoti'")  # fmt: skip
+        compiled = [f for f in formats if by_name(f).compiled]
+        if compiled and (no_compiler := _no_cxx_compiler()):
+            self._fail("formats", f"asks for {compiled[0]}, which compiles C++, and torch finds no compiler"
+                       f" ({no_compiler})", "install g++ (apt-get install g++) or name one in the CXX environment"
+                       f" variable, or drop {compiled[0]!r}")  # fmt: skip
         return tuple(formats)
 
     def _check_method(self) -> None:

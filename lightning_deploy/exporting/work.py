@@ -17,7 +17,7 @@ import numpy as np
 
 from lightning_deploy.artifact.manifest import artifact_name
 from lightning_deploy.exporting.int8 import calibration_feeds
-from lightning_deploy.exporting.methods import EXPORTERS, Capture
+from lightning_deploy.exporting.methods import EXPORTERS, Capture, write
 from lightning_deploy.exporting.options import ExportOptions
 from lightning_deploy.exporting.plan import Plan
 from lightning_deploy.exporting.progress import StepLog
@@ -82,7 +82,7 @@ class Work:
             folder.mkdir()
             path = folder / artifact_name(self.stem, source)
             try:
-                EXPORTERS[method].save(self.capture(method), source, path, self.plan.ctx)
+                write(source, method, self.capture(method), path, self.plan.ctx)
                 self.sources[key] = path
             except Exception as err:  # noqa: BLE001 - recorded by every format that needs it
                 self.sources[key] = err

@@ -89,7 +89,12 @@ class Capture:
 
 
 class Exporter(abc.ABC):
-    """Captures a flat adapter with one method and saves it in the formats that declare the method (``formats.py``)."""
+    """Captures a flat adapter with one method; the formats' declared writers save the capture (``formats.py``).
+
+    A writer is ``write(capture, path, ctx) -> dict | None``: it writes ``path`` (plus side files
+    in its folder) and returns what a conversion did where that says more than the method (the
+    entry's ``derived``: which graph OpenVINO converted, what ExecuTorch delegated).
+    """
 
     method: ClassVar[str]
 
@@ -97,10 +102,3 @@ class Exporter(abc.ABC):
     def capture(self, ctx: ExportContext) -> Capture:
         """Capture ``ctx.adapter`` at ``ctx.args``."""
 
-    @abc.abstractmethod
-    def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> dict[str, Any] | None:
-        """Write ``capture`` as ``fmt`` to ``path`` (plus side files in the same folder).
-
-        Returns what a conversion did where it says more than the method (the manifest entry's
-        ``derived``: which graph OpenVINO converted, what ExecuTorch delegated), else ``None``.
-        """

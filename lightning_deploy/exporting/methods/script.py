@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List  # noqa: UP035 - TorchScript reads typing's generics
+from typing import ClassVar, Dict, List  # noqa: UP035 - TorchScript reads typing's generics
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ from lightning_deploy.exporting.adapters import FlatAdapter
 from lightning_deploy.exporting.methods.base import Capture, ExportContext, save_torchscript
 from lightning_deploy.exporting.methods.trace import TraceExporter, trace_flat
 
-__all__ = ["ScriptExporter"]
+__all__ = ["ScriptExporter", "write_torchscript"]
 
 
 class ScriptExporter(TraceExporter):
@@ -40,12 +40,10 @@ class ScriptExporter(TraceExporter):
         capture.native = scripted
         return capture
 
-    def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> dict[str, Any] | None:
-        """The scripted module itself for TorchScript with native I/O, else as for tracing."""
-        if fmt == "torchscript" and ctx.native:
-            save_torchscript(capture.native, path)
-            return None
-        return super().save(capture, fmt, path, ctx)
+
+def write_torchscript(capture: Capture, path: Path, ctx: ExportContext) -> None:
+    """The scripted module itself where inputs hold lists (native I/O), else the trace around it."""
+    save_torchscript(capture.native if ctx.native else capture.program, path)
 
 
 class _DetectionsOnly(nn.Module):

@@ -8,14 +8,14 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
 from lightning_deploy.exporting.methods.base import Capture, ExportContext, Exporter, save_to_file
 from lightning_deploy.runtime.backends.pt2 import on_device
 
-__all__ = ["TorchExportExporter", "unbacked_output_dims"]
+__all__ = ["TorchExportExporter", "on_cpu", "unbacked_output_dims", "write_aoti", "write_onnx", "write_pt2"]
 
 # torch._inductor options of the aoti format (measured in docs/performance.md, runtime.py)
 AOTI_INDUCTOR_CONFIGS = {"freezing": True}
@@ -64,55 +64,50 @@ class TorchExportExporter(Exporter):
             program = torch.export.export(ctx.adapter, ctx.args, dynamic_shapes=(shapes,))
         return Capture(program)
 
-    def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> dict[str, Any] | None:
-        """``torch.export.save`` for pt2; ``torch.onnx.export(dynamo=True)`` for ONNX; AOTInductor for aoti.
 
-        ExecuTorch lowers the program (``executorch_program.py``), OpenVINO converts it
-        (``openvino_ir.py``). ONNX weights go inline, except above :data:`EXTERNAL_DATA_BYTES` (and always above
-        protobuf's 2 GB limit) where they go to ``STEM.onnx.data`` beside the model. The
-        AOTInductor package is compiled (a C++ compiler, tens of seconds) for the device the
-        program's weights are on, keeping its dynamic dims.
-        """
-        if fmt == "pt2":
-            save_to_file(path, lambda handle: torch.export.save(capture.program, handle), buffered=True)
-            return None
-        if fmt == "executorch":
-            from lightning_deploy.exporting.executorch_program import lower_to_executorch
+def write_pt2(capture: Capture, path: Path, ctx: ExportContext) -> None:
+    """``torch.export.save`` (the archive built in memory: see ``save_to_file``)."""
+    save_to_file(path, lambda handle: torch.export.save(capture.program, handle), buffered=True)
 
-            return lower_to_executorch(on_device(capture.program, "cpu"), path, ctx)
-        if fmt == "openvino":
-            from lightning_deploy.exporting.openvino_ir import from_program
 
-            return from_program(on_device(capture.program, "cpu"), path, ctx)
-        if fmt == "aoti":
-            # imported here: torch._inductor takes a second to import and warns where CUDA is absent
-            from torch._inductor import aoti_compile_and_package
+def write_aoti(capture: Capture, path: Path, ctx: ExportContext) -> None:
+    """An AOTInductor package compiled (a C++ compiler, tens of seconds) for the device of the program's weights.
 
-            # Freezing folds the weights into the compiled code as constants (conv weights prepacked
-            # for the CPU): resnet18 at batch 1 ran 28.3 -> 22.8 ms here, same elsewhere, same numbers,
-            # and compiles faster. The package's weights cannot be swapped afterwards, which a deployed
-            # artifact never does.
-            save_to_file(
-                path,
-                lambda handle: aoti_compile_and_package(
-                    capture.program, package_path=handle, inductor_configs=AOTI_INDUCTOR_CONFIGS
-                ),
-                buffered=True,
-            )
-            return None
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
-            onnx_program = torch.onnx.export(
-                capture.program,
-                ctx.args,
-                dynamo=True,
-                input_names=list(ctx.input_names),
-                output_names=list(ctx.output_names),
-                opset_version=ctx.opset,
-                verbose=False,
-            )
-        weights = sum(t.numel() * t.element_size() for t in capture.program.state_dict.values())
-        onnx_program.save(str(path), external_data=True if weights > EXTERNAL_DATA_BYTES else None)
-        return None
+    Freezing folds the weights into the compiled code as constants (conv weights prepacked for
+    the CPU): resnet18 at batch 1 ran 28.3 -> 22.8 ms here, same numbers, and compiles faster.
+    The package's weights cannot be swapped afterwards, which a deployed artifact never does.
+    """
+    # imported here: torch._inductor takes a second to import and warns where CUDA is absent
+    from torch._inductor import aoti_compile_and_package
+
+    save_to_file(
+        path,
+        lambda handle: aoti_compile_and_package(
+            capture.program, package_path=handle, inductor_configs=AOTI_INDUCTOR_CONFIGS
+        ),
+        buffered=True,
+    )
+
+
+def write_onnx(capture: Capture, path: Path, ctx: ExportContext) -> None:
+    """``torch.onnx.export(dynamo=True)``; inline weights, or above :data:`EXTERNAL_DATA_BYTES` in STEM.onnx.data."""
+    with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
+        onnx_program = torch.onnx.export(
+            capture.program,
+            ctx.args,
+            dynamo=True,
+            input_names=list(ctx.input_names),
+            output_names=list(ctx.output_names),
+            opset_version=ctx.opset,
+            verbose=False,
+        )
+    weights = sum(t.numel() * t.element_size() for t in capture.program.state_dict.values())
+    onnx_program.save(str(path), external_data=True if weights > EXTERNAL_DATA_BYTES else None)
+
+
+def on_cpu(capture: Capture) -> torch.export.ExportedProgram:
+    """The captured program with its weights on the CPU (what ExecuTorch and OpenVINO convert)."""
+    return on_device(capture.program, "cpu")
 
 
 def unbacked_output_dims(program: torch.export.ExportedProgram, names: tuple[str, ...]) -> dict[str, list[int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 
@@ -12,7 +12,7 @@ from lightning_deploy.exporting.methods.base import Capture, ExportContext, Expo
 from lightning_deploy.exporting.methods.onnx_if_types import unify_if_branch_types
 from lightning_deploy.exporting.methods.onnx_symbolics import trace_symbolics
 
-__all__ = ["TraceExporter", "trace_flat"]
+__all__ = ["TraceExporter", "trace_flat", "write_onnx", "write_torchscript"]
 
 
 def trace_flat(module: torch.nn.Module, ctx: ExportContext) -> Capture:
@@ -32,7 +32,7 @@ def trace_flat(module: torch.nn.Module, ctx: ExportContext) -> Capture:
 
 
 class TraceExporter(Exporter):
-    """Trace the flat adapter; the TorchScript graph also feeds the ONNX exporter."""
+    """Trace the flat adapter; the TorchScript graph also feeds the ONNX exporter (and OpenVINO through it)."""
 
     method: ClassVar[str] = "trace"
 
@@ -40,34 +40,29 @@ class TraceExporter(Exporter):
         """Trace the flat adapter."""
         return trace_flat(ctx.adapter, ctx)
 
-    def save(self, capture: Capture, fmt: str, path: Path, ctx: ExportContext) -> dict[str, Any] | None:
-        """``ScriptModule.save`` for TorchScript; ``torch.onnx.export(dynamo=False)`` for ONNX (``If`` types one).
 
-        OpenVINO converts that ONNX graph (``openvino_ir.py``).
-        """
-        if fmt == "torchscript":
-            save_torchscript(capture.program, path)
-            return None
-        if fmt == "openvino":
-            from lightning_deploy.exporting.openvino_ir import from_onnx
+def write_torchscript(capture: Capture, path: Path, ctx: ExportContext) -> None:
+    """The traced module, by ``torch.jit.save``."""
+    save_torchscript(capture.program, path)
 
-            return from_onnx(lambda onnx_file: self.save(capture, "onnx", onnx_file, ctx), path, ctx)
-        dynamic_axes = {
-            name: dict(dims)
-            for name, dims in zip(ctx.input_names + ctx.output_names, ctx.input_dims + ctx.output_dims)
-            if dims
-        }
-        with warnings.catch_warnings(), trace_symbolics():
-            warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": chosen on purpose
-            torch.onnx.export(
-                capture.program,
-                ctx.args,
-                str(path),
-                dynamo=False,
-                input_names=list(ctx.input_names),
-                output_names=list(ctx.output_names),
-                dynamic_axes=dynamic_axes,
-                opset_version=ctx.opset,
-            )
-        unify_if_branch_types(path)
-        return None
+
+def write_onnx(capture: Capture, path: Path, ctx: ExportContext) -> None:
+    """The traced graph by ``torch.onnx.export(dynamo=False)`` (the TorchScript-based exporter), ``If`` types one."""
+    dynamic_axes = {
+        name: dict(dims)
+        for name, dims in zip(ctx.input_names + ctx.output_names, ctx.input_dims + ctx.output_dims)
+        if dims
+    }
+    with warnings.catch_warnings(), trace_symbolics():
+        warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": chosen on purpose
+        torch.onnx.export(
+            capture.program,
+            ctx.args,
+            str(path),
+            dynamo=False,
+            input_names=list(ctx.input_names),
+            output_names=list(ctx.output_names),
+            dynamic_axes=dynamic_axes,
+            opset_version=ctx.opset,
+        )
+    unify_if_branch_types(path)
