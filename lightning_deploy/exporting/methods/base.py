@@ -101,4 +101,3 @@ class Exporter(abc.ABC):
     @abc.abstractmethod
     def capture(self, ctx: ExportContext) -> Capture:
         """Capture ``ctx.adapter`` at ``ctx.args``."""
-
