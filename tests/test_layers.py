@@ -73,6 +73,44 @@ def test_each_part_imports_only_the_parts_below_it():
     assert not broken, "imports against docs/design.md's layers:\n" + "\n".join(broken)
 
 
+def _module_name(path: Path) -> str:
+    relative = path.relative_to(PACKAGE.parent).with_suffix("")
+    parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
+    return ".".join(parts)
+
+
+def _package_edges(path: Path, known: set[str]) -> set[str]:
+    """The package's modules ``path`` imports anywhere (module level, functions, ``TYPE_CHECKING``)."""
+    edges = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            edges |= {alias.name for alias in node.names if alias.name in known}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module in known:
+            submodules = {f"{node.module}.{alias.name}" for alias in node.names} & known
+            edges |= submodules or {node.module}
+    return edges - {_module_name(path)}
+
+
+def test_no_import_cycle_in_the_package_type_checking_and_lazy_imports_included():
+    modules = {_module_name(p): p for p in _modules()}
+    graph = {name: _package_edges(path, set(modules)) for name, path in modules.items()}
+    cycles, state = [], dict.fromkeys(graph, 0)  # 0 unvisited, 1 on the path, 2 done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for target in sorted(graph[name]):
+            if state[target] == 1:
+                cycles.append(" -> ".join([*path[path.index(target) :], target]))
+            elif state[target] == 0:
+                visit(target, [*path, target])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if state[name] == 0:
+            visit(name, [name])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
 def test_only_the_lightning_part_imports_lightning():
     found = [
         f"{path.relative_to(PACKAGE)} imports {module}"

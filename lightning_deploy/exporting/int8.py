@@ -27,10 +27,25 @@ from lightning_deploy.runtime.backends import runtime_module
 if TYPE_CHECKING:
     from lightning_deploy.exporting.work import Attempt, Work
 
-__all__ = ["CALIBRATION_BATCHES", "accuracy", "calibration_feeds", "fastest", "pass_options", "variants"]
+__all__ = ["CALIBRATION_BATCHES", "accuracy", "calibration", "calibration_feeds", "fastest", "pass_options", "variants"]
 
 # Batches of accuracy_data that calibrate static int8's activation ranges (ONNX Runtime's MinMax).
 CALIBRATION_BATCHES = 8
+
+
+def calibration(work: Work) -> list[dict[str, np.ndarray]] | None:
+    """This export's static int8 feeds (:func:`calibration_feeds`), made once and kept with the export's work.
+
+    The first batches of ``accuracy_data`` (the data the model will see), and the samples
+    the artifact is verified at: static ranges clip what calibration never saw, and an
+    export sample unlike the data (``torch.randn`` where pixels are in [0, 1]) or the
+    synthetic sample would otherwise fail verification on values the deployed model never gets.
+    Without ``accuracy_data``, or with batches of another form than ``(input_sample, labels)``
+    (the accuracy entry records why), ``None``: dynamic int8.
+    """
+    if "calibration" not in work.cache:
+        work.cache["calibration"] = calibration_feeds(work.plan, work.accuracy_data)
+    return work.cache["calibration"]
 
 
 def calibration_feeds(plan: Plan, accuracy_data: Iterable[Any] | None) -> list[dict[str, np.ndarray]] | None:
@@ -68,14 +83,14 @@ def variants(fmt: str, work: Work) -> tuple[str | None, ...]:
     declared = by_name(fmt).variants
     if not declared:
         return (None,)
-    return declared if work.calibration() else tuple(v for v in declared if v != "static")
+    return declared if calibration(work) else tuple(v for v in declared if v != "static")
 
 
 def pass_options(attempt: Attempt, work: Work) -> dict[str, Any]:
     """The derivation pass's keyword arguments for this attempt (static int8: its calibration feeds)."""
     if attempt.variant is None:
         return {}
-    return {"calibration": work.calibration() if attempt.variant == "static" else None}
+    return {"calibration": calibration(work) if attempt.variant == "static" else None}
 
 
 def fastest(fmt: str, attempts: list[Attempt], work: Work) -> Attempt:

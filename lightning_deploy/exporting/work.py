@@ -13,10 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from lightning_deploy.artifact.manifest import artifact_name
-from lightning_deploy.exporting.int8 import calibration_feeds
 from lightning_deploy.exporting.methods import EXPORTERS, Capture, write
 from lightning_deploy.exporting.options import ExportOptions
 from lightning_deploy.exporting.plan import Plan
@@ -38,7 +35,7 @@ class Work:
     accuracy_data: Iterable[Any] | None
     captures: dict[str, Capture | Exception] = dataclasses.field(default_factory=dict)
     sources: dict[tuple[str, str], Path | Exception] = dataclasses.field(default_factory=dict)
-    _cache: dict[str, Any] = dataclasses.field(default_factory=dict)
+    cache: dict[str, Any] = dataclasses.field(default_factory=dict)  # what one step makes for the others (int8.py)
 
     def __post_init__(self) -> None:
         self.steps = StepLog(f"lightning-deploy {self.stem}")
@@ -49,21 +46,6 @@ class Work:
     def shared_sources(self) -> set[str]:
         """The formats others asked for are derived from (``onnx``): one file per method serves them all."""
         return {by_name(fmt).derived_from for fmt in self.options.formats} - {None}
-
-    def calibration(self) -> list[dict[str, np.ndarray]] | None:
-        """Feeds for static int8 (input leaf name -> array), or ``None`` for dynamic int8.
-
-        The first batches of ``accuracy_data`` (the data the model will see), and the samples
-        the artifact is verified at: static ranges clip what calibration never saw, and an
-        export sample unlike the data (``torch.randn`` where pixels are in [0, 1]) or the
-        synthetic sample would otherwise fail verification on values the deployed model never gets. Without
-        ``accuracy_data``, or with batches of another form than ``(input_sample, labels)``
-        (the accuracy entry records why), ``None``.
-        """
-        if "calibration" in self._cache:
-            return self._cache["calibration"]
-        self._cache["calibration"] = feeds = calibration_feeds(self.plan, self.accuracy_data)
-        return feeds
 
     def capture(self, method: str) -> Capture:
         """The method's capture of the flat adapter, made on first use (a failure is kept and re-raised)."""
