@@ -190,6 +190,7 @@ def test_every_table_of_formats_is_derived_from_the_declarations():
         assert SUFFIXES[name] == declared.suffix and methods_for(name, "auto") == declared.methods
         backend = runtime_module(name)  # the declared backend module exists and keeps the Backend contract
         assert isinstance(backend.RUNTIME, str) and backend.ARRAYS in ("numpy", "torch"), name
+        assert isinstance(backend.PACKAGE, str) and backend.PACKAGE, name
         assert isinstance(backend.MISSING_DEVICE_HINT, str) and backend.has_device("cpu") is not None, name
         assert callable(backend.open_runner), name
         assert (declared.derived_by is None) == (declared.derived_from is None), name

@@ -25,18 +25,13 @@ from mlflow.types import Schema, TensorSpec
 from lightning_deploy.artifact.manifest import MANIFEST_SUFFIX, dynamic_dims
 from lightning_deploy.artifact.resolve import default_artifact
 from lightning_deploy.formats import by_name
+from lightning_deploy.runtime.backends import runtime_module
 from lightning_deploy.tracking.pyfunc_model import EXPORT_ARTIFACT
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_code.py")
 PACKAGE = Path(__file__).parents[1]  # lightning_deploy/, shipped with the model
 
 __all__ = ["input_example", "log_registered_model", "pip_requirements", "signature"]
-
-# The package that runs each runtime of formats.py.
-_RUNTIME_PACKAGES = {
-    "onnxruntime": "onnxruntime", "torchscript": "torch", "pt2": "torch", "aoti": "torch",
-    "executorch": "executorch", "openvino": "openvino",
-}  # fmt: skip
 
 
 def signature(manifest: Mapping[str, Any]) -> ModelSignature:
@@ -65,7 +60,7 @@ def input_example(manifest: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 def pip_requirements(manifest: Mapping[str, Any], entry: Mapping[str, Any]) -> list[str]:
     """numpy, the artifact's runtime package and its operator libraries, pinned to the versions that verified it."""
-    packages = ["numpy", _RUNTIME_PACKAGES[by_name(entry["format"]).runtime]]
+    packages = ["numpy", runtime_module(entry["format"]).PACKAGE]
     packages += [p for p in entry.get("requires", []) if not p.startswith("onnx-domain:")]
     return [_pinned(p, manifest.get("versions") or {}) for p in dict.fromkeys(packages)]
 

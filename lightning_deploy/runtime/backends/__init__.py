@@ -25,6 +25,7 @@ class Backend(Protocol):
     Attributes:
         RUNTIME: the runtime's name, recorded in the manifest (``onnxruntime``).
         ARRAYS: the array type its runner takes and returns, ``"numpy"`` or ``"torch"``.
+        PACKAGE: the pip distribution that runs it (``onnxruntime``), pinned in a served model's requirements.
         MISSING_DEVICE_HINT: what to install where ``has_device`` says no.
 
     A runtime that itself refuses inputs of the wrong dtype or static shape may say so with
@@ -33,6 +34,7 @@ class Backend(Protocol):
 
     RUNTIME: str
     ARRAYS: str
+    PACKAGE: str
     MISSING_DEVICE_HINT: str
 
     def has_device(self, device: str) -> bool:

@@ -19,6 +19,7 @@ __all__ = ["ARRAYS", "MISSING_DEVICE_HINT", "RUNTIME", "has_device", "open_runne
 
 RUNTIME = "executorch"
 ARRAYS = "torch"
+PACKAGE = "executorch"  # the pip distribution that runs it (a served model's requirements)
 MISSING_DEVICE_HINT = "ExecuTorch's Python runtime runs on the CPU (XNNPACK): pass device='cpu'."
 
 

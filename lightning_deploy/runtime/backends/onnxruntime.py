@@ -14,6 +14,7 @@ __all__ = ["ARRAYS", "CHECKS_INPUTS", "MISSING_DEVICE_HINT", "RUNTIME", "has_dev
 
 RUNTIME = "onnxruntime"
 ARRAYS = "numpy"
+PACKAGE = "onnxruntime"  # the pip distribution that runs it (a served model's requirements)
 CHECKS_INPUTS = True  # refuses a wrong dtype, rank or static dim itself (ExportedModel checks only then)
 
 _CUDA = "CUDAExecutionProvider"

@@ -28,6 +28,7 @@ __all__ = [
 
 RUNTIME = "openvino"
 ARRAYS = "numpy"
+PACKAGE = "openvino"  # the pip distribution that runs it (a served model's requirements)
 MISSING_DEVICE_HINT = (
     "OpenVINO runs on Intel's devices (its CPU plugin on any x86 or ARM CPU), not on CUDA GPUs: pass device='cpu'."
 )

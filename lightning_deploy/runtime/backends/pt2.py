@@ -14,6 +14,7 @@ __all__ = ["ARRAYS", "MISSING_DEVICE_HINT", "RUNTIME", "has_device", "on_device"
 
 RUNTIME = "torch.export"
 ARRAYS = "torch"
+PACKAGE = "torch"  # the pip distribution that runs it (a served model's requirements)
 
 
 def open_runner(path: str, input_names: Sequence[str], output_names: Sequence[str], device: str = "cpu") -> FlatRunner:

@@ -15,6 +15,7 @@ __all__ = ["ARRAYS", "MISSING_DEVICE_HINT", "RUNTIME", "has_device", "open_nativ
 
 RUNTIME = "torch.jit"
 ARRAYS = "torch"
+PACKAGE = "torch"  # the pip distribution that runs it (a served model's requirements)
 
 
 def open_runner(path: str, input_names: Sequence[str], output_names: Sequence[str], device: str = "cpu") -> FlatRunner:
