@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -12,6 +13,7 @@ from models import ShapeBranch
 from torch import nn
 
 from lightning_deploy import export, load
+from lightning_deploy.artifact.contract import IOContract
 from lightning_deploy.artifact.structure import Record
 from lightning_deploy.exporting.plan import Plan
 
@@ -34,14 +36,14 @@ class TwoHeads(nn.Module):
     ids=["garbage", "swapped-keys"],
 )
 def test_a_corrupted_output_schema_makes_every_artifact_fail(tmp_path, monkeypatch, corrupt):
-    io_manifest = Plan.io_manifest
+    contract_of = Plan.contract
 
     def corrupted(plan):
-        io = io_manifest(plan)
+        io = contract_of(plan).to_json()
         io["outputs"]["schema"] = {**io["outputs"]["schema"], "tree": corrupt(io["outputs"]["schema"]["tree"])}
-        return io
+        return dataclasses.replace(IOContract.from_json(io), call=plan.call)
 
-    monkeypatch.setattr(Plan, "io_manifest", corrupted)
+    monkeypatch.setattr(Plan, "contract", corrupted)
     manifest = export(TwoHeads(), torch.randn(2, 3), tmp_path, "m", formats=FORMATS)
     for artifact in manifest["artifacts"]:
         assert not artifact["ok"], artifact["format"]

@@ -19,7 +19,6 @@ from lightning_deploy.errors import LoadError
 from lightning_deploy.formats import formats_of_runtime, suffixes
 
 __all__ = [
-    "dynamic_dims",
     "MANIFEST_SUFFIX",
     "MANIFEST_VERSION",
     "ONNX_FORMATS",
@@ -41,16 +40,6 @@ MANIFEST_SUFFIX = ".export.json"
 SUFFIXES = suffixes()
 ONNX_FORMATS = formats_of_runtime("onnxruntime")  # run in ONNX Runtime
 _PACKAGES = ("lightning-deploy", "torch", "lightning", "onnx", "onnxruntime", "onnxscript", "numpy")
-
-
-def dynamic_dims(io: Mapping[str, Any], name: str) -> dict[int, str]:
-    """Leaf ``name``'s dynamic dims in the manifest's ``inputs`` or ``outputs``: ``{dim: axis name}``.
-
-    JSON keys are strings (``"0"``); this is the one place they are read back as dims (a key
-    that is no dim, in a manifest edited by hand, is skipped; ``validate.py`` refuses it for inputs).
-    """
-    axes = (io.get("dynamic_axes") or {}).get(name) or {}
-    return {int(dim): str(axis) for dim, axis in axes.items() if str(dim).isdigit()}
 
 
 def artifact_name(stem: str, fmt: str) -> str:

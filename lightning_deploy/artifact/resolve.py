@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_deploy.artifact.contract import IOContract
 from lightning_deploy.artifact.entry import ArtifactEntry
 from lightning_deploy.artifact.files import sha256_file
 from lightning_deploy.artifact.manifest import SUFFIXES, host_timings, manifest_path, read_manifest
@@ -28,10 +29,11 @@ _PREFERENCE = preferred_order()
 
 @dataclasses.dataclass(frozen=True)
 class ResolvedArtifact:
-    """The manifest entry ``load`` would open, its file, and the sha256 recorded for each of its files."""
+    """The manifest entry ``load`` would open, its I/O contract, its file, and the sha256 recorded for its files."""
 
     manifest: Mapping[str, Any]
     entry: ArtifactEntry
+    contract: IOContract
     artifact: Path
     recorded: Mapping[Path, str | None]
 
@@ -77,7 +79,8 @@ def resolve_artifact(
     missing = [path for path in side_files if not path.is_file()]
     if missing:
         raise LoadError(f"{missing[0]} is missing. HINT: copy it along with the artifact and its manifest.")
-    return ResolvedArtifact(manifest, entry, artifact, {artifact: entry.sha256, **side_files})
+    contract = IOContract.from_manifest(manifest, artifact)
+    return ResolvedArtifact(manifest, entry, contract, artifact, {artifact: entry.sha256, **side_files})
 
 
 def check_digests(digests: Mapping[Path, str], recorded: Mapping[Path, str | None]) -> None:

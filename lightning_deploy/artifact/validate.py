@@ -56,15 +56,21 @@ def check_io(manifest: Mapping[str, Any], artifact: Path) -> None:
         _expect(_list_of(names, str), where, "has no list of leaf names")
         schema = io.get("schema")
         _expect(isinstance(schema, Mapping) and isinstance(schema.get("tree"), Mapping), where, "has no schema tree")
-        if side == "inputs":
+        # outputs of older manifests have no dtypes or shapes; where they are, the inputs' rules hold
+        if side == "inputs" or io.get("dtypes") is not None:
             _expect(_list_of(io.get("dtypes"), str) and len(io["dtypes"]) == len(names), where, "has bad dtypes")
+        if side == "inputs" or io.get("shapes") is not None:
             shapes = io.get("shapes")
             ok = _list_of(shapes, list) and len(shapes) == len(names)
             _expect(ok and all(_list_of(s, int) and all(d >= 0 for d in s) for s in shapes), where, "has bad shapes")
-            axes = io.get("dynamic_axes", {})
-            _expect(isinstance(axes, Mapping) and all(k in names for k in axes), where, "has bad dynamic_axes")
-            for name, dims in axes.items():
-                _expect(isinstance(dims, Mapping) and all(_dim(d) for d in dims), where, f"has bad axes for {name!r}")
+        axes = io.get("dynamic_axes") or {}
+        _expect(isinstance(axes, Mapping) and all(k in names for k in axes), where, "has bad dynamic_axes")
+        for name, dims in axes.items():
+            _expect(isinstance(dims, Mapping) and all(_dim(d) for d in dims), where, f"has bad axes for {name!r}")
+        found = io.get("data_dependent") or {}
+        ok = isinstance(found, Mapping) and all(k in names and _list_of(v, int) for k, v in found.items())
+        _expect(ok, where, "has bad data_dependent")
+        if side == "inputs":
             call = schema.get("call")
             ok = isinstance(call, Mapping) and _list_of(call.get("parameters"), str)
             special = ("var_positional", "var_keyword")

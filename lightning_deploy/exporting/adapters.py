@@ -19,9 +19,9 @@ import torch
 import torch.utils._pytree as pytree
 from torch import nn
 
+from lightning_deploy.artifact.contract import Call
 from lightning_deploy.artifact.schema import SCHEMA_VERSION, leaf_path, walk
 from lightning_deploy.errors import ConfigurationError, ExportError
-from lightning_deploy.runtime.calling import Call
 
 __all__ = ["FlatAdapter", "FlatTree", "bind_sample", "describe", "flatten_tree", "keyed_children"]
 

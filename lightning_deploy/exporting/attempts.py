@@ -128,11 +128,9 @@ def unbacked_sizes(work: Work, artifacts: list[dict[str, Any]]) -> None:
     capture = work.captures.get("export")
     if not isinstance(capture, Capture):
         return
-    ctx, outputs = work.plan.ctx, work.io_manifest["outputs"]
+    ctx = work.plan.ctx
     found = unbacked_output_dims(capture.program, ctx.output_names)
-    for name, dims in found.items():
-        outputs["data_dependent"][name] = sorted({*outputs["data_dependent"].get(name, []), *dims})
-        outputs["dynamic_axes"].setdefault(name, {}).update({str(d): f"{name}_{d}" for d in dims})
+    work.contract = work.contract.with_data_dependent(found)
     varied = dict(zip(ctx.output_names, ctx.output_dims))
     unchanged = [(name, d) for name, dims in found.items() for d in dims if d not in varied[name]]
     if not unchanged:
@@ -228,7 +226,7 @@ def _verify(fmt: str, method: str, path: Path, device: str, requires: list[str],
     entry = {"format": fmt, "io": "native" if native else "flat", "requires": requires, "device": device}
     atol, rtol = work.options.tolerance(fmt)
     checks = work.plan.checks_for(native)
-    return verify_artifact(entry, path, work.io_manifest, work.plan.call, checks, atol, rtol, device)
+    return verify_artifact(entry, path, work.contract, checks, atol, rtol, device)
 
 
 def _vacuous_warning(fmt: str, leaves: list[str]) -> str:

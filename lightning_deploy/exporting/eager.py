@@ -21,11 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_deploy.artifact.contract import Call
 from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.exporting.adapters import FlatTree
 from lightning_deploy.exporting.dynamic import DynamicDims
 from lightning_deploy.exporting.options import ExportOptions
-from lightning_deploy.runtime.calling import Call
 from lightning_deploy.verification.compare import compare_leaves
 
 __all__ = ["attention_fast_path", "changed_dims", "fast_path_agreement", "run_eager"]

@@ -240,7 +240,7 @@ def _manifest(
     return {
         **header(dirpath, checkpoint),
         "ok": all(a["ok"] for a in artifacts),
-        **work.io_manifest,
+        **work.contract.to_json(),
         "attention_fast_path": work.plan.fast_path,
         "skipped_checks": work.plan.skipped,
         "options": {k: v for k, v in dataclasses.asdict(options).items() if k != "owner"},

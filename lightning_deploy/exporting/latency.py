@@ -91,7 +91,7 @@ def time_artifacts(work: Work, entries: Sequence[dict[str, Any]], folders: Seque
 def _artifact_call(work: Work, entry: Mapping[str, Any], path: Path) -> Callable[[], Any] | None:
     """A user's call of the artifact at ``path`` as ``load()`` opens it; ``None`` where it cannot be opened."""
     try:
-        model = ExportedModel(work.io_manifest, entry, path, device=entry["device"])
+        model = ExportedModel(work.contract, entry, path, device=entry["device"])
     except Exception:  # noqa: BLE001 - verified a moment ago; an untimed entry only loses the ranking
         return None
     args, kwargs = _user_call(work, entry["io"] == "native")

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lightning_deploy.artifact.contract import Call, IOContract, Tensors
 from lightning_deploy.errors import ConfigurationError, ExportError
 from lightning_deploy.exporting.adapters import FlatAdapter, FlatTree, bind_sample, flatten_tree
 from lightning_deploy.exporting.checks import (
@@ -38,7 +39,6 @@ from lightning_deploy.exporting.dynamic import (
 from lightning_deploy.exporting.eager import changed_dims, fast_path_agreement, run_eager
 from lightning_deploy.exporting.methods import ExportContext
 from lightning_deploy.exporting.options import ExportOptions
-from lightning_deploy.runtime.calling import Call
 
 __all__ = ["Plan", "device_name", "make_plan", "module_device"]
 
@@ -86,26 +86,28 @@ class Plan:
             )]  # fmt: skip
         return self._native_checks
 
-    def io_manifest(self) -> dict[str, Any]:
-        """The manifest's ``inputs`` and ``outputs``: schemas, leaf names, shapes, dtypes, dynamic axes."""
+    def contract(self) -> IOContract:
+        """The manifest's ``inputs`` and ``outputs`` (what ``load()`` reads): names, shapes, dtypes, dynamic axes.
+
+        Its ``call`` is the module's own, positional-only parameters included (which JSON does not keep).
+        """
         ctx = self.ctx
-        return {
-            "inputs": {
-                "schema": {**self.inputs.schema, "call": self.call.to_json()},
-                "names": list(ctx.input_names),
-                "shapes": [list(t.shape) for t in ctx.args],
-                "dtypes": [dtype_name(t) for t in ctx.args],
-                "dynamic_axes": {n: dims for n, dims in zip(ctx.input_names, ctx.input_dims) if dims},
-            },
-            "outputs": {
-                "schema": self.outputs.schema,
-                "names": list(ctx.output_names),
-                "shapes": [list(t.shape) for t in self.flat_expected[0]],
-                "dtypes": [dtype_name(t) for t in self.flat_expected[0]],
-                "dynamic_axes": {n: dims for n, dims in zip(ctx.output_names, ctx.output_dims) if dims},
-                "data_dependent": self.data_dependent,
-            },
+        inputs = {
+            "schema": self.inputs.schema,
+            "names": list(ctx.input_names),
+            "shapes": [list(t.shape) for t in ctx.args],
+            "dtypes": [dtype_name(t) for t in ctx.args],
+            "dynamic_axes": {n: dims for n, dims in zip(ctx.input_names, ctx.input_dims) if dims},
         }
+        outputs = {
+            "schema": self.outputs.schema,
+            "names": list(ctx.output_names),
+            "shapes": [list(t.shape) for t in self.flat_expected[0]],
+            "dtypes": [dtype_name(t) for t in self.flat_expected[0]],
+            "dynamic_axes": {n: dims for n, dims in zip(ctx.output_names, ctx.output_dims) if dims},
+            "data_dependent": self.data_dependent,
+        }
+        return IOContract(Tensors.from_json(inputs), Tensors.from_json(outputs), self.call)
 
 
 def make_plan(

@@ -11,6 +11,7 @@ only if every output leaf matches at all of them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,12 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
+from lightning_deploy.artifact.contract import IOContract
 from lightning_deploy.artifact.manifest import ONNX_FORMATS
 from lightning_deploy.errors import ExportError
 from lightning_deploy.exporting.adapters import flatten_tree
 from lightning_deploy.exporting.checks import Check
 from lightning_deploy.runtime.arrays import to_numpy
-from lightning_deploy.runtime.calling import Call
 from lightning_deploy.runtime.model import ExportedModel
 from lightning_deploy.verification.compare import named_leaves
 from lightning_deploy.verification.outcome import Verification
@@ -34,8 +35,7 @@ __all__ = ["Verification", "eager_leaves", "verify_artifact"]
 def verify_artifact(
     entry: Mapping[str, Any],
     path: Path,
-    io_manifest: Mapping[str, Any],
-    call: Call,
+    contract: IOContract,
     checks: Sequence[Check],
     atol: float,
     rtol: float,
@@ -46,8 +46,8 @@ def verify_artifact(
     Args:
         entry: the artifact's manifest entry as far as it is known (``format``, ``io``, ``requires``).
         path: the artifact.
-        io_manifest: the manifest's ``inputs`` and ``outputs`` (what ``load()`` reads).
-        call: how the bound arguments are passed to ``forward`` (and so to the loaded model).
+        contract: the manifest's ``inputs`` and ``outputs`` and ``forward``'s call; read back from their JSON
+            as ``load()`` reads them.
         checks: where each sample came from, its ``{parameter: value}`` and eager's output; the export sample first.
         atol: absolute tolerance.
         rtol: tolerance relative to each output leaf's largest magnitude.
@@ -62,11 +62,12 @@ def verify_artifact(
         import onnx  # only the verifier needs the checker; load() stays onnx-free
 
         onnx.checker.check_model(str(path))
-    model = ExportedModel(io_manifest, entry, path, device=device)
+    written = json.loads(json.dumps(contract.to_json()))  # the manifest's I/O as it will be written and read back
+    model = ExportedModel(IOContract.from_manifest(written, path), entry, path, device=device)
     result = Verification(ok=True, runtime=model.runtime)
     for check in checks:
         shapes = [list(t.shape) for t in pytree.tree_leaves(check.arguments) if isinstance(t, torch.Tensor)]
-        args, kwargs = call.split(check.arguments)
+        args, kwargs = contract.call.split(check.arguments)
         try:
             got = model(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - the artifact failed on this input: the check fails, named

@@ -8,11 +8,11 @@ formats, never the others.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lightning_deploy.artifact.contract import IOContract
 from lightning_deploy.artifact.manifest import artifact_name
 from lightning_deploy.exporting.methods import EXPORTERS, Capture, write
 from lightning_deploy.exporting.options import ExportOptions
@@ -39,8 +39,7 @@ class Work:
 
     def __post_init__(self) -> None:
         self.steps = StepLog(f"lightning-deploy {self.stem}")
-        # What load() will read from the manifest, through JSON as it will be written.
-        self.io_manifest: dict[str, Any] = json.loads(json.dumps(self.plan.io_manifest()))
+        self.contract: IOContract = self.plan.contract()  # the manifest's inputs and outputs
 
     @property
     def shared_sources(self) -> set[str]:

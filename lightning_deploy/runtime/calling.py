@@ -7,86 +7,17 @@ checks say which input leaf is wrong and how, where a runtime's own message woul
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import operator
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_deploy.artifact.manifest import dynamic_dims
+from lightning_deploy.artifact.contract import Call, Tensors
 from lightning_deploy.errors import LoadError, StructureError
 from lightning_deploy.runtime.arrays import dtype_name, numpy_dtype
 
-__all__ = ["Call", "LeafCheck", "bind_arguments", "check_shared", "import_requirements", "leaf_checks", "shared_axes"]
-
-
-@dataclasses.dataclass(frozen=True)
-class Call:
-    """``forward``'s calling convention: its parameters, and which take ``*args``, ``**kwargs`` or positions only.
-
-    The export side makes it from ``inspect.signature`` (``exporting/adapters.bind_sample``) and
-    records it in the manifest (:meth:`to_json`); ``load()`` reads it back (:meth:`from_json`),
-    where the signature is known only from the JSON. The two directions live here, together:
-    :meth:`bind` maps a call's ``args``/``kwargs`` to ``{parameter: value}``, :meth:`split` maps
-    them back to ``(args, kwargs)``.
-    """
-
-    parameters: tuple[str, ...]
-    var_positional: str | None = None
-    var_keyword: str | None = None
-    positional_only: tuple[str, ...] = ()  # export side only: the manifest binds every parameter by position too
-
-    @classmethod
-    def from_json(cls, call: Mapping[str, Any]) -> Call:
-        """The convention a manifest's ``inputs.schema.call`` records."""
-        return cls(tuple(call["parameters"]), call["var_positional"], call["var_keyword"])
-
-    def to_json(self) -> dict[str, Any]:
-        """The manifest's ``call``: which names may be passed, and which take ``*args`` and ``**kwargs``."""
-        return {"parameters": list(self.parameters), "var_positional": self.var_positional,
-                "var_keyword": self.var_keyword}  # fmt: skip
-
-    def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
-        """``{parameter: value}`` of a call, like ``inspect.Signature.bind``; :class:`StructureError` on a misfit."""
-        params, var_pos, var_kw = self.parameters, self.var_positional, self.var_keyword
-        arguments: dict[str, Any] = {}
-        remaining = list(args)
-        for name in params:
-            if name == var_pos:
-                arguments[name], remaining = tuple(remaining), []
-            elif name != var_kw and remaining:
-                arguments[name] = remaining.pop(0)
-        if remaining:
-            raise StructureError(f"Too many positional arguments: the model takes {list(params)}.")
-        for name, value in kwargs.items():
-            if name in arguments:
-                raise StructureError(f"Argument {name!r} given twice.")
-            if name in params and name not in (var_pos, var_kw):
-                arguments[name] = value
-            elif var_kw is not None:
-                arguments.setdefault(var_kw, {})[name] = value
-            else:
-                raise StructureError(f"Unknown argument {name!r}: the model was exported with {list(params)}.")
-        missing = [p for p in params if p not in arguments]
-        if missing:
-            raise StructureError(f"Missing argument(s) {missing}: the model was exported with {list(params)}.")
-        return arguments
-
-    def split(self, arguments: Mapping[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-        """``(args, kwargs)`` that call ``forward`` with ``arguments`` (``{parameter: value}``).
-
-        Positional-only and ``*args`` parameters go by position, ``**kwargs`` is expanded, every
-        other parameter goes by keyword.
-        """
-        args = [arguments[n] for n in self.positional_only if n in arguments]
-        if self.var_positional in arguments:
-            args.extend(arguments[self.var_positional])
-        special = {*self.positional_only, self.var_positional, self.var_keyword}
-        kwargs = {n: v for n, v in arguments.items() if n not in special}
-        if self.var_keyword in arguments:
-            kwargs.update(arguments[self.var_keyword])
-        return args, kwargs
+__all__ = ["LeafCheck", "bind_arguments", "check_shared", "import_requirements", "leaf_checks"]
 
 
 def bind_arguments(call: Mapping[str, Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -114,21 +45,9 @@ def import_requirements(packages: Sequence[str], artifact: Path) -> None:
             ) from None
 
 
-def leaf_checks(inputs: Mapping[str, Any]) -> list[LeafCheck]:
+def leaf_checks(inputs: Tensors) -> list[LeafCheck]:
     """Per input leaf, its dtype and static dims, compiled once."""
-    return [
-        LeafCheck(name, dtype, shape, set(dynamic_dims(inputs, name)))
-        for name, dtype, shape in zip(inputs["names"], inputs["dtypes"], inputs["shapes"])
-    ]
-
-
-def shared_axes(inputs: Mapping[str, Any]) -> list[tuple[str, list[tuple[int, int]]]]:
-    """Dynamic axes that several input dims share (a batch): ``(axis, [(leaf index, dim), ...])``."""
-    places: dict[str, list[tuple[int, int]]] = {}
-    for index, name in enumerate(inputs["names"]):
-        for dim, axis in dynamic_dims(inputs, name).items():
-            places.setdefault(axis, []).append((index, dim))
-    return [(axis, where) for axis, where in places.items() if len(where) > 1]
+    return [LeafCheck(leaf.name, leaf.dtype, list(leaf.shape), set(leaf.dynamic)) for leaf in inputs.leaves]
 
 
 def check_shared(axis: str, places: list[tuple[int, int]], arrays: Sequence[Any], names: Sequence[str]) -> None:

@@ -71,7 +71,7 @@ def load(
     resolved = resolve_artifact(path, format, verified_only, where, host=fingerprint)
     digests = sha256_in_background(list(resolved.recorded))
     try:
-        model = ExportedModel(resolved.manifest, resolved.entry, resolved.artifact, threads, providers, device)
+        model = ExportedModel(resolved.contract, resolved.entry, resolved.artifact, threads, providers, device)
     except Exception:
         check_digests(digests(), resolved.recorded)  # a changed file explains a failure to open it: say so instead
         raise

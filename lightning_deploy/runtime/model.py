@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from lightning_deploy.artifact.contract import IOContract
 from lightning_deploy.artifact.entry import ArtifactEntry
-from lightning_deploy.artifact.schema import check_schema_version, leaf_path
+from lightning_deploy.artifact.schema import leaf_path
 from lightning_deploy.artifact.structure import Structure
-from lightning_deploy.artifact.validate import check_io
 from lightning_deploy.errors import LoadError, StructureError
 from lightning_deploy.formats import by_name
 from lightning_deploy.runtime.arrays import convert, is_torch, torch_dtype
 from lightning_deploy.runtime.backends import runtime_module
-from lightning_deploy.runtime.calling import Call, check_shared, import_requirements, leaf_checks, shared_axes
+from lightning_deploy.runtime.calling import check_shared, import_requirements, leaf_checks
 from lightning_deploy.runtime.fast_call import Miss, bind_torch, compile_call, compile_torch_call
 from lightning_deploy.runtime.placement import choose_device
 
@@ -45,36 +45,25 @@ class ExportedModel:
 
     def __init__(
         self,
-        manifest: Mapping[str, Any],
+        contract: IOContract,
         entry: ArtifactEntry | Mapping[str, Any],
         artifact: Path,
         threads: int | None = None,
         providers: Sequence[str] | None = None,
         device: str | None = None,
     ) -> None:
-        check_io(manifest, artifact)
-        inputs, outputs = manifest["inputs"], manifest["outputs"]
-        check_schema_version(inputs["schema"])
-        check_schema_version(outputs["schema"])
-        self.manifest = manifest
+        self.contract = contract
         entry = entry if isinstance(entry, ArtifactEntry) else ArtifactEntry.from_json(entry)
         self.format = entry.format
         self._takes_session_options = by_name(self.format).runtime == "onnxruntime"  # threads=, providers=
         self.path = artifact
-        self._call = inputs["schema"]["call"]
-        self._convention = Call.from_json(self._call)
+        self._convention = contract.call
         # forward(a, b, ...) without *args/**kwargs, called positionally: the common case, bound by one zip
-        plain = self._call["var_positional"] is None and self._call["var_keyword"] is None
-        self._positional = tuple(self._call["parameters"]) if plain else None
-        try:
-            self._inputs = Structure(inputs["schema"]["tree"], root="input")
-            self._outputs = Structure(outputs["schema"]["tree"], root="output")
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:  # a schema tree edited by hand
-            raise LoadError(f"{artifact}: the manifest's schema is malformed ({type(err).__name__}: {err}).") from None
-        if self._inputs.names != inputs["names"] or self._outputs.names != outputs["names"]:
-            raise LoadError(f"{artifact}: the manifest's schema and leaf names disagree. HINT: re-export.")
-        self._checks = leaf_checks(inputs)
-        self._shared_axes = shared_axes(inputs)
+        self._positional = contract.call.parameters if contract.call.plain else None
+        self._inputs = Structure(contract.inputs.tree, root="input")
+        self._outputs = Structure(contract.outputs.tree, root="output")
+        self._checks = leaf_checks(contract.inputs)
+        self._shared_axes = contract.inputs.shared_axes()
         try:
             runtime = runtime_module(self.format)
         except ImportError as err:
@@ -92,16 +81,16 @@ class ExportedModel:
                 self._run_native = runtime.open_native(str(artifact), self.device)
             else:
                 options = {"threads": threads, "providers": providers} if self._takes_session_options else {}
-                names = inputs["names"], outputs["names"]
+                names = contract.inputs.names, contract.outputs.names
                 self._run = runtime.open_runner(str(artifact), *names, self.device, **options)
         except LoadError:
             raise
         except Exception as err:  # the runtime's own error, said as ours with the file named
             text = " ".join(str(err).split())[:500]
             raise LoadError(f"{artifact}: {runtime.RUNTIME} cannot open it as {self.format}: {text}") from err
-        self._fast = self._compile_fast_call(inputs, outputs)
+        self._fast = self._compile_fast_call()
 
-    def _compile_fast_call(self, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> Callable[..., Any] | None:
+    def _compile_fast_call(self) -> Callable[..., Any] | None:
         """The straight-line call (``fast_call``) where it applies: on the CPU, positional calls, ONNX or torch.
 
         ONNX Runtime's session, or a torch runtime's module (TorchScript, ``.pt2``, AOTInductor),
@@ -111,7 +100,7 @@ class ExportedModel:
         runner = getattr(self, "_run", None)
         if self._positional is None or self.device != "cpu" or not self.input_names:
             return None
-        common = self._positional, inputs["schema"]["tree"], outputs["schema"]["tree"]
+        common = self._positional, self.contract.inputs.tree, self.contract.outputs.tree
         try:
             if hasattr(runner, "run_feed"):
                 return compile_call(*common, runner.fed, runner.output_names, runner.run_feed, runner.run_options,

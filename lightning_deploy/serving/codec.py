@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_deploy.artifact.manifest import dynamic_dims
+from lightning_deploy.artifact.contract import IOContract
 from lightning_deploy.artifact.schema import walk
 from lightning_deploy.artifact.structure import Structure
 from lightning_deploy.errors import ConfigurationError, StructureError
@@ -35,25 +35,24 @@ class RequestCodec:
     """The manifest's input and output schemas, compiled once for JSON requests and answers.
 
     Args:
-        manifest: the artifact's manifest (``STEM.export.json``, read).
+        contract: the artifact's I/O contract (``ResolvedArtifact.contract``).
 
     Raises:
         ConfigurationError: where an input's dtype has no JSON form here (bfloat16).
     """
 
-    def __init__(self, manifest: Mapping[str, Any]) -> None:
-        inputs, outputs = manifest["inputs"], manifest["outputs"]
-        self._io = {"inputs": inputs, "outputs": outputs}
-        self.parameters: list[str] = list(inputs["schema"]["call"]["parameters"])
-        self.input_names: list[str] = list(inputs["names"])
-        self.output_names: list[str] = list(outputs["names"])
-        self._dtypes = {name: _numpy_dtype(name, dtype) for name, dtype in zip(inputs["names"], inputs["dtypes"])}
-        self._inputs = Structure(inputs["schema"]["tree"], root="input", leaf=self._array)
-        self._answer = _json_builder(outputs["schema"]["tree"])
+    def __init__(self, contract: IOContract) -> None:
+        self.contract = contract
+        self.parameters: list[str] = list(contract.call.parameters)
+        self.input_names: list[str] = contract.inputs.names
+        self.output_names: list[str] = contract.outputs.names
+        self._dtypes = {leaf.name: _numpy_dtype(leaf.name, leaf.dtype) for leaf in contract.inputs.leaves}
+        self._inputs = Structure(contract.inputs.tree, root="input", leaf=self._array)
+        self._answer = _json_builder(contract.outputs.tree)
 
-    def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:
-        """Pickled as the schemas it was made from (a server sends it to its worker processes)."""
-        return type(self), (self._io,)
+    def __reduce__(self) -> tuple[type, tuple[IOContract]]:
+        """Pickled as the contract it was made from (a server sends it to its worker processes)."""
+        return type(self), (self.contract,)
 
     def leaves(self, request: Any) -> list[np.ndarray]:
         """The input leaves of one request, as arrays of the exported dtypes.
@@ -126,7 +125,7 @@ class RequestCodec:
         return array.astype(dtype, copy=False)
 
 
-def batch_axis(manifest: Mapping[str, Any]) -> tuple[str | None, str]:
+def batch_axis(contract: IOContract) -> tuple[str | None, str]:
     """The dynamic axis that dim 0 of every input shares, if requests can be stacked along it.
 
     Returns ``(axis, "")`` when every input leaf's dim 0 is that one dynamic axis and every
@@ -134,19 +133,18 @@ def batch_axis(manifest: Mapping[str, Any]) -> tuple[str | None, str]:
     belongs to the input row of the same index is checked on every batched run (a server
     answers the requests one by one where the rows do not add up).
     """
-    inputs, outputs = manifest["inputs"], manifest["outputs"]
     axes = set()
-    for name in inputs["names"]:
-        axis = dynamic_dims(inputs, name).get(0)
+    for leaf in contract.inputs.leaves:
+        axis = leaf.dynamic.get(0)
         if axis is None:
-            return None, f"dim 0 of input '{name}' is fixed"
+            return None, f"dim 0 of input '{leaf.name}' is fixed"
         axes.add(axis)
     if len(axes) > 1:
         return None, f"the inputs' dim 0 are different dynamic axes {sorted(axes)}, not one batch"
-    for name in outputs["names"]:
-        if 0 not in dynamic_dims(outputs, name):
-            return None, f"dim 0 of output '{name}' is fixed"
-    if not inputs["names"]:
+    for leaf in contract.outputs.leaves:
+        if 0 not in leaf.dynamic:
+            return None, f"dim 0 of output '{leaf.name}' is fixed"
+    if not contract.inputs.leaves:
         return None, "the model takes no tensors"
     return axes.pop(), ""
 

@@ -12,11 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lightning_deploy.artifact.contract import IOContract
 from lightning_deploy.artifact.manifest import manifest_path, read_manifest
 from lightning_deploy.artifact.structure import Structure
-from lightning_deploy.artifact.validate import check_io
 from lightning_deploy.errors import LoadError
-from lightning_deploy.runtime.calling import bind_arguments
 
 __all__ = ["load_outputs", "save_inputs"]
 
@@ -35,9 +34,9 @@ def save_inputs(manifest: str | os.PathLike[str], path: str | os.PathLike[str], 
     """
     import torch
 
-    data = _read(manifest)
-    inputs = Structure(data["inputs"]["schema"]["tree"], root="input")
-    leaves = inputs.flatten(bind_arguments(data["inputs"]["schema"]["call"], args, kwargs))
+    contract = _read(manifest)
+    inputs = Structure(contract.inputs.tree, root="input")
+    leaves = inputs.flatten(contract.call.bind(args, kwargs))
     torch.save([torch.as_tensor(leaf).detach().cpu().contiguous() for leaf in leaves], Path(path))
     return inputs.names
 
@@ -52,8 +51,7 @@ def load_outputs(manifest: str | os.PathLike[str], path: str | os.PathLike[str])
     """
     import torch
 
-    data = _read(manifest)
-    outputs = Structure(data["outputs"]["schema"]["tree"], root="output")
+    outputs = Structure(_read(manifest).outputs.tree, root="output")
     flat = torch.load(Path(path), map_location="cpu", weights_only=True)
     flat = [flat] if isinstance(flat, torch.Tensor) else list(flat)
     if len(flat) != len(outputs.names):
@@ -61,9 +59,7 @@ def load_outputs(manifest: str | os.PathLike[str], path: str | os.PathLike[str])
     return outputs.unflatten(flat)
 
 
-def _read(manifest: str | os.PathLike[str]) -> dict[str, Any]:
-    """The manifest of ``manifest`` (or of the artifact it names), its io sections checked."""
+def _read(manifest: str | os.PathLike[str]) -> IOContract:
+    """The I/O contract of ``manifest`` (or of the artifact it names), checked."""
     file = manifest_path(manifest)
-    data = read_manifest(file)
-    check_io(data, file)
-    return data
+    return IOContract.from_manifest(read_manifest(file), file)

@@ -123,14 +123,14 @@ class ExportedModelAPI(ls.LitAPI):
                 " decode. HINT: serve an artifact with flat I/O (onnx, or a traced torchscript)."
             )
         resolved.check_files()
-        axis, reason = batch_axis(resolved.manifest)
+        axis, reason = batch_axis(resolved.contract)
         if max_batch_size > 1 and axis is None:
             raise ConfigurationError(
                 f"max_batch_size={max_batch_size} stacks requests along dim 0, but {reason}."
                 " HINT: serve with max_batch_size=1, or export with dynamic_batch=True."
             )
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=api_path)
-        self.codec = RequestCodec(resolved.manifest)
+        self.codec = RequestCodec(resolved.contract)
         self.artifact = str(resolved.artifact)  # the file checked above, even where a manifest was named
         self.format: str = resolved.entry.format
         self.recorded_device: str | None = resolved.entry.device

@@ -20,8 +20,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_deploy.artifact.contract import IOContract
 from lightning_deploy.artifact.files import sha256_file
-from lightning_deploy.artifact.manifest import dynamic_dims, manifest_path
+from lightning_deploy.artifact.manifest import manifest_path
 from lightning_deploy.artifact.resolve import resolve_artifact
 from lightning_deploy.errors import ConfigurationError, IntegrityError
 from lightning_deploy.formats import by_name, preferred_order
@@ -94,14 +95,14 @@ def write_model_repository(
             " Triton runs ONNX, OpenVINO and flat TorchScript artifacts here."
             " HINT: export formats=['onnx'] and pass that."
         )
-    manifest = resolved.manifest
+    manifest, contract = resolved.manifest, resolved.contract
     name = name or resolved.artifact.name.split(".", 1)[0]
     if not _MODEL_NAME.match(name):
         raise ConfigurationError(f"--name {name!r}: use letters, digits, '_', '.' and '-'.")
-    max_batch_size = _max_batch_size(manifest, max_batch_size)
+    max_batch_size = _max_batch_size(contract, max_batch_size)
     platform, model_file = _PLATFORMS[fmt]
-    input_names, output_names = _tensor_names(resolved.artifact, fmt, manifest)
-    config = _config_text(name, platform, max_batch_size, manifest, input_names, output_names)
+    input_names, output_names = _tensor_names(resolved.artifact, fmt, contract)
+    config = _config_text(name, platform, max_batch_size, contract, input_names, output_names)
 
     repository = Path(repository)
     target = repository / name
@@ -122,7 +123,7 @@ def write_model_repository(
                     f"{source}: its sha256 differs from the manifest's; it was changed after export. HINT: re-export."
                 )
         (staging / "config.pbtxt").write_text(config)
-        _golden_files(path, manifest, staging, input_names, max_batch_size)
+        _golden_files(path, manifest, contract, staging, input_names, max_batch_size)
         replaced = staging.with_name(staging.name.replace(".creating-", ".replaced-"))
         if target.exists():
             target.rename(replaced)  # kept until the new entry is in place
@@ -138,7 +139,12 @@ _PERF_ANALYZER_CHECKS = 4
 
 
 def _golden_files(
-    path: str | Path, manifest: Mapping[str, Any], folder: Path, input_names: Sequence[str], max_batch_size: int
+    path: str | Path,
+    manifest: Mapping[str, Any],
+    contract: IOContract,
+    folder: Path,
+    input_names: Sequence[str],
+    max_batch_size: int,
 ) -> None:
     """The golden samples beside the entry (``samples.npz``), and the same inputs as ``perf_analyzer`` data.
 
@@ -152,7 +158,7 @@ def _golden_files(
     manifest_file = manifest_path(path)
     checks = read_samples(manifest_file, manifest)  # the file's sha256 checked against the manifest's
     shutil.copyfile(manifest_file.parent / samples, folder / "samples.npz")
-    leaves = manifest["inputs"]["names"]
+    leaves = contract.inputs.names
     data = []
     for check in checks[:_PERF_ANALYZER_CHECKS]:
         arrays = [check.inputs[leaf][0] if max_batch_size > 0 else check.inputs[leaf] for leaf in leaves]
@@ -181,8 +187,8 @@ def _first_servable(manifest: str | Path) -> str | None:
     return next((fmt for fmt in _PLATFORMS if fmt in ok), None)
 
 
-def _max_batch_size(manifest: Mapping[str, Any], requested: int | None) -> int:
-    axis, reason = batch_axis(manifest)
+def _max_batch_size(contract: IOContract, requested: int | None) -> int:
+    axis, reason = batch_axis(contract)
     if requested is None:
         return DEFAULT_MAX_BATCH_SIZE if axis is not None else 0
     if requested < 0:
@@ -195,7 +201,7 @@ def _max_batch_size(manifest: Mapping[str, Any], requested: int | None) -> int:
     return requested
 
 
-def _tensor_names(artifact: Path, fmt: str, manifest: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+def _tensor_names(artifact: Path, fmt: str, contract: IOContract) -> tuple[list[str], list[str]]:
     """The artifact's own input and output names, as Triton's backend matches them.
 
     ONNX and OpenVINO: the graph's names, which are the manifest's leaf names. TorchScript has no output
@@ -203,7 +209,7 @@ def _tensor_names(artifact: Path, fmt: str, manifest: Mapping[str, Any]) -> tupl
     names where those are the leaf names, else by ``INPUT__n`` (a traced module's arguments
     are called ``input``, ``argument_2``, ...).
     """
-    inputs, outputs = list(manifest["inputs"]["names"]), list(manifest["outputs"]["names"])
+    inputs, outputs = contract.inputs.names, contract.outputs.names
     if _PLATFORMS[fmt][0] != "pytorch_libtorch":  # ONNX: the graph's own names
         return inputs, outputs
     import warnings
@@ -223,7 +229,7 @@ def _config_text(
     name: str,
     platform: str,
     max_batch_size: int,
-    manifest: Mapping[str, Any],
+    contract: IOContract,
     input_names: Sequence[str],
     output_names: Sequence[str],
 ) -> str:
@@ -233,14 +239,13 @@ def _config_text(
         f"{'backend' if platform in _BY_BACKEND else 'platform'}: {json.dumps(platform)}",
         f"max_batch_size: {max_batch_size}",
     ]
-    for section, key, names in (("input", "inputs", input_names), ("output", "outputs", output_names)):
-        tensors = manifest[key]
+    sides = (("input", contract.inputs, input_names), ("output", contract.outputs, output_names))
+    for section, tensors, names in sides:
         lines.append(f"{section} [")
         entries = []
-        for leaf, triton_name, shape, dtype in zip(tensors["names"], names, tensors["shapes"], tensors["dtypes"]):
-            dynamic = dynamic_dims(tensors, leaf)
-            dims = [-1 if d in dynamic else int(size) for d, size in enumerate(shape)]
-            entries.append(_tensor_text(leaf, triton_name, dtype, dims[1:] if max_batch_size > 0 else dims))
+        for leaf, triton_name in zip(tensors.leaves, names):
+            dims = [-1 if d in leaf.dynamic else int(size) for d, size in enumerate(leaf.shape)]
+            entries.append(_tensor_text(leaf.name, triton_name, leaf.dtype, dims[1:] if max_batch_size > 0 else dims))
         lines.append(",\n".join(entries))
         lines.append("]")
     if max_batch_size > 0:

@@ -22,7 +22,8 @@ import numpy as np
 from mlflow.models import Model, ModelSignature
 from mlflow.types import Schema, TensorSpec
 
-from lightning_deploy.artifact.manifest import MANIFEST_SUFFIX, dynamic_dims
+from lightning_deploy.artifact.contract import IOContract, Tensors
+from lightning_deploy.artifact.manifest import MANIFEST_SUFFIX
 from lightning_deploy.artifact.resolve import default_artifact
 from lightning_deploy.formats import by_name
 from lightning_deploy.runtime.backends import runtime_module
@@ -34,28 +35,22 @@ PACKAGE = Path(__file__).parents[1]  # lightning_deploy/, shipped with the model
 __all__ = ["input_example", "log_registered_model", "pip_requirements", "signature"]
 
 
-def signature(manifest: Mapping[str, Any]) -> ModelSignature:
+def signature(contract: IOContract) -> ModelSignature:
     """Tensor specs of the input and output leaves, by name; dynamic dims are -1."""
-    return ModelSignature(inputs=_schema(manifest["inputs"]), outputs=_schema(manifest["outputs"]))
+    return ModelSignature(inputs=_schema(contract.inputs), outputs=_schema(contract.outputs))
 
 
-def _schema(io: Mapping[str, Any]) -> Schema:
-    specs = []
-    for name, dtype, shape in zip(io["names"], io["dtypes"], io["shapes"]):
-        dynamic = dynamic_dims(io, name)
-        specs.append(
-            TensorSpec(np.dtype(dtype), tuple(-1 if d in dynamic else size for d, size in enumerate(shape)), name)
-        )
-    return Schema(specs)
+def _schema(tensors: Tensors) -> Schema:
+    return Schema([
+        TensorSpec(np.dtype(leaf.dtype), tuple(-1 if d in leaf.dynamic else n for d, n in enumerate(leaf.shape)),
+                   leaf.name)
+        for leaf in tensors.leaves
+    ])  # fmt: skip
 
 
-def input_example(manifest: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def input_example(contract: IOContract) -> dict[str, np.ndarray]:
     """Zeros at the export shapes, one array per input leaf (what a request to the served model looks like)."""
-    inputs = manifest["inputs"]
-    return {
-        name: np.zeros(shape, np.dtype(dtype))
-        for name, dtype, shape in zip(inputs["names"], inputs["dtypes"], inputs["shapes"])
-    }
+    return {leaf.name: np.zeros(leaf.shape, np.dtype(leaf.dtype)) for leaf in contract.inputs.leaves}
 
 
 def pip_requirements(manifest: Mapping[str, Any], entry: Mapping[str, Any]) -> list[str]:
@@ -94,6 +89,7 @@ def log_registered_model(
             " register. HINT: see the manifest's errors (lightning-deploy show), and add 'onnx' to formats."
         )
     manifest_name = stem + MANIFEST_SUFFIX
+    contract = IOContract.from_manifest(manifest, dirpath / manifest_name)
     with tempfile.TemporaryDirectory(prefix="lightning-deploy-mlflow-") as scratch:
         folder = Path(scratch) / stem
         folder.mkdir()
@@ -107,7 +103,7 @@ def log_registered_model(
                 model_config={"manifest": manifest_name, "format": entry["format"], "device": "cpu"},
                 code_paths=[str(PACKAGE)],
                 pip_requirements=pip_requirements(manifest, entry),
-                signature=signature(manifest), input_example=input_example(manifest),
+                signature=signature(contract), input_example=input_example(contract),
             )  # fmt: skip
     version = str(info.registered_model_version)
     return {"name": name, "version": version, "format": entry["format"], "model_uri": f"models:/{name}/{version}"}

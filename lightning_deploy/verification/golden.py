@@ -101,11 +101,10 @@ def read_samples(manifest_file: Path, manifest: Mapping[str, Any]) -> list[Golde
             " The golden samples were changed after export. HINT: restore them, or re-export."
         )
     with np.load(path, allow_pickle=False) as stored:
-        return [
-            GoldenCheck(
-                record["source"],
-                {name: stored[f"{record['key']}/in/{name}"] for name in record["inputs"]},
-                {name: stored[f"{record['key']}/out/{name}"] for name in record["outputs"]},
-            )
-            for record in section["checks"]
-        ]
+        return [GoldenCheck(r["source"], _arrays(stored, f"{r['key']}/in/"), _arrays(stored, f"{r['key']}/out/"))
+                for r in section["checks"]]  # fmt: skip
+
+
+def _arrays(stored: Any, prefix: str) -> dict[str, np.ndarray]:
+    """The arrays stored under ``prefix`` (``K/in/``), by leaf name, in the order they were written."""
+    return {key[len(prefix) :]: stored[key] for key in stored.files if key.startswith(prefix)}

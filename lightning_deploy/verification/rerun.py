@@ -18,13 +18,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_deploy.artifact.contract import IOContract
 from lightning_deploy.artifact.files import install_lock, write_json_atomic
 from lightning_deploy.artifact.manifest import json_safe, manifest_path, read_manifest
 from lightning_deploy.artifact.structure import Structure
 from lightning_deploy.errors import ConfigurationError, LoadError, VerificationError
 from lightning_deploy.formats import by_name
 from lightning_deploy.runtime.arrays import to_numpy
-from lightning_deploy.runtime.calling import Call
 from lightning_deploy.runtime.host import describe_host
 from lightning_deploy.runtime.loading import load
 from lightning_deploy.runtime.model import ExportedModel
@@ -103,7 +103,7 @@ def verify(
         rows.append(row)
         if model is not None:
             models[entry["format"]] = model
-    _time(manifest, models, checks[0], rows)
+    _time(models, checks[0], rows)
     result = HostVerification(manifest_file, host, rows, None)
     if record:
         result.recorded = _record(manifest_file, host, rows)
@@ -171,7 +171,7 @@ def _check_artifact(
         row["error"] = str(err)
         return row, None
     atol, rtol = _tolerance(manifest, entry)
-    outcome = _run_checks(model, manifest, checks, atol, rtol)
+    outcome = _run_checks(model, checks, atol, rtol)
     row.update(
         ok=outcome.ok,
         status=REPRODUCED if outcome.ok else DIFFERS,
@@ -196,15 +196,13 @@ def _tolerance(manifest: Mapping[str, Any], entry: Mapping[str, Any]) -> tuple[f
     return float(atol), float(rtol)
 
 
-def _run_checks(
-    model: ExportedModel, manifest: Mapping[str, Any], checks: Sequence[GoldenCheck], atol: float, rtol: float
-) -> Verification:
+def _run_checks(model: ExportedModel, checks: Sequence[GoldenCheck], atol: float, rtol: float) -> Verification:
     """Each golden check as ``forward``'s arguments, its outputs compared with eager's by leaf name."""
     outcome = Verification(ok=True, runtime=model.runtime)
     for check in checks:
         shapes = [list(a.shape) for a in check.inputs.values()]
         try:
-            args, kwargs = arguments(manifest, check)
+            args, kwargs = arguments(model.contract, check)
             got = model(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - the artifact failed on this input here: the check fails, named
             outcome.failed(check.source, shapes, f"{type(err).__name__}: {err}")
@@ -214,23 +212,20 @@ def _run_checks(
     return outcome
 
 
-def arguments(manifest: Mapping[str, Any], check: GoldenCheck) -> tuple[list[Any], dict[str, Any]]:
-    """A golden check's input leaves as ``forward``'s positional and keyword arguments, by the manifest's schema."""
-    inputs = manifest["inputs"]
-    structure = Structure(inputs["schema"]["tree"], root="input")
+def arguments(contract: IOContract, check: GoldenCheck) -> tuple[list[Any], dict[str, Any]]:
+    """A golden check's input leaves as ``forward``'s positional and keyword arguments, by the I/O contract."""
+    structure = Structure(contract.inputs.tree, root="input")
     bound = structure.unflatten([check.inputs[name] for name in structure.names])
-    args, kwargs = Call.from_json(inputs["schema"]["call"]).split(bound)
+    args, kwargs = contract.call.split(bound)
     return list(args), dict(kwargs)
 
 
-def _time(
-    manifest: Mapping[str, Any], models: Mapping[str, ExportedModel], check: GoldenCheck, rows: list[dict]
-) -> None:
+def _time(models: Mapping[str, ExportedModel], check: GoldenCheck, rows: list[dict]) -> None:
     """Time every artifact that reproduced, side by side at the first check; a derived one against its source."""
     timed = {row["format"]: row for row in rows if row["status"] == REPRODUCED and row["format"] in models}
     if not timed:
         return
-    args, kwargs = arguments(manifest, check)
+    args, kwargs = arguments(next(iter(models.values())).contract, check)  # one contract: the export's
     calls = [lambda model=models[fmt]: model(*args, **kwargs) for fmt in timed]
     for row, seconds in zip(timed.values(), seconds_per_call(calls, rounds=5)):
         row["ms_per_call"] = round(seconds * 1e3, 4)
