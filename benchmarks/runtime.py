@@ -29,7 +29,7 @@ from perfdoc import NOT_HERE, argument_parser, publish, unavailable
 from torch import nn
 
 from lightning_deploy import export, load
-from lightning_deploy.exporting.onnx_passes import vnni_flag
+from lightning_deploy.exporting.methods.onnx_passes import vnni_flag
 from lightning_deploy.runtime.placement import cpu_features
 
 FORMATS = ["onnx", "torchscript", "pt2", "aoti", "onnx-optimized", "onnx-int8", "executorch", "openvino",

@@ -1,4 +1,4 @@
-"""The module paths of release 0.1 (``lightning_deploy.serve``, ``.flat_files``, ...), kept working one release.
+"""The module paths release 0.1 documented (``lightning_deploy.serve``, ``.flat_files``, ...), kept one release.
 
 The package was flat; its parts now live in folders (``docs/design.md``). An old path is
 answered by an import hook that returns the new module under the old name, with a
@@ -19,40 +19,15 @@ from types import ModuleType
 
 __all__ = ["MOVED", "install"]
 
+# The five module paths 0.1's documentation named; its other modules were internal and moved without an alias
+# (CHANGELOG.md lists where).
 MOVED = {
-    "lightning_deploy.schema": "lightning_deploy.artifact.structure",  # with the schema's names
-    "lightning_deploy.manifest": "lightning_deploy.artifact.manifest",
-    "lightning_deploy.manifest_check": "lightning_deploy.artifact.validate",
-    "lightning_deploy.files": "lightning_deploy.artifact.files",
-    "lightning_deploy.load": "lightning_deploy.runtime.loading",
-    "lightning_deploy.fast_call": "lightning_deploy.runtime.fast_call",
-    "lightning_deploy.placement": "lightning_deploy.runtime.placement",
-    "lightning_deploy.runtimes": "lightning_deploy.runtime.backends",
-    "lightning_deploy.runtimes.onnxruntime": "lightning_deploy.runtime.backends.onnxruntime",
-    "lightning_deploy.runtimes.torchscript": "lightning_deploy.runtime.backends.torchscript",
-    "lightning_deploy.runtimes.pt2": "lightning_deploy.runtime.backends.pt2",
-    "lightning_deploy.runtimes.aoti": "lightning_deploy.runtime.backends.aoti",
-    "lightning_deploy.exporters": "lightning_deploy.exporting.methods",
-    "lightning_deploy.exporters.trace": "lightning_deploy.exporting.methods.trace",
-    "lightning_deploy.exporters.script": "lightning_deploy.exporting.methods.script",
-    "lightning_deploy.exporters.torch_export": "lightning_deploy.exporting.methods.torch_export",
-    "lightning_deploy.callback": "lightning_deploy.lightning.callback",
-    "lightning_deploy.checkpoints": "lightning_deploy.lightning.checkpoints",
-    "lightning_deploy.lightning_cli": "lightning_deploy.lightning.lightning_cli",
-    "lightning_deploy.input_spec": "lightning_deploy.lightning.input_spec",
-    "lightning_deploy.serve": "lightning_deploy.serving.server",
-    "lightning_deploy.serving_io": "lightning_deploy.serving.codec",
-    "lightning_deploy.triton": "lightning_deploy.serving.triton",
-    "lightning_deploy.flat_files": "lightning_deploy.serving.flat_files",
-    "lightning_deploy.compare": "lightning_deploy.verification.compare",
-    **{
-        f"lightning_deploy.{name}": f"lightning_deploy.exporting.{name}"
-        for name in (
-            "engine", "plan", "checks", "eager", "adapters", "dynamic", "options", "latency",
-            "accuracy", "onnx_passes", "progress", "requires", "detectron2",
-        )
-    },
-}  # fmt: skip
+    "lightning_deploy.schema": "lightning_deploy.artifact.structure",  # Record
+    "lightning_deploy.load": "lightning_deploy.runtime.loading",  # ExportedModel, resolve_artifact, bind_arguments
+    "lightning_deploy.lightning_cli": "lightning_deploy.lightning.lightning_cli",  # LightningDeployCLI
+    "lightning_deploy.serve": "lightning_deploy.serving.server",  # ExportedModelAPI, serve
+    "lightning_deploy.flat_files": "lightning_deploy.serving.flat_files",  # save_inputs, load_outputs
+}
 
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):

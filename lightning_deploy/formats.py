@@ -10,8 +10,19 @@ it). Standard library only: ``load()`` and ``lightning-deploy show`` read it wit
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
-__all__ = ["FORMATS", "METHODS", "NAMES", "Format", "by_name", "formats_of_runtime", "preferred_order", "suffixes"]
+__all__ = [
+    "FORMATS",
+    "METHODS",
+    "NAMES",
+    "Format",
+    "FormatName",
+    "by_name",
+    "formats_of_runtime",
+    "preferred_order",
+    "suffixes",
+]
 
 METHODS = ("auto", "trace", "script", "export")
 
@@ -26,10 +37,10 @@ class Format:
         runtime: the module that runs it (``lightning_deploy.runtime.backends.<runtime>``).
         writers: for each export method that can make it, in the order ``method="auto"`` tries
             them, the function that writes a capture of that method as this format
-            (``"module:function"`` under ``lightning_deploy.exporting``, called
+            (``"module:function"`` under ``lightning_deploy.exporting.methods``, called
             ``write(capture, path, ctx)``). Empty for a derived format, made by ``derived_by``.
         derived_by: for a format made from another format's file by a pass, that pass
-            (``"module:function"`` under ``lightning_deploy.exporting``), taking the plain file's path.
+            (``"module:function"`` under ``lightning_deploy.exporting.methods``), taking the plain file's path.
         derived_from: the format whose file ``derived_by`` starts from.
         compiled: machine code for one device kind, run only on the kind it was compiled for.
         preference: ``load(manifest)`` without ``format=`` runs the ok artifact of least preference.
@@ -85,19 +96,19 @@ class Format:
 
 
 # torch.export's ONNX exporter, then the TorchScript-based one on a trace (or a trace around a scripted module)
-_ONNX = (("export", "methods.torch_export:write_onnx"), ("trace", "methods.trace:write_onnx"),
-         ("script", "methods.trace:write_onnx"))  # fmt: skip
+_ONNX = (("export", "torch_export:write_onnx"), ("trace", "trace:write_onnx"),
+         ("script", "trace:write_onnx"))  # fmt: skip
 
 FORMATS: tuple[Format, ...] = (
     Format("torchscript", ".torchscript.pt", "torchscript",
-           (("trace", "methods.trace:write_torchscript"), ("script", "methods.script:write_torchscript")), preference=1,
+           (("trace", "trace:write_torchscript"), ("script", "script:write_torchscript")), preference=1,
            triton=("pytorch_libtorch", "model.pt"), native_io=True, notice=(
                "TorchScript is deprecated by PyTorch (torch 2.14's torch.jit.save warns) but still supported, by"
                " torch and LibTorch alike; for new deployments prefer 'pt2' (torch.export), or 'aoti' for C++")),
     Format("onnx", ".onnx", "onnxruntime", _ONNX, preference=0, triton=("onnxruntime_onnx", "model.onnx")),
-    Format("pt2", ".pt2", "pt2", (("export", "methods.torch_export:write_pt2"),), preference=2),
+    Format("pt2", ".pt2", "pt2", (("export", "torch_export:write_pt2"),), preference=2),
     # compiled from the same torch.export program as pt2
-    Format("aoti", ".aoti.pt2", "aoti", (("export", "methods.torch_export:write_aoti"),), preference=3, compiled=True,
+    Format("aoti", ".aoti.pt2", "aoti", (("export", "torch_export:write_aoti"),), preference=3, compiled=True,
            preflight_as="pt2"),
     Format("onnx-optimized", ".optimized.onnx", "onnxruntime", (), preference=4,
            derived_by="onnx_passes:optimize_for_cpu", derived_from="onnx", triton=("onnxruntime_onnx", "model.onnx")),
@@ -120,6 +131,7 @@ FORMATS: tuple[Format, ...] = (
 
 _BY_NAME = {fmt.name: fmt for fmt in FORMATS}
 NAMES = tuple(_BY_NAME)
+FormatName = Literal[NAMES]  # the annotation of formats=[...]: jsonargparse and type checkers read the names from it
 
 
 def by_name(name: str) -> Format:

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lightning_deploy import ConfigurationError, ModelExport, export, load
-from lightning_deploy.exporting.checks import smaller_size
+from lightning_deploy.exporting.verifying.checks import smaller_size
 from lightning_deploy.serving.triton import write_model_repository
 
 

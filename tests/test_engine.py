@@ -13,7 +13,7 @@ import torch
 from models import NoOnnxOp, Prediction, ShapeBranch, StructuredModel, TwoInputs, ValueBranch, structured_sample
 
 from lightning_deploy import export, load
-from lightning_deploy.exporting.methods import EXPORTERS
+from lightning_deploy.exporting.methods import EXPORTERS, declared
 
 ALL_FORMATS = ["torchscript", "onnx", "pt2"]
 
@@ -171,7 +171,6 @@ def test_exporter_raising_mid_write_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_exporters_conform_to_one_interface():
-    import importlib
     import inspect
 
     from lightning_deploy.formats import FORMATS
@@ -181,9 +180,10 @@ def test_exporters_conform_to_one_interface():
     for fmt in FORMATS:  # every method a format declares has an exporter, and each declared writer exists
         assert fmt.methods and set(fmt.methods) <= set(EXPORTERS), fmt.name
         for method, writer in fmt.writers:
-            module, _, function = writer.partition(":")
-            found = getattr(importlib.import_module(f"lightning_deploy.exporting.{module}"), function)
+            found = declared(writer)
             assert list(inspect.signature(found).parameters) == ["capture", "path", "ctx"], (fmt.name, method)
+        if fmt.derived_by:
+            assert list(inspect.signature(declared(fmt.derived_by)).parameters)[:2] == ["source", "target"], fmt.name
 
 
 def test_bare_export_of_a_lightning_module_makes_torchscript(tmp_path):

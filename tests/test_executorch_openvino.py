@@ -259,7 +259,7 @@ def test_bf16_is_refused_by_name_on_a_cpu_without_it(tmp_path, monkeypatch):
     manifest as that CPU's export lists it (no CPU without bf16 can export one).
     """
     from lightning_deploy.exporting import options
-    from lightning_deploy.exporting.openvino_ir import to_bf16
+    from lightning_deploy.exporting.methods.openvino_ir import to_bf16
     from lightning_deploy.runtime.backends import openvino as openvino_backend
 
     model = DictToDataclass().eval()

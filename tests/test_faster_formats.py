@@ -14,7 +14,7 @@ from lightning_models import DigitsClassifier, digits_loaders
 from torch import nn
 
 from lightning_deploy import ConfigurationError, ModelExport, export, load
-from lightning_deploy.exporting.onnx_passes import vnni_flag
+from lightning_deploy.exporting.methods.onnx_passes import vnni_flag
 
 FASTER = ["onnx", "onnx-optimized", "onnx-int8"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import subprocess
 import sys
 import typing
@@ -181,6 +182,24 @@ def test_the_manifests_io_is_read_by_attribute_outside_the_artifact_part():
             if isinstance(key, ast.Constant) and key.value in ("inputs", "outputs", "schema"):
                 found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} looks up [{key.value!r}]")
     assert not found, found
+
+
+def test_every_export_option_is_a_parameter_of_export_and_of_model_export_with_the_same_default():
+    """Options are passed whole (``ExportOptions.from_arguments``): a new field needs only these parameters."""
+    import inspect
+
+    from lightning_deploy import ModelExport, export
+    from lightning_deploy.exporting.options import ExportOptions
+
+    for call in (export, ModelExport):
+        parameters = inspect.signature(call).parameters
+        for field in dataclasses.fields(ExportOptions):
+            if field.name == "owner":
+                continue
+            assert field.name in parameters, (call.__name__, field.name)
+            default = parameters[field.name].default
+            got = tuple(default) if isinstance(default, (list, tuple)) else default
+            assert got == field.default, (call.__name__, field.name, got, field.default)
 
 
 def test_the_callbacks_formats_literal_lists_exactly_the_declared_formats():

@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from detectron2_zoo import MODELS, build, detectron2_root, image
 
 from lightning_deploy import export
-from lightning_deploy.exporting import detectron2 as support
 from lightning_deploy.exporting.adapters import flatten_tree
+from lightning_deploy.exporting.families import detectron2 as support
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "coverage.md"

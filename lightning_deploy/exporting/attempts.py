@@ -8,7 +8,6 @@ is clean when it verified without capture warnings, and the first clean one ends
 from __future__ import annotations
 
 import contextlib
-import importlib
 import re
 import time
 import warnings
@@ -19,14 +18,15 @@ from typing import Any
 from lightning_deploy.artifact.entry import ArtifactEntry
 from lightning_deploy.artifact.files import copy_files, install_order, sha256_file
 from lightning_deploy.artifact.manifest import artifact_name, json_safe
-from lightning_deploy.exporting.int8 import accuracy, fastest, pass_options, variants
 from lightning_deploy.exporting.methods import Capture, write
+from lightning_deploy.exporting.methods import declared as declared_function
+from lightning_deploy.exporting.methods.int8 import accuracy, fastest, pass_options, variants
 from lightning_deploy.exporting.methods.torch_export import unbacked_output_dims
 from lightning_deploy.exporting.options import methods_for
 from lightning_deploy.exporting.plan import Plan
 from lightning_deploy.exporting.progress import StepLog
 from lightning_deploy.exporting.requires import required_packages
-from lightning_deploy.exporting.verify import Verification, verify_artifact
+from lightning_deploy.exporting.verifying.verify import Verification, verify_artifact
 from lightning_deploy.exporting.work import Attempt, Work
 from lightning_deploy.formats import by_name
 from lightning_deploy.runtime.backends import runtime_module
@@ -198,8 +198,7 @@ def _save(fmt: str, method: str, capture: Capture, path: Path, work: Work, attem
     """
     declared = by_name(fmt)
     if declared.derived_by:
-        module_name, _, function = declared.derived_by.partition(":")
-        derive = getattr(importlib.import_module(f"lightning_deploy.exporting.{module_name}"), function)
+        derive = declared_function(declared.derived_by)
         source = work.source_file(declared.derived_from, method)
         attempt.derived = derive(source, path, **pass_options(attempt, work))
     elif fmt in work.shared_sources:

@@ -22,14 +22,14 @@ from torch import nn
 from lightning_deploy.artifact.files import install_lock, move_into_place, staging_dir, write_json_atomic
 from lightning_deploy.artifact.manifest import MANIFEST_SUFFIX, header, versions
 from lightning_deploy.errors import ConfigurationError
-from lightning_deploy.exporting import detectron2
 from lightning_deploy.exporting.attempts import error_text, export_format, unbacked_sizes
-from lightning_deploy.exporting.checks import labelled_samples
-from lightning_deploy.exporting.eager import attention_fast_path
-from lightning_deploy.exporting.golden import write_golden_samples
-from lightning_deploy.exporting.latency import time_artifacts
+from lightning_deploy.exporting.families import supported
 from lightning_deploy.exporting.options import ExportOptions
 from lightning_deploy.exporting.plan import make_plan
+from lightning_deploy.exporting.verifying.checks import labelled_samples
+from lightning_deploy.exporting.verifying.eager import attention_fast_path
+from lightning_deploy.exporting.verifying.golden import write_golden_samples
+from lightning_deploy.exporting.verifying.latency import time_artifacts
 from lightning_deploy.exporting.work import Work
 from lightning_deploy.verification.golden import DEFAULT_MAX_MB
 
@@ -120,11 +120,7 @@ def export(
         True
 
     """
-    options = ExportOptions(
-        formats=formats, method=method, dynamic_batch=dynamic_batch, dynamic_axes=dynamic_axes, verify=verify,
-        atol=atol, rtol=rtol, opset=opset, int8_rtol=int8_rtol, executorch_bounds=executorch_bounds,
-        bf16_rtol=bf16_rtol, golden_samples=golden_samples, golden_samples_max_mb=golden_samples_max_mb,
-    )  # fmt: skip
+    options = ExportOptions.from_arguments(locals(), owner="export")
     return export_with(module, input_sample, dirpath, stem, options, checkpoint, accuracy_data, check_samples)
 
 
@@ -147,7 +143,7 @@ def export_with(
     with contextlib.ExitStack() as stack:
         for context in (_eval_mode(module), torch.no_grad(), attention_fast_path(False), _lightning_scripting(module)):
             stack.enter_context(context)
-        module = stack.enter_context(detectron2.support(module))
+        module = stack.enter_context(supported(module))
         plan = make_plan(module, input_sample, options, labelled_samples(check_samples))
         dirpath.mkdir(parents=True, exist_ok=True)
         with staging_dir(dirpath, stem) as staging:

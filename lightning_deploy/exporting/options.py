@@ -94,6 +94,15 @@ class ExportOptions:
         if opset is not None and (isinstance(opset, bool) or not isinstance(opset, int) or not 7 <= opset <= 30):
             self._fail("opset", "must be an ONNX opset number (7 to 30) or None", "pass e.g. opset=18, or None")
 
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any], owner: str) -> ExportOptions:
+        """The options among a call's ``arguments`` (its ``locals()``), picked by field name.
+
+        How ``export()`` and ``ModelExport`` pass theirs whole: a new option is its field here and a
+        parameter of the same name and default in both (``tests/test_layers.py`` holds them in step).
+        """
+        return cls(**{f.name: arguments[f.name] for f in dataclasses.fields(cls) if f.name != "owner"}, owner=owner)
+
     def tolerance(self, fmt: str) -> tuple[float, float]:
         """``(atol, rtol)`` for an artifact of ``fmt``."""
         rtol = {"int8": self.int8_rtol, "bfloat16": self.bf16_rtol}.get(by_name(fmt).precision, self.rtol)

@@ -20,14 +20,6 @@ from torch import nn
 from lightning_deploy.artifact.contract import Call, IOContract, Tensors
 from lightning_deploy.errors import ConfigurationError, ExportError
 from lightning_deploy.exporting.adapters import FlatAdapter, FlatTree, bind_sample, flatten_tree
-from lightning_deploy.exporting.checks import (
-    EXPORT_SOURCE,
-    SECOND_SOURCE,
-    SYNTHETIC_SOURCE,
-    Check,
-    output_dims,
-    synthetic_sample,
-)
 from lightning_deploy.exporting.dynamic import (
     DynamicDims,
     export_and_check_samples,
@@ -36,9 +28,17 @@ from lightning_deploy.exporting.dynamic import (
     resolve_bounds,
     resolve_dynamic_dims,
 )
-from lightning_deploy.exporting.eager import changed_dims, fast_path_agreement, run_eager
 from lightning_deploy.exporting.methods import ExportContext
 from lightning_deploy.exporting.options import ExportOptions
+from lightning_deploy.exporting.verifying.checks import (
+    EXPORT_SOURCE,
+    SECOND_SOURCE,
+    SYNTHETIC_SOURCE,
+    Check,
+    output_dims,
+    synthetic_sample,
+)
+from lightning_deploy.exporting.verifying.eager import changed_dims, fast_path_agreement, run_eager
 
 __all__ = ["Plan", "device_name", "make_plan", "module_device"]
 

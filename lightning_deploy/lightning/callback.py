@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-from lightning.fabric.utilities.apply_func import move_data_to_device
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -27,8 +26,16 @@ from lightning_deploy.artifact.manifest import failure_manifest
 from lightning_deploy.errors import ConfigurationError, ExportError
 from lightning_deploy.exporting.engine import export_with
 from lightning_deploy.exporting.options import ExportOptions
-from lightning_deploy.exporting.plan import module_device
-from lightning_deploy.formats import by_name
+from lightning_deploy.formats import FormatName, by_name
+from lightning_deploy.lightning.arguments import (
+    CHECKPOINTS,
+    check_choices,
+    checkpoint_callback,
+    chosen_checkpoint,
+    count,
+    sample_of,
+    target_of,
+)
 from lightning_deploy.lightning.checkpoints import model_with_weights
 from lightning_deploy.lightning.data import samples_to_check, validation_loader
 from lightning_deploy.lightning.input_spec import sample_from_spec
@@ -38,14 +45,6 @@ from lightning_deploy.report import print_report
 from lightning_deploy.tracking.extras import check_register_model
 
 __all__ = ["ModelExport"]
-
-
-def _count(name: str, value: Any, least: int, other: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ConfigurationError(
-            f"ModelExport({name}={value!r}): must be a whole number >= {least}. HINT: pass e.g. {name}=2, or {other}."
-        )
-    return value
 
 
 class ModelExport(Callback):
@@ -111,27 +110,12 @@ class ModelExport(Callback):
         >>> trainer = pl.Trainer(callbacks=[ModelCheckpoint(monitor="val_loss"), ModelExport()])  # doctest: +SKIP
     """
 
-    CHECKPOINTS = ("best", "last", "final")
+    CHECKPOINTS = CHECKPOINTS
     FINAL_STEM = "final"
 
     def __init__(
         self,
-        formats: Sequence[
-            Literal[
-                "torchscript",
-                "onnx",
-                "pt2",
-                "aoti",
-                "onnx-optimized",
-                "onnx-int8",
-                "executorch",
-                "openvino",
-                "openvino-bf16",
-            ]
-        ] = (
-            "torchscript",
-            "onnx",
-        ),
+        formats: Sequence[FormatName] = ("torchscript", "onnx"),
         method: Literal["auto", "trace", "script", "export"] = "auto",
         input_sample: Any = None,
         input_spec: dict[str, Any] | None = None,
@@ -158,17 +142,12 @@ class ModelExport(Callback):
         golden_samples: bool = True,
         golden_samples_max_mb: float = 32.0,
     ) -> None:
-        self.options = ExportOptions(
-            formats=formats, method=method, dynamic_batch=dynamic_batch, dynamic_axes=dynamic_axes, verify=verify,
-            atol=atol, rtol=rtol, opset=opset, int8_rtol=int8_rtol, executorch_bounds=executorch_bounds,
-            bf16_rtol=bf16_rtol, golden_samples=golden_samples, golden_samples_max_mb=golden_samples_max_mb,
-            owner="ModelExport",
-        )  # fmt: skip
-        self._check_choices(input_sample, input_spec, submodule, checkpoint, dirpath, preflight, strict, log_artifacts,
-                            validate)  # fmt: skip
+        self.options = ExportOptions.from_arguments(locals(), owner="ModelExport")
+        check_choices(input_sample, input_spec, submodule, checkpoint, dirpath, {"preflight": preflight,
+                      "strict": strict, "log_artifacts": log_artifacts, "validate": validate})  # fmt: skip
         check_register_model(register_model, "ModelExport")
-        self.check_batches = _count("check_batches", check_batches, 0, "0 to verify on the synthetic samples alone")
-        self.validate_batches = _count("validate_batches", validate_batches, 1, "validate=False to skip the metrics")
+        self.check_batches = count("check_batches", check_batches, 0, "0 to verify on the synthetic samples alone")
+        self.validate_batches = count("validate_batches", validate_batches, 1, "validate=False to skip the metrics")
         self.metric_tolerance = check_metric_tolerance(metric_tolerance, "ModelExport")
         self.validate = validate
         self.input_sample = input_sample
@@ -183,36 +162,13 @@ class ModelExport(Callback):
         self.register_model = register_model
         self.manifest: dict[str, Any] | None = None
 
-    def _check_choices(self, sample: Any, spec: Any, submodule: Any, checkpoint: Any, dirpath: Any,
-                       preflight: Any, strict: Any, log_artifacts: Any, validate: Any) -> None:  # fmt: skip
-        if sample is not None and spec is not None:
-            raise ConfigurationError(
-                "ModelExport(input_sample=..., input_spec=...): give one of them, not both."
-                " HINT: input_sample is for Python, input_spec its YAML form."
-            )
-        if checkpoint not in self.CHECKPOINTS:
-            raise ConfigurationError(f"ModelExport(checkpoint={checkpoint!r}): must be one of {self.CHECKPOINTS}.")
-        if checkpoint == "final" and dirpath is None:
-            raise ConfigurationError(
-                "ModelExport(checkpoint='final', dirpath=None): the in-memory weights have no checkpoint folder"
-                " to write beside. HINT: pass dirpath='exports' (or use checkpoint='best')."
-            )
-        if submodule is not None and (not isinstance(submodule, str) or not submodule):
-            raise ConfigurationError(f"ModelExport(submodule={submodule!r}): must be a dotted attribute path or None.")
-        if dirpath is not None and not isinstance(dirpath, (str, Path)):
-            raise ConfigurationError(f"ModelExport(dirpath={dirpath!r}): must be a folder path or None.")
-        for name, value in (("preflight", preflight), ("strict", strict), ("log_artifacts", log_artifacts),
-                            ("validate", validate)):  # fmt: skip
-            if not isinstance(value, bool):
-                raise ConfigurationError(f"ModelExport({name}={value!r}): must be True or False.")
-
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Check the checkpoint callback, the sample and the submodule; dry-run the export."""
         if stage != "fit":
             return
         if self.checkpoint != "final":
-            self._checkpoint_callback(trainer)
+            checkpoint_callback(trainer, self.checkpoint)
         check_trackers(trainer, self.register_model)
         target = self._target(pl_module)
         sample = self._sample(pl_module)
@@ -239,7 +195,7 @@ class ModelExport(Callback):
 
     def _export_on_rank_zero(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> str | None:
         """Export; returns a one-line failure description, or ``None`` when every artifact is ok."""
-        path = None if self.checkpoint == "final" else self._checkpoint_path(trainer)
+        path = None if self.checkpoint == "final" else chosen_checkpoint(trainer, self.checkpoint)
         if self.checkpoint != "final" and not path:
             return f"no checkpoint was saved, so nothing was exported (checkpoint={self.checkpoint!r})."
         manifest = self.export_checkpoint(pl_module, path, trainer)
@@ -325,48 +281,11 @@ class ModelExport(Callback):
             options = dataclasses.replace(options, formats=formats, executorch_bounds=bounds, golden_samples=False)
         return export_with(target, sample, dirpath, stem, options, checkpoint, accuracy_data, check_samples)
 
-    def _checkpoint_callback(self, trainer: pl.Trainer) -> pl.callbacks.ModelCheckpoint:
-        callback = trainer.checkpoint_callback
-        if callback is None:
-            raise ConfigurationError(
-                f"ModelExport(checkpoint={self.checkpoint!r}) needs a ModelCheckpoint callback, and the Trainer has"
-                " none. HINT: add ModelCheckpoint(monitor=...) to callbacks, or use checkpoint='final' with dirpath."
-            )
-        if self.checkpoint == "last" and not callback.save_last:
-            raise ConfigurationError(
-                "ModelExport(checkpoint='last') needs ModelCheckpoint(save_last=True). HINT: set it, or use 'best'."
-            )
-        return callback
-
-    def _checkpoint_path(self, trainer: pl.Trainer) -> str:
-        callback = self._checkpoint_callback(trainer)
-        if self.checkpoint == "last":
-            return callback.last_model_path
-        return callback.best_model_path or callback.last_model_path
-
     def _target(self, model: nn.Module) -> nn.Module:
-        if self.submodule is None:
-            return model
-        try:
-            return model.get_submodule(self.submodule)
-        except AttributeError as err:
-            children = [name for name, _ in model.named_children()]
-            raise ConfigurationError(
-                f"ModelExport(submodule={self.submodule!r}): {err}. HINT: {type(model).__name__} has the"
-                f" children {children}; use a dotted path through them."
-            ) from None
+        return target_of(model, self.submodule)
 
     def _sample(self, pl_module: nn.Module) -> Any:
-        sample = self.input_sample if self.input_sample is not None else self._spec_sample
-        if sample is None:
-            sample = getattr(pl_module, "example_input_array", None)
-        if sample is None:
-            raise ConfigurationError(
-                "ModelExport(input_sample=None, input_spec=None): no sample to export with, and"
-                f" {type(pl_module).__name__}.example_input_array is not set. HINT: set example_input_array in"
-                " the LightningModule, or pass input_sample (Python) or input_spec (YAML)."
-            )
-        return move_data_to_device(sample, module_device(pl_module, ()))
+        return sample_of(pl_module, self.input_sample if self.input_sample is not None else self._spec_sample)
 
     def _preflight(self, trainer: pl.Trainer, target: nn.Module, sample: Any) -> None:
         """Export the untrained model into a temporary folder, so problems show before training."""

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.exporting.adapters import bind_sample
-from lightning_deploy.exporting.checks import samples_from_batches
+from lightning_deploy.exporting.verifying.checks import samples_from_batches
 
 __all__ = ["samples_to_check", "validation_loader"]
 

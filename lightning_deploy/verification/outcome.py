@@ -1,6 +1,6 @@
 """One artifact's verification: each check compared leaf by leaf, folded into one outcome.
 
-The export (``exporting/verify.py``, eager outputs in hand) and ``verify()`` on another machine
+The export (``exporting/verifying/verify.py``, eager outputs in hand) and ``verify()`` on another machine
 (eager outputs from the golden samples) compare by the same rules: the same leaf paths, every
 leaf within ``atol + rtol * scale`` (``compare.py``), detection sets as sets (``detections.py``).
 numpy only.

@@ -23,7 +23,7 @@ from lightning_deploy.artifact.contract import IOContract
 from lightning_deploy.artifact.manifest import ONNX_FORMATS
 from lightning_deploy.errors import ExportError
 from lightning_deploy.exporting.adapters import flatten_tree
-from lightning_deploy.exporting.checks import Check
+from lightning_deploy.exporting.verifying.checks import Check
 from lightning_deploy.runtime.arrays import to_numpy
 from lightning_deploy.runtime.model import ExportedModel
 from lightning_deploy.verification.compare import named_leaves

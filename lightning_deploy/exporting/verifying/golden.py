@@ -15,7 +15,7 @@ import torch
 
 from lightning_deploy.errors import ExportError
 from lightning_deploy.exporting.plan import Plan
-from lightning_deploy.exporting.verify import eager_leaves
+from lightning_deploy.exporting.verifying.verify import eager_leaves
 from lightning_deploy.runtime.arrays import to_numpy
 from lightning_deploy.verification.golden import SAMPLES_SUFFIX, GoldenCheck, write_samples
 

@@ -17,9 +17,9 @@ import numpy as np
 
 from lightning_deploy.artifact.manifest import artifact_name
 from lightning_deploy.errors import ConfigurationError
-from lightning_deploy.exporting.accuracy import accuracy_delta, input_leaves
-from lightning_deploy.exporting.latency import onnx_seconds_per_call
 from lightning_deploy.exporting.plan import Plan
+from lightning_deploy.exporting.verifying.accuracy import accuracy_delta, input_leaves
+from lightning_deploy.exporting.verifying.latency import onnx_seconds_per_call
 from lightning_deploy.formats import by_name
 from lightning_deploy.runtime.arrays import to_numpy
 from lightning_deploy.runtime.backends import runtime_module
