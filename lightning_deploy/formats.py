@@ -28,6 +28,19 @@ METHODS = ("auto", "trace", "script", "export")
 
 
 @dataclasses.dataclass(frozen=True)
+class TritonModel:
+    """How Triton's config names the runtime of a format, and the file name its backend reads.
+
+    Triton names a runtime by ``platform`` for the frameworks it has always had, by ``backend``
+    for the others (OpenVINO).
+    """
+
+    name: str
+    model_file: str
+    key: str = "platform"
+
+
+@dataclasses.dataclass(frozen=True)
 class Format:
     """What the package knows about one artifact format.
 
@@ -44,7 +57,7 @@ class Format:
         derived_from: the format whose file ``derived_by`` starts from.
         compiled: machine code for one device kind, run only on the kind it was compiled for.
         preference: ``load(manifest)`` without ``format=`` runs the ok artifact of least preference.
-        triton: Triton's ``(platform, model file name)`` where Triton runs it flat.
+        triton: how Triton runs it flat (:class:`TritonModel`), where it can.
         precision: the arithmetic it runs in: ``"float32"``, or a lower one (``"int8"``,
             ``"bfloat16"``) whose numbers differ from eager by design: verified at its own
             tolerance (``int8_rtol``, ``bf16_rtol``), its top-1 accuracy measured, and run by
@@ -71,7 +84,7 @@ class Format:
     derived_by: str | None = None
     derived_from: str | None = None
     compiled: bool = False
-    triton: tuple[str, str] | None = None
+    triton: TritonModel | None = None
     precision: str = "float32"
     variants: tuple[str, ...] = ()
     native_io: bool = False
@@ -99,21 +112,23 @@ class Format:
 _ONNX = (("export", "torch_export:write_onnx"), ("trace", "trace:write_onnx"),
          ("script", "trace:write_onnx"))  # fmt: skip
 
+_TRITON_ONNX = TritonModel("onnxruntime_onnx", "model.onnx")
+
 FORMATS: tuple[Format, ...] = (
     Format("torchscript", ".torchscript.pt", "torchscript",
            (("trace", "trace:write_torchscript"), ("script", "script:write_torchscript")), preference=1,
-           triton=("pytorch_libtorch", "model.pt"), native_io=True, notice=(
+           triton=TritonModel("pytorch_libtorch", "model.pt"), native_io=True, notice=(
                "TorchScript is deprecated by PyTorch (torch 2.14's torch.jit.save warns) but still supported, by"
                " torch and LibTorch alike; for new deployments prefer 'pt2' (torch.export), or 'aoti' for C++")),
-    Format("onnx", ".onnx", "onnxruntime", _ONNX, preference=0, triton=("onnxruntime_onnx", "model.onnx")),
+    Format("onnx", ".onnx", "onnxruntime", _ONNX, preference=0, triton=_TRITON_ONNX),
     Format("pt2", ".pt2", "pt2", (("export", "torch_export:write_pt2"),), preference=2),
     # compiled from the same torch.export program as pt2
     Format("aoti", ".aoti.pt2", "aoti", (("export", "torch_export:write_aoti"),), preference=3, compiled=True,
            preflight_as="pt2"),
     Format("onnx-optimized", ".optimized.onnx", "onnxruntime", (), preference=4,
-           derived_by="onnx_passes:optimize_for_cpu", derived_from="onnx", triton=("onnxruntime_onnx", "model.onnx")),
+           derived_by="onnx_passes:optimize_for_cpu", derived_from="onnx", triton=_TRITON_ONNX),
     Format("onnx-int8", ".int8.onnx", "onnxruntime", (), preference=5,
-           derived_by="onnx_passes:quantize_int8", derived_from="onnx", triton=("onnxruntime_onnx", "model.onnx"),
+           derived_by="onnx_passes:quantize_int8", derived_from="onnx", triton=_TRITON_ONNX,
            precision="int8", variants=("static", "dynamic")),
     # lowered from the torch.export program (XNNPACK where it applies, portable kernels elsewhere)
     Format("executorch", ".pte", "executorch", (("export", "executorch_program:write_executorch"),), preference=6,
@@ -122,7 +137,7 @@ FORMATS: tuple[Format, ...] = (
     # the traced ONNX graph
     Format("openvino", ".openvino.xml", "openvino",
            (("export", "openvino_ir:write_from_program"), ("trace", "openvino_ir:write_from_trace")), preference=7,
-           triton=("openvino", "model.xml"), package="openvino"),
+           triton=TritonModel("openvino", "model.xml", "backend"), package="openvino"),
     # the same IR, marked to run in bfloat16 (STEM.bf16.openvino.xml and .bin), where the CPU has it
     Format("openvino-bf16", ".bf16.openvino.xml", "openvino", (), preference=8,
            derived_by="openvino_ir:to_bf16", derived_from="openvino", precision="bfloat16", package="openvino"),

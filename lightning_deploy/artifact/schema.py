@@ -22,8 +22,9 @@ its keys, or by child index where it has none).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from lightning_deploy.errors import LoadError
@@ -36,6 +37,9 @@ __all__ = [
     "check_node",
     "check_schema_version",
     "children",
+    "key_label",
+    "kind_for_type",
+    "kind_of",
     "leaf_names",
     "leaf_path",
     "walk",
@@ -44,23 +48,39 @@ __all__ = [
 SCHEMA_VERSION = 2
 KNOWN_SCHEMA_VERSIONS = (1, 2)  # 2 added the record kind
 
-Flattener = Callable[[Any, list], None]
-Builder = Callable[[Any], Any]
-
 
 @dataclasses.dataclass(frozen=True)
 class NodeKind:
-    """How one kind of schema node holds its children: the schema's counterpart of pytree's node registry.
+    """One kind of schema node and its operations: the schema's counterpart of pytree's node registry.
+
+    Every walker (checking a node, flattening and rebuilding values in ``structure.py``, the
+    straight-line call, JSON answers, the export side's ``describe``) asks the kind, never its
+    name; a new kind is one entry of :data:`NODE_KINDS` (``docs/design.md`` has the recipe).
 
     Attributes:
+        layout: how it holds its children, the one thing the walkers switch on: ``"leaf"`` (a
+            tensor), ``"none"``, ``"sequence"`` (by index; a JSON array), ``"mapping"`` (by the
+            recorded ``keys``; a JSON object) or ``"record"`` (by the recorded ``fields``, rebuilt
+            as its ``class`` where that class is at hand; a JSON object).
         labels: the children's labels in leaf order (an index, a dict key or a field name),
             which name the leaves below them (:func:`leaf_path`).
         access: how a child is written in Python source from its container's expression
             (``v[0]``, ``v['key']``, ``v.field``), for the straight-line call.
+        types: the Python types the export side describes as this kind (sequences and mappings;
+            a later entry takes a type from an earlier one). A value of a sequence kind is
+            accepted as any of them, or a list or tuple.
+        rebuild: a sequence's constructor from its items (``list``, ``tuple``).
+        positional: a record built from its items by position (a named tuple), not by field name.
+        identifier_fields: a record's fields must be Python identifiers (a ``record`` may have ``"0"``).
     """
 
+    layout: str
     labels: Callable[[Mapping[str, Any]], Sequence[Any]]
     access: Callable[[str, Any], str]
+    types: tuple[type, ...] = ()
+    rebuild: Callable[[Iterable[Any]], Any] | None = None
+    positional: bool = False
+    identifier_fields: bool = True
 
 
 def _no_children(node: Mapping[str, Any]) -> Sequence[Any]:
@@ -71,26 +91,68 @@ def _by_index(node: Mapping[str, Any]) -> Sequence[Any]:
     return range(len(node["items"]))
 
 
+def _by_key(node: Mapping[str, Any]) -> Sequence[Any]:
+    return node["keys"]
+
+
 def _by_field(node: Mapping[str, Any]) -> Sequence[Any]:
     return node["fields"]
 
 
+def _itself(value: str, label: Any) -> str:
+    return value
+
+
+def _item(value: str, label: Any) -> str:
+    return f"{value}[{label!r}]"
+
+
+def _attribute(value: str, label: Any) -> str:
+    return f"{value}.{label}"
+
+
 NODE_KINDS: dict[str, NodeKind] = {
-    "tensor": NodeKind(_no_children, lambda value, label: value),
-    "none": NodeKind(_no_children, lambda value, label: value),
-    "list": NodeKind(_by_index, lambda value, label: f"{value}[{label}]"),
-    "tuple": NodeKind(_by_index, lambda value, label: f"{value}[{label}]"),
-    "dict": NodeKind(lambda node: node["keys"], lambda value, label: f"{value}[{label!r}]"),
-    "namedtuple": NodeKind(_by_field, lambda value, label: f"{value}.{label}"),
-    "dataclass": NodeKind(_by_field, lambda value, label: f"{value}.{label}"),
-    "record": NodeKind(_by_field, lambda value, label: f"{value}.{label}"),
+    "tensor": NodeKind("leaf", _no_children, _itself),
+    "none": NodeKind("none", _no_children, _itself),
+    "list": NodeKind("sequence", _by_index, _item, types=(list, collections.deque), rebuild=list),
+    "tuple": NodeKind("sequence", _by_index, _item, types=(tuple,), rebuild=tuple),
+    "dict": NodeKind("mapping", _by_key, _item, types=(dict, collections.OrderedDict, collections.defaultdict)),
+    "namedtuple": NodeKind("record", _by_field, _attribute, positional=True),
+    "dataclass": NodeKind("record", _by_field, _attribute),
+    "record": NodeKind("record", _by_field, _attribute, identifier_fields=False),
 }
-KINDS = tuple(NODE_KINDS)
+KINDS = tuple(NODE_KINDS)  # the kinds of release 0.1's schema module; the registry is NODE_KINDS
+
+
+def kind_of(node: Mapping[str, Any]) -> NodeKind:
+    """The registered kind of ``node`` (checked by :func:`check_node` first where the node comes from a file)."""
+    return NODE_KINDS[node["kind"]]
+
+
+def kind_for_type(cls: type) -> str | None:
+    """The sequence or mapping kind the export side describes a value of type ``cls`` as (the latest entry wins)."""
+    found = None
+    for name, kind in NODE_KINDS.items():
+        if cls in kind.types:
+            found = name
+    return found
 
 
 def children(node: Mapping[str, Any]) -> list[tuple[Any, Mapping[str, Any]]]:
     """A node's ``(label, child)`` pairs in leaf order; none for a tensor or ``None`` leaf."""
-    return list(zip(NODE_KINDS[node["kind"]].labels(node), node.get("items", ())))
+    return list(zip(kind_of(node).labels(node), node.get("items", ())))
+
+
+def key_label(key: Any) -> Any:
+    """The label of a ``torch.utils._pytree`` key entry: a dict key, a sequence index or a field name.
+
+    The one key -> label rule: the export side names leaves by it, the runtime names native
+    outputs by it. Read by attribute (``key``, ``idx``, ``name``), so no torch is imported here.
+    """
+    for attribute in ("key", "idx", "name"):
+        if hasattr(key, attribute):
+            return getattr(key, attribute)
+    return key
 
 
 def leaf_path(parent: str, label: Any) -> str:
@@ -127,7 +189,7 @@ def leaf_names(node: Mapping[str, Any]) -> list[str]:
     """Names of the tensor leaves under ``node``, in flattening order."""
 
     def visit(node: Mapping[str, Any], path: str, folded: list[tuple[Any, list[str]]]) -> list[str]:
-        return [node["name"]] if node["kind"] == "tensor" else [name for _, names in folded for name in names]
+        return [node["name"]] if kind_of(node).layout == "leaf" else [name for _, names in folded for name in names]
 
     return walk(node, visit)
 
@@ -142,28 +204,27 @@ def check_node(node: Any, path: str) -> None:
     def fail(problem: str) -> None:
         raise LoadError(f"{path}: the manifest's schema {problem}. HINT: the manifest is damaged; re-export.")
 
-    if not isinstance(node, Mapping) or node.get("kind") not in KINDS:
-        fail(f"has a node that is not one of the kinds {KINDS}: {str(node)[:80]}")
-    kind = node["kind"]
-    if kind == "tensor":
+    if not isinstance(node, Mapping) or node.get("kind") not in NODE_KINDS:
+        fail(f"has a node that is not one of the kinds {tuple(NODE_KINDS)}: {str(node)[:80]}")
+    kind, layout = node["kind"], kind_of(node).layout
+    if layout == "leaf":
         if not isinstance(node.get("name"), str):
             fail("has a tensor without a name")
         return
-    if kind == "none":
+    if layout == "none":
         return
     items = node.get("items")
     if not isinstance(items, list):
         fail(f"has a {kind} without a list of items")
-    if kind == "dict":
+    if layout == "mapping":
         keys = node.get("keys")
         hashable = isinstance(keys, list) and all(isinstance(k, (str, int)) for k in keys)
         if not hashable or len(keys) != len(items) or len(set(keys)) != len(keys):
-            fail("has a dict whose keys do not match its items")
-    elif kind not in ("list", "tuple"):
+            fail(f"has a {kind} whose keys do not match its items")
+    elif layout == "record":
         fields = node.get("fields")
-        # a record's fields may be child indices ("0"); a named tuple's and a dataclass's are identifiers
         named = isinstance(fields, list) and all(
-            isinstance(f, str) and (kind == "record" or f.isidentifier()) for f in fields
+            isinstance(f, str) and (f.isidentifier() or not kind_of(node).identifier_fields) for f in fields
         )
         if not named or len(fields) != len(items) or len(set(fields)) != len(fields):
             fail(f"has a {kind} whose fields do not match its items")

@@ -22,6 +22,7 @@ from lightning_deploy.artifact.schema import (
     SCHEMA_VERSION,
     check_node,
     check_schema_version,
+    kind_of,
     leaf_names,
     walk,
 )
@@ -92,7 +93,7 @@ def _resolve_class(node: Mapping[str, Any]) -> Callable[..., Any]:
         target = getattr(target, part, None)
     fields = list(node["fields"])
     name = qualname.rsplit(".", 1)[-1] or "Record"
-    if node["kind"] == "namedtuple":
+    if kind_of(node).positional:
         if isinstance(target, type) and list(getattr(target, "_fields", ())) == fields:
             return target
         return collections.namedtuple(name, fields)  # type: ignore[misc]
@@ -150,36 +151,35 @@ class Structure:
 
     def _flattener(self, node: Mapping[str, Any], path: str, folded: list[tuple[Any, Flattener]]) -> Flattener:
         """The function that takes a value of ``node`` apart into ``out``, checking it (from its children's)."""
-        kind = node["kind"]
-        if kind == "tensor":
+        kind = kind_of(node)
+        if kind.layout == "leaf":
             return _flatten_leaf(path) if self._leaf is None else _convert_leaf(node["name"], self._leaf)
-        if kind == "none":
+        if kind.layout == "none":
             return _flatten_none(path)
         labels, children = [label for label, _ in folded], [child for _, child in folded]
-        if kind in ("list", "tuple"):
-            return _flatten_sequence(path, children)
-        if kind == "dict":
+        if kind.layout == "sequence":
+            return _flatten_sequence(path, (list, tuple, *kind.types), children)
+        if kind.layout == "mapping":
             return _flatten_mapping(path, labels, children)
-        return _flatten_record(path, kind, labels, children)
+        return _flatten_record(path, node["kind"], labels, children)
 
     def _builder(self, node: Mapping[str, Any], path: str, folded: list[tuple[Any, Builder]]) -> Builder:
         """The function that builds a value of ``node`` from the leaves (from its children's)."""
-        kind = node["kind"]
-        if kind == "tensor":
+        kind = kind_of(node)
+        if kind.layout == "leaf":
             return next
-        if kind == "none":
+        if kind.layout == "none":
             return lambda leaves: None
         children = [child for _, child in folded]
-        if kind == "list":
-            return lambda leaves: [build(leaves) for build in children]
-        if kind == "tuple":
-            return lambda leaves: tuple(build(leaves) for build in children)
-        if kind == "dict":
+        if kind.layout == "sequence":
+            rebuild = kind.rebuild
+            return lambda leaves: rebuild(build(leaves) for build in children)
+        if kind.layout == "mapping":
             keys = node["keys"]
             return lambda leaves: {k: build(leaves) for k, build in zip(keys, children)}
         cls = self._classes[id(node)] = _resolve_class(node)
         fields = node["fields"]
-        if kind == "namedtuple":
+        if kind.positional:
             return lambda leaves: cls(*(build(leaves) for build in children))
         return lambda leaves: cls(**{f: build(leaves) for f, build in zip(fields, children)})
 
@@ -219,9 +219,9 @@ def _flatten_none(path: str) -> Flattener:
     return flatten
 
 
-def _flatten_sequence(path: str, children: list[Flattener]) -> Flattener:
+def _flatten_sequence(path: str, accepted: tuple[type, ...], children: list[Flattener]) -> Flattener:
     def flatten(value: Any, out: list) -> None:
-        if not isinstance(value, (list, tuple)):
+        if not isinstance(value, accepted):
             raise StructureError(f"{path}: expected a list or tuple, got {type(value).__name__}.")
         if len(value) != len(children):
             raise StructureError(

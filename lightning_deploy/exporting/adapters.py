@@ -20,12 +20,18 @@ import torch.utils._pytree as pytree
 from torch import nn
 
 from lightning_deploy.artifact.contract import Call
-from lightning_deploy.artifact.schema import SCHEMA_VERSION, leaf_path, walk
+from lightning_deploy.artifact.schema import (
+    NODE_KINDS,
+    SCHEMA_VERSION,
+    key_label,
+    kind_for_type,
+    kind_of,
+    leaf_path,
+    walk,
+)
 from lightning_deploy.errors import ConfigurationError, ExportError
 
 __all__ = ["FlatAdapter", "FlatTree", "bind_sample", "describe", "flatten_tree", "keyed_children"]
-
-_DICT_TYPES = (dict, collections.OrderedDict)
 
 
 def bind_sample(module: nn.Module, sample: Any, argument: str = "input_sample") -> tuple[dict, Call]:
@@ -152,13 +158,6 @@ def _register_dataclasses(value: Any) -> None:
             pytree.register_dataclass(cls)
 
 
-def _key_name(key: Any) -> str:
-    for attribute in ("key", "idx", "name"):
-        if hasattr(key, attribute):
-            return str(getattr(key, attribute))
-    return str(key)
-
-
 def keyed_children(value: Any) -> tuple[list[Any], list[Any]] | None:
     """The keys and children of a pytree node by its registered functions; ``None`` for a leaf.
 
@@ -198,16 +197,17 @@ def describe(value: Any, path: str, leaf_names: list[str | None], what: str, err
         leaf_names.append(name)
         return {"kind": "tensor", "name": name}
     keys, children = keyed
-    fields = [_key_name(k) for k in keys]
+    fields = [str(key_label(k)) for k in keys]
     items = [describe(c, leaf_path(path, f), leaf_names, what, error) for f, c in zip(fields, children)]
     cls = type(value)
-    if cls in _DICT_TYPES or isinstance(value, collections.defaultdict):
+    kind = kind_for_type(cls)  # a sequence or mapping kind registered for the type (artifact/schema.py)
+    if kind is not None and NODE_KINDS[kind].layout == "mapping":
         keys = [k.key for k in keys]
         if not all(isinstance(k, (str, int)) for k in keys):
             raise error(f"{what} has a dict with keys {keys}; only str and int keys are supported.")
-        return {"kind": "dict", "keys": keys, "items": items}
-    if cls in (list, tuple, collections.deque):
-        return {"kind": "tuple" if cls is tuple else "list", "items": items}
+        return {"kind": kind, "keys": keys, "items": items}
+    if kind is not None:
+        return {"kind": kind, "items": items}
     if pytree._get_node_type(value) is collections.namedtuple:
         return {"kind": "namedtuple", "class": _qualified(cls), "fields": list(cls._fields), "items": items}
     if dataclasses.is_dataclass(value) and not isinstance(value, Mapping):
@@ -223,7 +223,7 @@ def _strip_names(tree: dict[str, Any]) -> dict[str, Any]:
     """A schema tree without leaf names, to compare structures alone."""
 
     def visit(node: dict[str, Any], path: str, folded: list[tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
-        return {"kind": "tensor"} if node["kind"] == "tensor" else {**node, "items": [item for _, item in folded]}
+        return {"kind": "tensor"} if kind_of(node).layout == "leaf" else {**node, "items": [item for _, item in folded]}
 
     return walk(tree, visit)
 

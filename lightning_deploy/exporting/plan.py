@@ -32,13 +32,13 @@ from lightning_deploy.exporting.methods import ExportContext
 from lightning_deploy.exporting.options import ExportOptions
 from lightning_deploy.exporting.verifying.checks import (
     EXPORT_SOURCE,
+    GENERATED_CHECKS,
     SECOND_SOURCE,
-    SYNTHETIC_SOURCE,
     Check,
     output_dims,
-    synthetic_sample,
 )
 from lightning_deploy.exporting.verifying.eager import changed_dims, fast_path_agreement, run_eager
+from lightning_deploy.runtime.arrays import dtype_name
 
 __all__ = ["Plan", "device_name", "make_plan", "module_device"]
 
@@ -142,9 +142,13 @@ def make_plan(
     changed = changed_dims(inputs.names, export_args, check_args, input_dims)
     second = run_eager(module, call, samples[1], changed, options)
     checks = [Check(EXPORT_SOURCE, samples[0], first), Check(SECOND_SOURCE, samples[1], second)]
-    synthetic = _synthetic_check(module, call, inputs.unflatten(synthetic_sample(export_args, input_dims)))
-    skipped = [] if isinstance(synthetic, Check) else [{"source": SYNTHETIC_SOURCE, "skipped": synthetic}]
-    checks += [synthetic] if isinstance(synthetic, Check) else []
+    skipped = []
+    for generated in GENERATED_CHECKS:
+        made = _generated_check(
+            module, call, generated.source, inputs.unflatten(generated.make(export_args, input_dims))
+        )
+        checks += [made] if isinstance(made, Check) else []
+        skipped += [] if isinstance(made, Check) else [{"source": generated.source, "skipped": made}]
     checks += [_data_check(module, call, source, sample, device, options) for source, sample in data]
     flat_expected = [expected, outputs.tensors(second)]
     output_dynamic, data_dependent = _output_dims(inputs, outputs, checks)
@@ -167,15 +171,15 @@ def make_plan(
                 data_dependent, skipped)  # fmt: skip
 
 
-def _synthetic_check(module: nn.Module, call: Call, arguments: dict[str, Any]) -> Check | str:
-    """The synthetic check where the model itself runs on it; else why it is skipped.
+def _generated_check(module: nn.Module, call: Call, source: str, arguments: dict[str, Any]) -> Check | str:
+    """A check made by rule (``GENERATED_CHECKS``) where the model itself runs on it; else why it is skipped.
 
     It is ours, not the user's: a model that needs a minimum size (inception_v3: 75 pixels)
-    fails on it, and that is no fault of the export.
+    fails on the synthetic sample, and that is no fault of the export.
     """
     args, kwargs = call.split(arguments)
     try:
-        return Check(SYNTHETIC_SOURCE, arguments, module(*args, **kwargs))
+        return Check(source, arguments, module(*args, **kwargs))
     except Exception as err:  # noqa: BLE001 - the model's own limit; recorded, the other checks go on
         return f"the model itself fails on it: {type(err).__name__}: {str(err)[:300]}"
 
@@ -242,8 +246,3 @@ def _input_shapes(inputs: FlatTree, checks: Sequence[Check]) -> list[list[list[i
         except ExportError:
             continue
     return shapes
-
-
-def dtype_name(tensor: torch.Tensor) -> str:
-    """A tensor's dtype as the manifest writes it (``float32``)."""
-    return str(tensor.dtype).removeprefix("torch.")

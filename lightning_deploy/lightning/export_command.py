@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lightning_deploy.errors import CommandError
+from lightning_deploy.formats import FormatName
 
 __all__ = ["export_parser", "model_export_signature", "parse_export", "run_export"]
 
@@ -82,7 +83,7 @@ def model_export_signature() -> Callable[..., None]:
 
     Importing the callback imports Lightning and torch (seconds); reading its source with
     ``ast`` takes milliseconds, and the source stays the one place the options are written.
-    Its annotations use only ``typing`` names, evaluated here; ``tests/test_cli.py`` checks
+    Its annotations use only ``typing`` names and ``formats.FormatName``, evaluated here; ``tests/test_cli.py`` checks
     that the stand-in's signature is the callback's.
     """
     spec = importlib.util.find_spec("lightning_deploy.lightning.callback")
@@ -94,7 +95,8 @@ def model_export_signature() -> Callable[..., None]:
         defaults=init.args.defaults,
     )  # fmt: skip
     stand_in = ast.FunctionDef(name=_STAND_IN, args=arguments, body=[ast.Pass()], decorator_list=[], returns=None)
-    namespace: dict[str, Any] = {"__name__": __name__, "Any": Any, "Literal": Literal, "Sequence": Sequence}
+    namespace: dict[str, Any] = {"__name__": __name__, "Any": Any, "Literal": Literal, "Sequence": Sequence,
+                                 "FormatName": FormatName}  # fmt: skip
     exec(compile(ast.fix_missing_locations(ast.Module([stand_in], [])), spec.origin, "exec"), namespace)
     function = namespace[_STAND_IN]
     function.__doc__ = ast.get_docstring(cls)

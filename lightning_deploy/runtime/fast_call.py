@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_deploy.artifact.schema import NODE_KINDS, children, walk
+from lightning_deploy.artifact.schema import children, kind_of, walk
 
 __all__ = ["Miss", "bind_torch", "compile_call", "compile_torch_call"]
 
@@ -214,21 +214,21 @@ class _Writer:
         return self.leaves
 
     def flatten(self, node: Mapping[str, Any], expression: str) -> None:
-        kind = node["kind"]
-        if kind == "tensor":
+        kind = kind_of(node)
+        if kind.layout == "leaf":
             self.leaves.append(self._name(expression))
             return
-        if kind == "none":
+        if kind.layout == "none":
             self.lines += [f"    if {expression} is not None:", "        raise Miss"]
             return
         value = self._name(expression)
         labelled = children(node)
-        if kind in ("list", "tuple"):
+        if kind.layout == "sequence":
             self.lines += [
                 f"    if type({value}) is not tuple and type({value}) is not list or len({value}) != {len(labelled)}:",
                 "        raise Miss",
             ]
-        elif kind == "dict":
+        elif kind.layout == "mapping":
             # the right length and every key found: exactly the exported keys
             self.lines += [
                 f"    if type({value}) is not dict or len({value}) != {len(labelled)}:",
@@ -240,7 +240,7 @@ class _Writer:
             if bad:
                 raise Miss(f"field {bad[0]!r} is no attribute name")
         for label, child in labelled:
-            self.flatten(child, NODE_KINDS[kind].access(value, label))
+            self.flatten(child, kind.access(value, label))
 
     def _name(self, expression: str) -> str:
         if expression.isidentifier():  # an argument already has a name
@@ -259,20 +259,25 @@ def _build(tree: Mapping[str, Any], outputs: Any, names: dict[str, Any], output_
 def _build_node(node: Mapping[str, Any], items: list[str], outputs: Any, names: dict[str, Any],
                 output_class: Callable) -> str:  # fmt: skip
     """One node's expression from its children's."""
-    kind = node["kind"]
-    if kind == "tensor":
+    kind = kind_of(node)
+    if kind.layout == "leaf":
         return next(outputs)
-    if kind == "none":
+    if kind.layout == "none":
         return "None"
-    if kind == "list":
-        return f"[{', '.join(items)}]"
-    if kind == "tuple":
-        return f"({''.join(f'{item}, ' for item in items)})"
-    if kind == "dict":
+    if kind.layout == "sequence":
+        if kind.rebuild is list:
+            return f"[{', '.join(items)}]"
+        literal = f"({''.join(f'{item}, ' for item in items)})"
+        if kind.rebuild is tuple:
+            return literal
+        rebuild = f"R{len(names)}"
+        names[rebuild] = kind.rebuild
+        return f"{rebuild}({literal})"
+    if kind.layout == "mapping":
         return "{" + ", ".join(f"{key!r}: {item}" for key, item in zip(node["keys"], items)) + "}"
     cls = f"C{len(names)}"
     names[cls] = output_class(node)
-    if kind == "namedtuple":
+    if kind.positional:
         return f"{cls}({', '.join(items)})"
     if all(_attribute_name(field) for field in node["fields"]):
         return f"{cls}({', '.join(f'{field}={item}' for field, item in zip(node['fields'], items))})"

@@ -17,7 +17,7 @@ import numpy as np
 
 from lightning_deploy.artifact.contract import IOContract
 from lightning_deploy.artifact.entry import ArtifactEntry
-from lightning_deploy.artifact.schema import leaf_path
+from lightning_deploy.artifact.schema import key_label, leaf_path
 from lightning_deploy.artifact.structure import Structure
 from lightning_deploy.errors import LoadError, StructureError
 from lightning_deploy.formats import by_name
@@ -252,5 +252,4 @@ def _native_outputs_by_name(outputs: Any) -> dict[str, Any]:
     import torch.utils._pytree as pytree
 
     pairs, _ = pytree.tree_flatten_with_path(outputs)
-    return {functools.reduce(leaf_path, (getattr(k, "key", getattr(k, "idx", k)) for k in path), "out"): v
-            for path, v in pairs}  # fmt: skip
+    return {functools.reduce(leaf_path, map(key_label, path), "out"): v for path, v in pairs}

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lightning_deploy.artifact.contract import IOContract
-from lightning_deploy.artifact.schema import walk
+from lightning_deploy.artifact.schema import kind_of, walk
 from lightning_deploy.artifact.structure import Structure
 from lightning_deploy.errors import ConfigurationError, StructureError
 
@@ -156,13 +156,13 @@ def _json_builder(tree: Mapping[str, Any]) -> Callable[[Iterator[np.ndarray]], A
     """
 
     def visit(node: Mapping[str, Any], path: str, folded: list[tuple[Any, Any]]) -> Callable[[Iterator], Any]:
-        kind = node["kind"]
-        if kind == "tensor":
+        layout = kind_of(node).layout
+        if layout == "leaf":
             return lambda leaves: next(leaves).tolist()  # children are built in order: the leaves are taken in order
-        if kind == "none":
+        if layout == "none":
             return lambda leaves: None
         children = [child for _, child in folded]
-        if kind in ("list", "tuple"):
+        if layout == "sequence":
             return lambda leaves: [build(leaves) for build in children]
         keys = [str(label) for label, _ in folded]
         return lambda leaves: {key: build(leaves) for key, build in zip(keys, children)}

@@ -25,7 +25,7 @@ from lightning_deploy.artifact.files import sha256_file
 from lightning_deploy.artifact.manifest import manifest_path
 from lightning_deploy.artifact.resolve import resolve_artifact
 from lightning_deploy.errors import ConfigurationError, IntegrityError
-from lightning_deploy.formats import by_name, preferred_order
+from lightning_deploy.formats import TritonModel, by_name, preferred_order
 from lightning_deploy.serving.codec import batch_axis
 from lightning_deploy.verification.golden import read_samples
 
@@ -52,8 +52,6 @@ _DATA_TYPES = {
     "float64": "TYPE_FP64",
 }
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-# Triton names a runtime by "platform" for the frameworks it has always had, by "backend" for the others.
-_BY_BACKEND = frozenset({"openvino"})
 
 
 def write_model_repository(
@@ -100,9 +98,10 @@ def write_model_repository(
     if not _MODEL_NAME.match(name):
         raise ConfigurationError(f"--name {name!r}: use letters, digits, '_', '.' and '-'.")
     max_batch_size = _max_batch_size(contract, max_batch_size)
-    platform, model_file = _PLATFORMS[fmt]
+    triton = _PLATFORMS[fmt]
+    model_file = triton.model_file
     input_names, output_names = _tensor_names(resolved.artifact, fmt, contract)
-    config = _config_text(name, platform, max_batch_size, contract, input_names, output_names)
+    config = _config_text(name, triton, max_batch_size, contract, input_names, output_names)
 
     repository = Path(repository)
     target = repository / name
@@ -210,7 +209,7 @@ def _tensor_names(artifact: Path, fmt: str, contract: IOContract) -> tuple[list[
     are called ``input``, ``argument_2``, ...).
     """
     inputs, outputs = contract.inputs.names, contract.outputs.names
-    if _PLATFORMS[fmt][0] != "pytorch_libtorch":  # ONNX: the graph's own names
+    if _PLATFORMS[fmt].name != "pytorch_libtorch":  # ONNX and OpenVINO: the graph's own names
         return inputs, outputs
     import warnings
 
@@ -227,7 +226,7 @@ def _tensor_names(artifact: Path, fmt: str, contract: IOContract) -> tuple[list[
 
 def _config_text(
     name: str,
-    platform: str,
+    triton: TritonModel,
     max_batch_size: int,
     contract: IOContract,
     input_names: Sequence[str],
@@ -236,7 +235,7 @@ def _config_text(
     lines = [
         "# Written by lightning-deploy from the artifact's manifest.",
         f"name: {json.dumps(name)}",
-        f"{'backend' if platform in _BY_BACKEND else 'platform'}: {json.dumps(platform)}",
+        f"{triton.key}: {json.dumps(triton.name)}",
         f"max_batch_size: {max_batch_size}",
     ]
     sides = (("input", contract.inputs, input_names), ("output", contract.outputs, output_names))

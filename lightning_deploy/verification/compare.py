@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_deploy.artifact.schema import leaf_path
+from lightning_deploy.artifact.schema import NODE_KINDS, leaf_path
 from lightning_deploy.artifact.structure import Record
 
 __all__ = ["LeafDiff", "compare_leaf", "compare_leaves", "named_leaves"]
@@ -61,18 +61,23 @@ def named_leaves(value: Any, prefix: str) -> dict[str, Any]:
     sequence indices, named tuple and dataclass fields, and a :class:`Record`'s or mapping's keys.
     """
     found: dict[str, Any] = {}
-    _collect(value, prefix, found)
+    # the Python types of the registered sequence kinds (a new kind's too), walked by index
+    sequences = tuple(
+        {t for kind in NODE_KINDS.values() if kind.layout == "sequence" for t in (list, tuple, *kind.types)}
+    )
+    _collect(value, prefix, found, sequences)
     return found
 
 
-def _collect(value: Any, path: str, found: dict[str, Any]) -> None:
+def _collect(value: Any, path: str, found: dict[str, Any], sequences: tuple[type, ...]) -> None:
+    """Walks the value itself, not the schema: a rebuilt output whose leaves moved is named where they are."""
     if value is None:
         return
     if isinstance(value, (Record, Mapping)):
         children: Any = value.items()
     elif isinstance(value, tuple) and hasattr(value, "_fields"):
         children = zip(value._fields, value)
-    elif isinstance(value, (list, tuple)):
+    elif isinstance(value, sequences):
         children = enumerate(value)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         children = ((f.name, getattr(value, f.name)) for f in dataclasses.fields(value))
@@ -80,7 +85,7 @@ def _collect(value: Any, path: str, found: dict[str, Any]) -> None:
         found[path] = value
         return
     for key, child in children:
-        _collect(child, leaf_path(path, key), found)
+        _collect(child, leaf_path(path, key), found, sequences)
 
 
 def compare_leaf(name: str, got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> LeafDiff:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -30,9 +30,11 @@ from lightning_deploy.exporting.dynamic import DynamicDims
 
 __all__ = [
     "EXPORT_SOURCE",
+    "GENERATED_CHECKS",
     "SECOND_SOURCE",
     "SYNTHETIC_SOURCE",
     "Check",
+    "GeneratedCheck",
     "labelled_samples",
     "output_dims",
     "samples_from_batches",
@@ -69,6 +71,20 @@ def synthetic_sample(tensors: Sequence[torch.Tensor], dims: DynamicDims, seed: i
             tensor = tensor.narrow(dim, 0, min(sizes[axis], tensor.shape[dim]))
         made.append(_new_values(tensor, generator))
     return tuple(made)
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratedCheck:
+    """A check made from the export sample by a rule, run beside the export and second samples.
+
+    ``make`` takes the export sample's flat tensor leaves and their dynamic dims (``{dim: axis}``
+    per leaf) and returns new leaves of the same structure. A model that cannot run on them
+    (its own limit) has the check skipped and said, never failed. Adding a check is one entry of
+    :data:`GENERATED_CHECKS` (``docs/design.md``'s recipe).
+    """
+
+    source: str
+    make: Callable[[Sequence[torch.Tensor], DynamicDims], tuple[torch.Tensor, ...]]
 
 
 def smaller_size(size: int) -> int:
@@ -165,3 +181,7 @@ def output_dims(
         if dims:
             data_dependent[name] = dims
     return dynamic, data_dependent
+
+
+GENERATED_CHECKS: list[GeneratedCheck] = [GeneratedCheck(SYNTHETIC_SOURCE, synthetic_sample)]
+"""The checks made by rule, in the order they run (after the export and second samples, before the user's data)."""
