@@ -172,7 +172,7 @@ def main() -> None:
             export(module, sample, folder, name.replace(" ", "_"), formats=["onnx"])
             artifact = Path(folder) / f"{name.replace(' ', '_')}.onnx"
             reference = load(artifact, threads=args.threads)
-            parameter = reference.manifest["inputs"]["schema"]["call"]["parameters"][0]
+            parameter = reference.contract.call.parameters[0]
             bodies = {
                 "JSON": ([json.dumps({parameter: x.tolist()}).encode() for x in inputs], JSON),
                 ".npz": ([npz_body(reference.input_names[0], x) for x in inputs], NPZ),

@@ -170,7 +170,7 @@ def soak(minutes: float, threads: int, doc: Path | None, port: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         export(DigitsMLP().eval(), torch.randn(2, 64), folder, "digits", formats=["onnx"])
         artifact = Path(folder) / "digits.onnx"
-        parameter = load(artifact).manifest["inputs"]["schema"]["call"]["parameters"][0]
+        parameter = load(artifact).contract.call.parameters[0]
         load_ = traffic(artifact, parameter)
         with soak_server(artifact, port, Path(folder) / "server.log") as process:
             figures = _drive(process, f"http://127.0.0.1:{port}", load_, minutes * 60)

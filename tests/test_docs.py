@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "tools" / "docs"))
 
 
 def _nav_pages(nav) -> list[str]:
@@ -49,7 +49,7 @@ def test_command_line_reference_is_the_parsers_help():
     import cli_reference
 
     assert (ROOT / "docs" / "reference" / "cli.md").read_text() == cli_reference.render(), (
-        "docs/reference/cli.md is stale: run .venv/bin/python tools/cli_reference.py"
+        "docs/reference/cli.md is stale: run .venv/bin/python tools/docs/cli_reference.py"
     )
 
 

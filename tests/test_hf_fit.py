@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from peers import TEXT_AXES  # tools/peers.py
+from peers import TEXT_AXES  # tools/models/peers.py
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_deploy import ModelExport, load

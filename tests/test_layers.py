@@ -202,6 +202,20 @@ def test_every_export_option_is_a_parameter_of_export_and_of_model_export_with_t
             assert got == field.default, (call.__name__, field.name, got, field.default)
 
 
+def test_design_md_lists_every_module_and_the_readme_every_part():
+    design = (PACKAGE.parent / "docs" / "design.md").read_text(encoding="utf-8")
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    missing = []
+    for path in _modules():
+        if path.name == "__init__.py":
+            continue
+        name = f"`{path.stem}`" if path.parent.name == "backends" else f"`{path.name}`"
+        missing += [str(path.relative_to(PACKAGE))] if name not in design else []
+    assert not missing, f"docs/design.md's table misses {missing}"
+    folders = {p.parent.relative_to(PACKAGE).parts[0] for p in _modules() if p.parent != PACKAGE}
+    assert not [f for f in folders if f"  {f}/" not in readme], "README's layout misses a part"
+
+
 def test_the_callbacks_formats_literal_lists_exactly_the_declared_formats():
     from lightning_deploy import ModelExport
     from lightning_deploy.formats import NAMES

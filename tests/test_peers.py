@@ -1,4 +1,4 @@
-"""Models written by others (tools/peers.py): exported, then run through load() at a new shape.
+"""Models written by others (tools/models/peers.py): exported, then run through load() at a new shape.
 
 Every artifact is exported at batch 2 (sequence 8) and loaded again at batch 3 (sequence 11),
 a shape the verification never saw, and compared with eager leaf by leaf, structure included.
@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("timm")
 
-from peers import (  # tools/peers.py, on the path via conftest
+from peers import (  # tools/models/peers.py, on the path via conftest
     HF_MODELS,
     LIGHTNING_DEMOS,
     TIMM_MODELS,

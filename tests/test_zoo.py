@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("torchvision")
 
-from coverage_table import ROWS, run_row  # tools/coverage_table.py, on the path via conftest
+from coverage_table import ROWS, run_row  # tools/docs/coverage_table.py, on the path via conftest
 
 # Rows that do not meet the targets yet (docs/coverage.md says why); strict, so a fix shows up as XPASS.
 KNOWN_FAILURES = {

@@ -2,7 +2,7 @@
 
 ``bind_arguments`` is forward's calling convention read from the manifest's ``call`` (the
 export side binds samples with ``inspect.Signature.bind`` on the module itself). The leaf
-checks say which input leaf is wrong and how, where a runtime's own message would not.
+guards (:class:`LeafGuard`) say which input leaf is wrong and how, where a runtime's own message would not.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from lightning_deploy.artifact.contract import Call, Tensors
 from lightning_deploy.errors import LoadError, StructureError
 from lightning_deploy.runtime.arrays import dtype_name, numpy_dtype
 
-__all__ = ["LeafCheck", "bind_arguments", "check_shared", "import_requirements", "leaf_checks"]
+__all__ = ["LeafGuard", "bind_arguments", "check_shared", "import_requirements", "leaf_guards"]
 
 
 def bind_arguments(call: Mapping[str, Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -45,9 +45,9 @@ def import_requirements(packages: Sequence[str], artifact: Path) -> None:
             ) from None
 
 
-def leaf_checks(inputs: Tensors) -> list[LeafCheck]:
+def leaf_guards(inputs: Tensors) -> list[LeafGuard]:
     """Per input leaf, its dtype and static dims, compiled once."""
-    return [LeafCheck(leaf.name, leaf.dtype, list(leaf.shape), set(leaf.dynamic)) for leaf in inputs.leaves]
+    return [LeafGuard(leaf.name, leaf.dtype, list(leaf.shape), set(leaf.dynamic)) for leaf in inputs.leaves]
 
 
 def check_shared(axis: str, places: list[tuple[int, int]], arrays: Sequence[Any], names: Sequence[str]) -> None:
@@ -62,7 +62,7 @@ def check_shared(axis: str, places: list[tuple[int, int]], arrays: Sequence[Any]
             )
 
 
-class LeafCheck:
+class LeafGuard:
     """One input leaf's dtype and static dims; calling it checks an array (a few hundred ns)."""
 
     __slots__ = ("dtype", "dynamic", "name", "ndim", "numpy_dtype", "pick_static", "shape", "static_sizes")

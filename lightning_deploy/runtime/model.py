@@ -23,7 +23,7 @@ from lightning_deploy.errors import LoadError, StructureError
 from lightning_deploy.formats import by_name
 from lightning_deploy.runtime.arrays import convert, is_torch, torch_dtype
 from lightning_deploy.runtime.backends import runtime_module
-from lightning_deploy.runtime.calling import check_shared, import_requirements, leaf_checks
+from lightning_deploy.runtime.calling import check_shared, import_requirements, leaf_guards
 from lightning_deploy.runtime.fast_call import Miss, bind_torch, compile_call, compile_torch_call
 from lightning_deploy.runtime.placement import choose_device
 
@@ -62,7 +62,7 @@ class ExportedModel:
         self._positional = contract.call.parameters if contract.call.plain else None
         self._inputs = Structure(contract.inputs.tree, root="input")
         self._outputs = Structure(contract.outputs.tree, root="output")
-        self._checks = leaf_checks(contract.inputs)
+        self._guards = leaf_guards(contract.inputs)
         self._shared_axes = contract.inputs.shared_axes()
         try:
             runtime = runtime_module(self.format)
@@ -107,7 +107,7 @@ class ExportedModel:
                                     self._shared_axes, self._outputs.class_of)  # fmt: skip
             if callable(getattr(runner, "module", None)) and self._arrays == "torch":
                 leaves = [(torch_dtype(c.dtype), c.ndim, [(d, c.shape[d]) for d in range(c.ndim) if d not in c.dynamic])
-                          for c in self._checks]  # fmt: skip
+                          for c in self._guards]  # fmt: skip
                 return compile_torch_call(*common, runner.module, leaves, len(self.output_names), self._shared_axes,
                                           self._outputs.class_of)  # fmt: skip
         except Miss:  # a record field that is no attribute name: the general path only
@@ -166,7 +166,7 @@ class ExportedModel:
         """Run a numpy runtime; the leaves are checked up front only where the runtime would not check them.
 
         ONNX Runtime (``CHECKS_INPUTS``) refuses any input whose dtype, rank or static dims
-        differ from the graph's (which are the exported ones), so the per-leaf checks run only
+        differ from the graph's (which are the exported ones), so the leaf guards run only
         when it refuses, to say which leaf and what to do instead of its own message; a
         microsecond a call on a small model. Leaves that share a dynamic axis (the batch) are
         checked first: the graph names no such rule, and broadcasting could run with sizes that
@@ -194,8 +194,8 @@ class ExportedModel:
         Raises :class:`StructureError` naming the leaf: a dtype other than the exported one, a
         static dim that differs, or leaves that disagree on a shared dynamic axis (the batch).
         """
-        for array, check in zip(leaves, self._checks):
-            check(array)
+        for array, guard in zip(leaves, self._guards):
+            guard(array)
         for axis, places in self._shared_axes:
             check_shared(axis, places, leaves, self._inputs.names)
 

@@ -39,7 +39,7 @@ MASK_LAYERS = (
     "roi_heads.mask_head.point_head.predictor",
     "roi_heads.keypoint_head.score_lowres",
 )
-BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "shared" / "scripts" / "build-detectron2"
+BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "shared" / "scripts" / "build-detectron2"
 
 
 def detectron2_root() -> Path | None:

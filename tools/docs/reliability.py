@@ -1,6 +1,6 @@
 """Run the fault and hostile-input tests with their full counts and write ``docs/reliability.md``.
 
-Run: ``.venv/bin/python tools/reliability.py`` (about 15 minutes on 2 cores: 50 SIGKILLs, 20
+Run: ``.venv/bin/python tools/docs/reliability.py`` (about 15 minutes on 2 cores: 50 SIGKILLs, 20
 racing pairs, 1,000 fuzzed manifests, 10 failing DDP runs, a full disk, hostile inputs, a
 server's killed worker, huge body and SIGTERM). The tests record their figures through the
 ``reliability`` fixture (``tests/conftest.py``), which writes the page when the session ends
@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TESTS = ["tests/test_faults.py", "tests/test_hostile_manifests.py", "tests/test_hostile_inputs.py",
          "tests/test_ddp.py", "tests/test_serve_robustness.py"]  # fmt: skip
 

@@ -3,7 +3,7 @@
 Hugging Face transformers (each returning its own ``ModelOutput``), timm, and Lightning's own
 demo classes. Each :class:`Peer` builds its model, makes a sample at a given batch (and
 sequence length, where it has one), and names the export options it needs (dynamic sequence
-axes). Used by ``tests/test_peers.py`` and by ``tools/coverage_table.py``'s peer sections.
+axes). Used by ``tests/test_peers.py`` and by ``tools/docs/coverage_table.py``'s peer sections.
 """
 
 from __future__ import annotations

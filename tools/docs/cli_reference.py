@@ -1,6 +1,6 @@
 """Write docs/reference/cli.md from the commands' own ``--help``, so that the page cannot drift from the parser.
 
-Run: ``.venv/bin/python tools/cli_reference.py`` (``tests/test_docs.py`` checks the page is current).
+Run: ``.venv/bin/python tools/docs/cli_reference.py`` (``tests/test_docs.py`` checks the page is current).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-PAGE = Path(__file__).parents[1] / "docs" / "reference" / "cli.md"
+PAGE = Path(__file__).parents[2] / "docs" / "reference" / "cli.md"
 WIDTH = "100"  # argparse and jsonargparse wrap help to $COLUMNS: fixed, so that the page is the same everywhere
 
 
@@ -22,7 +22,7 @@ def render() -> str:
         "# Command line",
         "",
         "Every command's `--help`, as the installed `lightning-deploy` prints it (written by",
-        "`tools/cli_reference.py`). Guides: [after training](../cli.md), [serving](../serving.md).",
+        "`tools/docs/cli_reference.py`). Guides: [after training](../cli.md), [serving](../serving.md).",
         "",
     ]
     for command, text in help_texts().items():

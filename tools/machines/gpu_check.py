@@ -1,6 +1,6 @@
 """The GPU check: export where the model lives, ``load(device="cuda")``, AOTInductor, latency.
 
-Run on a CUDA machine from the repository root (``python tools/gpu_check.py [--doc PATH]``):
+Run on a CUDA machine from the repository root (``python tools/machines/gpu_check.py [--doc PATH]``):
 
 1. trains the examples' digits MLP with ``accelerator="gpu"`` and ``ModelExport(formats=
    [torchscript, onnx, pt2, aoti])``; every artifact's manifest entry (ok, device, difference);
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "examples"), str(ROOT / "benchmarks")]
 
 from lightning_deploy import LoadError, load  # noqa: E402

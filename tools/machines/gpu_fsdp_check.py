@@ -1,6 +1,6 @@
 """The FSDP check: a real ``FSDPStrategy(state_dict_type="sharded")`` fit with ModelExport on a GPU.
 
-Run on a CUDA machine from the repository root (``python tools/gpu_fsdp_check.py``): trains
+Run on a CUDA machine from the repository root (``python tools/machines/gpu_fsdp_check.py``): trains
 the examples' digits MLP with FSDP (one GPU, sharded checkpoints), then prints the best
 checkpoint directory's files, the manifest (every artifact verified, its device) and each
 artifact through ``load()`` against the checkpoint's weights consolidated on the CPU at a
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 
 FORMATS = ["torchscript", "onnx", "pt2"]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run a command as on a CPU without AVX-512 (so without VNNI or bf16), to check what the product and the
-# tests do there: tools/emulated_cpu.sh [--cpu MODEL --march ARCH] COMMAND... (default qemu's EPYC-Rome and
+# tests do there: tools/machines/emulated_cpu.sh [--cpu MODEL --march ARCH] COMMAND... (default qemu's EPYC-Rome and
 # g++'s znver2: AVX2, no AVX-512).
 #
 # qemu-user (apt-get install qemu-user) runs the command's process on the emulated CPU, so every library's
@@ -9,7 +9,7 @@
 # since qemu-user passes the host's through. Subprocesses the command starts run natively (on the host's
 # CPU, with the edited cpuinfo); so does g++, which compiles for -march=ARCH where torch's inductor asks for
 # -march=native (AOTInductor's code would otherwise hold the host's AVX-512). About 300x slower for arithmetic and 20 s to import torch: for the few
-# tests that depend on the CPU, e.g. tools/emulated_cpu.sh .venv/bin/python -m pytest -p no:cacheprovider
+# tests that depend on the CPU, e.g. tools/machines/emulated_cpu.sh .venv/bin/python -m pytest -p no:cacheprovider
 # tests/test_executorch_openvino.py -k bf16
 set -euo pipefail
 cpu=EPYC-Rome
