@@ -18,10 +18,11 @@ __all__ = [
     "NAMES",
     "Format",
     "FormatName",
+    "TritonModel",
     "by_name",
-    "formats_of_runtime",
     "preferred_order",
     "suffixes",
+    "triton_order",
 ]
 
 METHODS = ("auto", "trace", "script", "export")
@@ -72,6 +73,8 @@ class Format:
         package: the optional package that makes and runs it; the extra
             ``lightning-deploy[<package>]`` installs it, and asking for the format without it fails
             before any work.
+        checker: the function (``"module:function"`` under ``lightning_deploy.exporting.methods``)
+            that checks a written file before it is verified (ONNX: ``onnx.checker``).
         notice: what a user of the format should know that is not a failure (a deprecation),
             said once in our words: in the entry's warnings and under ``show``'s table.
     """
@@ -91,6 +94,7 @@ class Format:
     preflight_as: str | None = None
     bounded: bool = False
     package: str | None = None
+    checker: str | None = None
     notice: str | None = None
 
     @property
@@ -113,6 +117,7 @@ _ONNX = (("export", "torch_export:write_onnx"), ("trace", "trace:write_onnx"),
          ("script", "trace:write_onnx"))  # fmt: skip
 
 _TRITON_ONNX = TritonModel("onnxruntime_onnx", "model.onnx")
+_ONNX_CHECKER = "onnx_passes:check_model"
 
 FORMATS: tuple[Format, ...] = (
     Format("torchscript", ".torchscript.pt", "torchscript",
@@ -120,15 +125,16 @@ FORMATS: tuple[Format, ...] = (
            triton=TritonModel("pytorch_libtorch", "model.pt"), native_io=True, notice=(
                "TorchScript is deprecated by PyTorch (torch 2.14's torch.jit.save warns) but still supported, by"
                " torch and LibTorch alike; for new deployments prefer 'pt2' (torch.export), or 'aoti' for C++")),
-    Format("onnx", ".onnx", "onnxruntime", _ONNX, preference=0, triton=_TRITON_ONNX),
+    Format("onnx", ".onnx", "onnxruntime", _ONNX, preference=0, triton=_TRITON_ONNX, checker=_ONNX_CHECKER),
     Format("pt2", ".pt2", "pt2", (("export", "torch_export:write_pt2"),), preference=2),
     # compiled from the same torch.export program as pt2
     Format("aoti", ".aoti.pt2", "aoti", (("export", "torch_export:write_aoti"),), preference=3, compiled=True,
            preflight_as="pt2"),
     Format("onnx-optimized", ".optimized.onnx", "onnxruntime", (), preference=4,
-           derived_by="onnx_passes:optimize_for_cpu", derived_from="onnx", triton=_TRITON_ONNX),
+           derived_by="onnx_passes:optimize_for_cpu", derived_from="onnx", triton=_TRITON_ONNX,
+           checker=_ONNX_CHECKER),
     Format("onnx-int8", ".int8.onnx", "onnxruntime", (), preference=5,
-           derived_by="onnx_passes:quantize_int8", derived_from="onnx", triton=_TRITON_ONNX,
+           derived_by="onnx_passes:quantize_int8", derived_from="onnx", triton=_TRITON_ONNX, checker=_ONNX_CHECKER,
            precision="int8", variants=("static", "dynamic")),
     # lowered from the torch.export program (XNNPACK where it applies, portable kernels elsewhere)
     Format("executorch", ".pte", "executorch", (("export", "executorch_program:write_executorch"),), preference=6,
@@ -159,9 +165,10 @@ def suffixes() -> dict[str, str]:
     return {fmt.name: fmt.suffix for fmt in FORMATS}
 
 
-def formats_of_runtime(runtime: str) -> tuple[str, ...]:
-    """The formats one runtime runs (``"onnxruntime"``: the plain ONNX file and its derivatives)."""
-    return tuple(fmt.name for fmt in FORMATS if fmt.runtime == runtime)
+def triton_order() -> tuple[str, ...]:
+    """The formats Triton runs flat, in the order one is chosen from a manifest: ONNX first, then by preference."""
+    runs = [name for name in preferred_order() if by_name(name).triton is not None]
+    return tuple(sorted(runs, key=lambda name: by_name(name).runtime != "onnxruntime"))
 
 
 def preferred_order() -> tuple[str, ...]:

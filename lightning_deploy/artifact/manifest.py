@@ -16,12 +16,11 @@ from typing import Any
 from lightning_deploy.artifact.entry import ArtifactEntry
 from lightning_deploy.artifact.files import write_json_atomic
 from lightning_deploy.errors import LoadError
-from lightning_deploy.formats import formats_of_runtime, suffixes
+from lightning_deploy.formats import suffixes
 
 __all__ = [
     "MANIFEST_SUFFIX",
     "MANIFEST_VERSION",
-    "ONNX_FORMATS",
     "SUFFIXES",
     "artifact_name",
     "failure_manifest",
@@ -38,7 +37,6 @@ __all__ = [
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".export.json"
 SUFFIXES = suffixes()
-ONNX_FORMATS = formats_of_runtime("onnxruntime")  # run in ONNX Runtime
 _PACKAGES = ("lightning-deploy", "torch", "lightning", "onnx", "onnxruntime", "onnxscript", "numpy")
 
 

@@ -204,7 +204,7 @@ def check_node(node: Any, path: str) -> None:
     def fail(problem: str) -> None:
         raise LoadError(f"{path}: the manifest's schema {problem}. HINT: the manifest is damaged; re-export.")
 
-    if not isinstance(node, Mapping) or node.get("kind") not in NODE_KINDS:
+    if not isinstance(node, Mapping) or not isinstance(node.get("kind"), str) or node["kind"] not in NODE_KINDS:
         fail(f"has a node that is not one of the kinds {tuple(NODE_KINDS)}: {str(node)[:80]}")
     kind, layout = node["kind"], kind_of(node).layout
     if layout == "leaf":

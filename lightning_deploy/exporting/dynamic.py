@@ -164,7 +164,11 @@ def _resized(tensor: torch.Tensor, dims: Mapping[int, str], sizes: Mapping[str, 
 
 
 def longest_list(value: Any) -> int:
-    """The length of the longest list in ``value`` (nested dicts, lists and tuples); 0 for none."""
+    """The length of the longest list in ``value`` (nested dicts, lists and tuples); 0 for none.
+
+    Written by hand, as :func:`_relisted` is: ``torch.utils._pytree`` maps leaves and keeps every
+    container's length, and these two are about the lengths of lists (native I/O's samples).
+    """
     if isinstance(value, list):
         return max([len(value), *(longest_list(v) for v in value)])
     if isinstance(value, Mapping):

@@ -20,7 +20,6 @@ from lightning_deploy.artifact.entry import ArtifactEntry
 from lightning_deploy.artifact.schema import key_label, leaf_path
 from lightning_deploy.artifact.structure import Structure
 from lightning_deploy.errors import LoadError, StructureError
-from lightning_deploy.formats import by_name
 from lightning_deploy.runtime.arrays import convert, is_torch, torch_dtype
 from lightning_deploy.runtime.backends import runtime_module
 from lightning_deploy.runtime.calling import check_shared, import_requirements, leaf_guards
@@ -55,7 +54,6 @@ class ExportedModel:
         self.contract = contract
         entry = entry if isinstance(entry, ArtifactEntry) else ArtifactEntry.from_json(entry)
         self.format = entry.format
-        self._takes_session_options = by_name(self.format).runtime == "onnxruntime"  # threads=, providers=
         self.path = artifact
         self._convention = contract.call
         # forward(a, b, ...) without *args/**kwargs, called positionally: the common case, bound by one zip
@@ -72,6 +70,7 @@ class ExportedModel:
             ) from None
         import_requirements(entry.requires, artifact)
         self.runtime: str = runtime.RUNTIME
+        self._takes_session_options = getattr(runtime, "SESSION_OPTIONS", False)  # threads=, providers=
         self.device: str = self._choose_device(entry, runtime, device, providers)
         self._arrays = runtime.ARRAYS
         self._runtime_checks_inputs = getattr(runtime, "CHECKS_INPUTS", False)

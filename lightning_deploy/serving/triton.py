@@ -25,7 +25,7 @@ from lightning_deploy.artifact.files import sha256_file
 from lightning_deploy.artifact.manifest import manifest_path
 from lightning_deploy.artifact.resolve import resolve_artifact
 from lightning_deploy.errors import ConfigurationError, IntegrityError
-from lightning_deploy.formats import TritonModel, by_name, preferred_order
+from lightning_deploy.formats import TritonModel, by_name, triton_order
 from lightning_deploy.serving.codec import batch_axis
 from lightning_deploy.verification.golden import read_samples
 
@@ -34,11 +34,7 @@ __all__ = ["DEFAULT_MAX_BATCH_SIZE", "write_model_repository"]
 DEFAULT_MAX_BATCH_SIZE = 8
 # Triton's backend and file name for each format it can run: the ONNX files first (as load() prefers
 # the plain one), then the others, each group in load()'s order of preference.
-_PLATFORMS = {
-    name: by_name(name).triton
-    for name in sorted(preferred_order(), key=lambda name: by_name(name).runtime != "onnxruntime")
-    if by_name(name).triton
-}
+_PLATFORMS = {name: by_name(name).triton for name in triton_order()}
 _DATA_TYPES = {
     "bool": "TYPE_BOOL",
     "uint8": "TYPE_UINT8",

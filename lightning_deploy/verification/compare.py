@@ -59,6 +59,8 @@ def named_leaves(value: Any, prefix: str) -> dict[str, Any]:
 
     The paths are those that ``torch.utils._pytree`` key paths give on the export side: dict keys,
     sequence indices, named tuple and dataclass fields, and a :class:`Record`'s or mapping's keys.
+    Walked by hand, not by pytree: this side runs without torch, and it walks the value a call
+    returned, not the schema, so that a rebuilt output whose leaves moved is caught.
     """
     found: dict[str, Any] = {}
     # the Python types of the registered sequence kinds (a new kind's too), walked by index

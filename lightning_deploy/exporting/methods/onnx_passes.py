@@ -35,6 +35,13 @@ from lightning_deploy.runtime.placement import cpu_flags
 __all__ = ["optimize_for_cpu", "quantize_int8", "vnni_flag"]
 
 
+def check_model(path: Path) -> None:
+    """``onnx.checker`` on a written ONNX file (external data beside it); raises where the graph is not valid ONNX."""
+    import onnx  # only the exporter needs the checker; load() stays onnx-free
+
+    onnx.checker.check_model(str(path))
+
+
 def optimize_for_cpu(source: Path, target: Path) -> dict[str, Any]:
     """Fuse ``source`` for ONNX Runtime, optimise it offline, and write ``target``; returns what was fused."""
     import onnx_ir as ir

@@ -20,10 +20,11 @@ import torch
 import torch.utils._pytree as pytree
 
 from lightning_deploy.artifact.contract import IOContract
-from lightning_deploy.artifact.manifest import ONNX_FORMATS
 from lightning_deploy.errors import ExportError
 from lightning_deploy.exporting.adapters import flatten_tree
+from lightning_deploy.exporting.methods import declared
 from lightning_deploy.exporting.verifying.checks import Check
+from lightning_deploy.formats import by_name
 from lightning_deploy.runtime.arrays import to_numpy
 from lightning_deploy.runtime.model import ExportedModel
 from lightning_deploy.verification.compare import named_leaves
@@ -58,10 +59,9 @@ def verify_artifact(
         that fails at one check fails that check; the others still run and are recorded.
 
     """
-    if entry["format"] in ONNX_FORMATS:
-        import onnx  # only the verifier needs the checker; load() stays onnx-free
-
-        onnx.checker.check_model(str(path))
+    checker = by_name(entry["format"]).checker
+    if checker is not None:
+        declared(checker)(path)
     written = json.loads(json.dumps(contract.to_json()))  # the manifest's I/O as it will be written and read back
     model = ExportedModel(IOContract.from_manifest(written, path), entry, path, device=device)
     result = Verification(ok=True, runtime=model.runtime)

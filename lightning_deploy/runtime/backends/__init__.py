@@ -29,7 +29,9 @@ class Backend(Protocol):
         MISSING_DEVICE_HINT: what to install where ``has_device`` says no.
 
     A runtime that itself refuses inputs of the wrong dtype or static shape may say so with
-    ``CHECKS_INPUTS = True``: ``load()`` then checks the leaves only to explain a refusal.
+    ``CHECKS_INPUTS = True``: ``load()`` then checks the leaves only to explain a refusal. One
+    whose ``open_runner`` takes ``load()``'s ``threads=`` and ``providers=`` says
+    ``SESSION_OPTIONS = True`` (ONNX Runtime's session options).
     """
 
     RUNTIME: str

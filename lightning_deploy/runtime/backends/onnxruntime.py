@@ -16,6 +16,7 @@ RUNTIME = "onnxruntime"
 ARRAYS = "numpy"
 PACKAGE = "onnxruntime"  # the pip distribution that runs it (a served model's requirements)
 CHECKS_INPUTS = True  # refuses a wrong dtype, rank or static dim itself (ExportedModel checks only then)
+SESSION_OPTIONS = True  # open_runner takes threads= and providers= (load()'s, passed on)
 
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
