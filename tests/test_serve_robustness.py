@@ -9,6 +9,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -248,3 +250,33 @@ def test_payload_sizes_read_with_their_units_and_bad_ones_name_the_option():
     for bad in ("64 parsecs", "MB", "-1MB", "0", ""):
         with pytest.raises(ConfigurationError, match="--max-payload-size"):
             parse_size(bad)
+
+
+@pytest.mark.parametrize("call", ["serve", "main"])
+def test_a_script_starting_the_server_without_a_main_guard_exits_naming_it_and_leaves_no_process(
+    manifest, tmp_path, call
+):
+    """spawn's workers import the script again; a serve() at module level would start a server in each of them."""
+    start = {
+        "serve": f"from lightning_deploy.serving.server import serve\nserve({str(manifest)!r}, port=0)\n",
+        "main": "from lightning_deploy.cli import main\n"
+        f"raise SystemExit(main(['serve', {str(manifest)!r}, '--port', '0']))\n",
+    }[call]
+    script = tmp_path / "serve_it.py"
+    script.write_text(start)
+    marker = f"main-guard-{os.getpid()}-{call}"
+    began = time.monotonic()
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "LIGHTNING_DEPLOY_TEST_MARKER": marker})  # fmt: skip
+    assert time.monotonic() - began < 60
+    assert result.returncode != 0
+    assert 'if __name__ == "__main__":' in result.stderr and str(script) in result.stderr, result.stderr[-2000:]
+    time.sleep(0.5)
+    left = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("LIGHTNING_DEPLOY_TEST_MARKER") == marker:
+                left.append(process.pid)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    assert not left, f"processes left: {left}"

@@ -40,7 +40,7 @@ from lightning_deploy.runtime.placement import choose_device, normalise_device
 from lightning_deploy.serving.codec import RequestCodec, batch_axis
 from lightning_deploy.serving.guards import BodyLimit, JsonByDefault, RequestTimeout, parse_size
 from lightning_deploy.serving.metrics import MetricsMiddleware, enable_multiprocess, metrics, scrape
-from lightning_deploy.serving.supervision import WorkerWatch, drain_on_sigterm
+from lightning_deploy.serving.supervision import WorkerWatch, check_main_guard, drain_on_sigterm
 from lightning_deploy.verification.rerun import check_at_start
 
 __all__ = ["ExportedModelAPI", "serve"]
@@ -267,6 +267,7 @@ def serve(
     A worker that dies is replaced (LitServe's ``restart_workers``); the requests it held are
     answered 504 at the timeout.
     """
+    check_main_guard("lightning_deploy.serving.server.serve")
     if workers < 1:
         raise ConfigurationError(f"--workers {workers}: give at least 1.")
     if timeout <= 0:

@@ -1,4 +1,9 @@
-"""What ``lightning-deploy serve`` adds around LitServe's processes: replaced workers counted, SIGTERM drained.
+"""What ``lightning-deploy serve`` adds around LitServe's processes: a guard, a watch, a drain.
+
+LitServe starts its inference workers with multiprocessing's *spawn*: each one imports the main
+script again. :func:`check_main_guard` refuses, before anything starts, a script whose import
+would start the server a second time (a ``serve(...)`` call without ``if __name__ ==
+"__main__":``): its workers would fail while bootstrapping and leave a server without workers.
 
 LitServe (``restart_workers=True``) starts a new inference worker when one dies; :class:`WorkerWatch`
 notices the new process, logs it and counts it in ``/metrics``. On SIGTERM LitServe would close
@@ -14,18 +19,68 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any
 
+from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.serving.metrics import metrics
 
-__all__ = ["WorkerWatch", "drain_on_sigterm"]
+__all__ = ["MISSING_MAIN_GUARD", "WorkerWatch", "check_main_guard", "drain_on_sigterm"]
 
 log = logging.getLogger("lightning_deploy.serving")
 
 # LitServe names the processes that run uvicorn "LitServer-N" (litserve/server.py, _start_server).
 _API_SERVER_PREFIX = "LitServer-"
+
+
+MISSING_MAIN_GUARD = 3  # the exit status of a spawned process that found the server started by importing the script
+# How long the spawned process may take to import the main script (the workers' imports are the same).
+_PROBE_SECONDS = 60.0
+
+
+def check_main_guard(owner: str) -> None:
+    """Refuse to start where spawn's worker processes would start the server again; a second or so.
+
+    In a process that spawn is starting (``_inheriting``: multiprocessing's own marker, the one its
+    ``_check_not_importing_main`` reads), the call is the main script's, run again by its import:
+    the process says so and exits with :data:`MISSING_MAIN_GUARD`. In the process the user started,
+    one spawned process imports the main script as a worker would, before any port opens.
+
+    Raises:
+        ConfigurationError: where importing the main script again starts the server (or fails),
+            naming the script and the fix.
+    """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        print(f"{owner} was called while a worker process was importing the main script: the script starts the"
+              " server at import time. Put the call under `if __name__ == \"__main__\":`.", file=sys.stderr,
+              flush=True)  # fmt: skip
+        os._exit(MISSING_MAIN_GUARD)  # before any server or worker of its own starts
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    if script is None:  # python -c, a notebook: spawn imports no script
+        return
+    probe = multiprocessing.get_context("spawn").Process(target=_imported, name="lightning-deploy-main-guard")
+    probe.start()
+    probe.join(_PROBE_SECONDS)
+    if probe.is_alive():
+        probe.kill()
+        probe.join()
+    if probe.exitcode == MISSING_MAIN_GUARD:
+        raise ConfigurationError(
+            f"{owner}: {script} starts the server when it is imported, and every worker process imports it again"
+            " (multiprocessing's spawn), so no worker could start. HINT: put the call under"
+            ' `if __name__ == "__main__":`.'
+        )
+    if probe.exitcode != 0:
+        raise ConfigurationError(
+            f"{owner}: a worker process cannot import {script} (exit status {probe.exitcode}; its error is above)."
+            " HINT: the workers import the main script again: make it importable without side effects."
+        )
+
+
+def _imported() -> None:
+    """What the probe runs once the main script is imported: nothing."""
 
 
 class WorkerWatch(threading.Thread):
