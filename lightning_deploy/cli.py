@@ -138,7 +138,15 @@ def _parser() -> argparse.ArgumentParser:
         help="the environment variable holding the API key that every route but /health and /metrics needs in"
         " X-API-Key (default: LitServe's LIT_SERVER_API_KEY where set, else no key)",
     )
-
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's and LitServe's log level (default: info)",
+    )
+    serve.add_argument(
+        "--no-access-log", action="store_true", help="no log line per request (uvicorn's access log; on by default)"
+    )
     serve.add_argument(
         "--no-verify",
         action="store_true",
@@ -290,6 +298,8 @@ def _serve(config: Any, argv: list[str]) -> int:
         timeout=config.timeout,
         max_payload_size=config.max_payload_size,
         api_key_env=config.api_key_env,
+        log_level=config.log_level,
+        access_log=not config.no_access_log,
         verify=not config.no_verify,
     )
     return 0

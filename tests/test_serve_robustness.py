@@ -280,3 +280,16 @@ def test_a_script_starting_the_server_without_a_main_guard_exits_naming_it_and_l
         except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
     assert not left, f"processes left: {left}"
+
+
+def test_the_access_log_and_the_log_level_are_options(manifest):
+    """uvicorn's line per request is on by default and off with --no-access-log (one less write a request)."""
+    body, expected = structured_request(rows=1, seed=2)
+    lines = {}
+    for options in ([], ["--no-access-log", "--log-level", "warning"]):
+        with running_server(serve_cli(manifest, *options), manifest.parent) as (process, url):
+            for _ in range(3):
+                assert_close(httpx.post(f"{url}/predict", json=body, timeout=30).json(), expected)
+            time.sleep(0.5)
+            lines[tuple(options)] = process.log.read_text().count('"POST /predict HTTP/1.1" 200')
+    assert lines[()] == 3 and lines[("--no-access-log", "--log-level", "warning")] == 0, lines

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from lightning_deploy.errors import ConfigurationError
 
-__all__ = ["BodyLimit", "JsonByDefault", "RequestTimeout", "parse_size"]
+__all__ = ["BodyLimit", "JsonByDefault", "RequestTimeout", "api_key_from", "parse_size"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -125,16 +126,24 @@ class RequestTimeout:
             started = True
             await send(message)
 
+        # A timer that cancels this task, as asyncio.timeout does from Python 3.11 (we support 3.10);
+        # asyncio.wait_for would run every request in a task of its own.
+        task, fired = asyncio.current_task(), []
+        timer = asyncio.get_running_loop().call_later(self.seconds, lambda: fired.append(task.cancel()))
         try:
-            await asyncio.wait_for(self.app(scope, receive, tracked), self.seconds)
-        except asyncio.TimeoutError:  # the builtin TimeoutError only from Python 3.11; we support 3.10
-            if started:  # the answer was already on its way: cut it, the client sees a broken response
+            await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            if not fired or started:  # cancelled by someone else, or the answer is on its way: cut it
                 raise
+            if hasattr(task, "uncancel"):  # Python 3.11+: this cancellation is handled
+                task.uncancel()
             detail = (
                 f"no answer within {self.seconds:g} s (the request timeout)."
                 " HINT: retry; if it persists, start the server with a larger --timeout or more --workers."
             )
             await _answer(send, 504, detail)
+        finally:
+            timer.cancel()
 
 
 class JsonByDefault:
@@ -158,3 +167,16 @@ class JsonByDefault:
             if declared.split(b";")[0].strip().lower() in self._FORM_TYPES:
                 scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
         await self.app(scope, receive, send)
+
+
+def api_key_from(variable: str | None) -> str | None:
+    """The API key held by the environment variable ``variable`` (``--api-key-env``); ``None`` without one."""
+    if variable is None:
+        return None
+    key = os.environ.get(variable)
+    if not key:
+        raise ConfigurationError(
+            f"--api-key-env {variable}: the environment variable {variable} is not set or empty."
+            f" HINT: export {variable}=<a long random key> before starting the server."
+        )
+    return key

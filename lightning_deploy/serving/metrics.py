@@ -13,12 +13,13 @@ import functools
 import os
 import tempfile
 import time
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
 from lightning_deploy.serving.guards import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["MetricsMiddleware", "enable_multiprocess", "metrics", "scrape"]
+__all__ = ["MetricsMiddleware", "enable_multiprocess", "metrics", "metrics_endpoint", "scrape"]
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -70,10 +71,18 @@ def scrape() -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
+def metrics_endpoint() -> Any:
+    """``GET /metrics``: :func:`scrape` as a FastAPI response."""
+    from fastapi import Response
+
+    body, content_type = scrape()
+    return Response(content=body, media_type=content_type)
+
+
 class MetricsMiddleware:
     """Count each HTTP request by route (the known ones; others as ``other``) and status, and time it."""
 
-    def __init__(self, app: ASGIApp, routes: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, routes: AbstractSet[str]) -> None:
         self.app = app
         self.routes = routes
 

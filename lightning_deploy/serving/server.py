@@ -37,9 +37,10 @@ from lightning_deploy.runtime.host import fingerprint
 from lightning_deploy.runtime.loading import load
 from lightning_deploy.runtime.model import ExportedModel
 from lightning_deploy.runtime.placement import choose_device, normalise_device
+from lightning_deploy.serving import oip
 from lightning_deploy.serving.codec import RequestCodec, batch_axis
-from lightning_deploy.serving.guards import BodyLimit, JsonByDefault, RequestTimeout, parse_size
-from lightning_deploy.serving.metrics import MetricsMiddleware, enable_multiprocess, metrics, scrape
+from lightning_deploy.serving.guards import BodyLimit, JsonByDefault, RequestTimeout, api_key_from, parse_size
+from lightning_deploy.serving.metrics import MetricsMiddleware, enable_multiprocess, metrics, metrics_endpoint
 from lightning_deploy.serving.supervision import WorkerWatch, check_main_guard, drain_on_sigterm
 from lightning_deploy.verification.rerun import check_at_start
 
@@ -49,28 +50,34 @@ __all__ = ["ExportedModelAPI", "serve"]
 OPEN_ROUTES = frozenset({"/health", "/metrics"})
 
 
+# How a request came, and so how it is answered: JSON (None), an .npz (_NPZ), or the Open Inference Protocol (OipCall).
+_NPZ = "npz"
+_JSON = "application/json"
+
+
 @dataclass(frozen=True)
 class _Rows:
-    """One decoded request: its input leaves, in manifest order, and whether it came (and is answered) as .npz."""
+    """One decoded request: its input leaves, in manifest order, and the form it came in."""
 
     leaves: list[np.ndarray]
-    npz: bool = False
+    form: Any = None
 
 
 @dataclass(frozen=True)
 class _Answer:
-    """One request's output leaves, in manifest order."""
+    """One request's output leaves, in manifest order, and the form to answer in."""
 
     leaves: list[np.ndarray]
-    npz: bool = False
+    form: Any = None
 
 
 @dataclass(frozen=True)
 class _Refusal:
-    """A request that is not answered with outputs: the HTTP status and what to tell the client."""
+    """A request that is not answered with outputs: the HTTP status, what to tell the client, the form."""
 
     status: int
     detail: str
+    form: Any = None
 
 
 class ExportedModelAPI(ls.LitAPI):
@@ -132,6 +139,7 @@ class ExportedModelAPI(ls.LitAPI):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=api_path)
         self.codec = RequestCodec(resolved.contract)
         self.artifact = str(resolved.artifact)  # the file checked above, even where a manifest was named
+        self.model_name = resolved.artifact.name.split(".", 1)[0]  # the Open Inference Protocol's NAME
         self.format: str = resolved.entry.format
         self.recorded_device: str | None = resolved.entry.device
         self.requested_device = device
@@ -162,15 +170,19 @@ class ExportedModelAPI(ls.LitAPI):
         FastAPI parses the body by its content type: JSON into a dict, anything else (an
         ``.npz``, sent as ``application/octet-stream``) as bytes; a body that is neither gets its 422.
         """
+        form = _NPZ if isinstance(request, bytes) else None
         try:
-            npz = isinstance(request, bytes)
-            leaves = self.codec.leaves_from_npz(request) if npz else self.codec.leaves(request)
+            if isinstance(request, dict) and oip.OIP_KEY in request:  # from /v2/models/NAME/infer (oip.py)
+                form = oip.OipCall(None, None)
+                leaves, form = oip.decode(self.codec.contract, request[oip.OIP_KEY])
+            else:
+                leaves = self.codec.leaves_from_npz(request) if form == _NPZ else self.codec.leaves(request)
             self.model.check_leaves(leaves)
         except LightningDeployError as err:
-            return _Refusal(422, str(err))
+            return _Refusal(422, str(err), form)
         if self.max_batch_size > 1 and leaves[0].shape[0] == 0:
-            return _Refusal(422, f"input '{self.model.input_names[0]}': no rows. HINT: send at least one row.")
-        return _Rows(leaves, npz)
+            return _Refusal(422, f"input '{self.model.input_names[0]}': no rows. HINT: send at least one row.", form)
+        return _Rows(leaves, form)
 
     def predict(self, x: Any) -> Any:
         """Run the requests (a list of them when batching), stacked where their shapes allow."""
@@ -189,11 +201,17 @@ class ExportedModelAPI(ls.LitAPI):
         return answers
 
     def encode_response(self, output: _Answer | _Refusal) -> Response:
-        """The outputs as JSON (an .npz by leaf name for an .npz request), or the refusal's status and detail."""
+        """The outputs as JSON, an .npz by leaf name or the protocol's tensors, as the request came; or the refusal."""
+        if isinstance(output.form, oip.OipCall) and isinstance(output, _Refusal):  # the protocol's client errors: 400
+            status = 400 if output.status == 422 else output.status
+            return Response(content=json.dumps(oip.error(output.detail)), status_code=status, media_type=_JSON)
+        if isinstance(output.form, oip.OipCall):
+            body = oip.encode(self.codec.contract, output.leaves, self.model_name, output.form)
+            return Response(content=json.dumps(body), media_type=_JSON)
         if isinstance(output, _Refusal):
             body = json.dumps({"detail": output.detail})
             return Response(content=body, status_code=output.status, media_type="application/json")
-        if output.npz:
+        if output.form == _NPZ:
             return Response(content=self.codec.npz_answer(output.leaves), media_type="application/octet-stream")
         return Response(content=json.dumps(self.codec.answer(output.leaves)), media_type="application/json")
 
@@ -210,15 +228,15 @@ class ExportedModelAPI(ls.LitAPI):
         if any(output.ndim == 0 or output.shape[0] != sum(rows) for output in outputs):
             return [self._run_alone(item) for item in requests]  # outputs not one row per input row
         bounds = itertools.pairwise(np.cumsum([0, *rows]))
-        return [_Answer([o[start:end] for o in outputs], item.npz) for item, (start, end) in zip(requests, bounds)]
+        return [_Answer([o[start:end] for o in outputs], item.form) for item, (start, end) in zip(requests, bounds)]
 
     def _run_alone(self, item: _Rows | _Refusal) -> _Answer | _Refusal:
         if isinstance(item, _Refusal):
             return item
         try:
-            return _Answer(self._run(item.leaves), item.npz)
+            return _Answer(self._run(item.leaves), item.form)
         except Exception as err:  # noqa: BLE001 - answered as a 500 naming the runtime's error; the server goes on
-            return _Refusal(500, f"the model failed on this request: {type(err).__name__}: {err}"[:1000])
+            return _Refusal(500, f"the model failed on this request: {type(err).__name__}: {err}"[:1000], item.form)
 
     def _run(self, leaves: list[np.ndarray]) -> list[np.ndarray]:
         outputs = self.model.run_leaves(dict(zip(self.model.input_names, leaves)))
@@ -235,6 +253,7 @@ def serve(
     batch_timeout: float = 0.0,
     workers: int = 1,
     log_level: str = "info",
+    access_log: bool = True,
     timeout: float = 30.0,
     max_payload_size: str | int = "64MB",
     api_key_env: str | None = None,
@@ -262,9 +281,10 @@ def serve(
         batch_timeout: seconds to wait for a batch to fill.
         workers: inference worker processes, each with the model.
         log_level: uvicorn's and LitServe's log level.
+        access_log: uvicorn's log line per request.
         verify: run the golden check first; ``False`` skips it (and the log says so).
 
-    A worker that dies is replaced (LitServe's ``restart_workers``); the requests it held are
+    A worker that dies is replaced (``supervision.WorkerWatch``); the requests it held are
     answered 504 at the timeout.
     """
     check_main_guard("lightning_deploy.serving.server.serve")
@@ -273,7 +293,7 @@ def serve(
     if timeout <= 0:
         raise ConfigurationError(f"--timeout {timeout}: give a number of seconds above 0.")
     max_bytes = parse_size(max_payload_size)
-    api = ExportedModelAPI(path, format, device, max_batch_size, batch_timeout, api_key=_api_key(api_key_env))
+    api = ExportedModelAPI(path, format, device, max_batch_size, batch_timeout, api_key=api_key_from(api_key_env))
     if device is None:  # load()'s default: the recorded device where this machine has it, else the CPU
         runtime = runtime_module(api.format)
         device = choose_device(None, api.recorded_device, api.format, runtime.has_device, runtime.MISSING_DEVICE_HINT)
@@ -289,23 +309,24 @@ def serve(
     metrics()  # the restart counter of this process, made once its multiprocess folder is set
     api.count_batches = True
     guards = [(JsonByDefault, {}), (RequestTimeout, {"seconds": timeout}), (BodyLimit, {"max_bytes": max_bytes})]
-    routes = frozenset({api.api_path, *OPEN_ROUTES})
+    routes = {api.api_path, *OPEN_ROUTES}  # the metrics' routes; the protocol's are added once the server has an app
     server = ls.LitServer(
         api,
         accelerator="cuda" if device.startswith("cuda") else "cpu",
         devices=1,
         workers_per_device=workers,
         timeout=timeout,
-        restart_workers=True,
+        restart_workers=False,  # WorkerWatch replaces a dead worker (LitServe's restart costs a message a request)
         middlewares=[*guards, (MetricsMiddleware, {"routes": routes})],  # the last one added sees every answer
     )
+    routes.update(oip.add_routes(server, api, api.model_name))
     server.uvicorn_graceful_timeout = timeout  # how long uvicorn waits for requests in flight when stopped
-    server.app.add_api_route("/metrics", _metrics_endpoint, methods=["GET"], include_in_schema=False)
-    watch = WorkerWatch(server)
+    server.app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    watch = WorkerWatch(server, api)
     watch.start()
     previous = drain_on_sigterm(server, timeout)
     try:
-        server.run(host=host, port=port, generate_client_file=False, log_level=log_level)
+        server.run(host=host, port=port, generate_client_file=False, log_level=log_level, access_log=access_log)
     except KeyboardInterrupt:  # a signal before LitServe's own handling starts
         pass
     finally:
@@ -317,20 +338,3 @@ def serve(
                 worker.join(5)
         if metrics_folder:
             shutil.rmtree(metrics_folder, ignore_errors=True)
-
-
-def _api_key(variable: str | None) -> str | None:
-    if variable is None:
-        return None
-    key = os.environ.get(variable)
-    if not key:
-        raise ConfigurationError(
-            f"--api-key-env {variable}: the environment variable {variable} is not set or empty."
-            f" HINT: export {variable}=<a long random key> before starting the server."
-        )
-    return key
-
-
-def _metrics_endpoint() -> Response:
-    body, content_type = scrape()
-    return Response(content=body, media_type=content_type)

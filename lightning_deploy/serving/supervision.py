@@ -84,25 +84,39 @@ def _imported() -> None:
 
 
 class WorkerWatch(threading.Thread):
-    """Poll the server's inference workers; a new process where one was is a worker replaced after it died."""
+    """Replace an inference worker that died, log it and count it: LitServe's ``restart_workers``, without its cost.
 
-    def __init__(self, server: Any, interval_s: float = 0.5) -> None:
+    LitServe's own restart (``restart_workers=True``) has every worker send a second message
+    per request (which worker took it), which cost about a fifth of the requests per second of
+    the digits MLP (``benchmarks/serving_overhead.py``). Here the server runs without it and
+    without LitServe's monitor (which would stop the server when a worker dies), and this thread
+    starts the replacement through LitServe's ``launch_single_inference_worker``. The requests a
+    dead worker held are answered 504 by the request timeout (``guards.RequestTimeout``).
+    """
+
+    def __init__(self, server: Any, api: Any, interval_s: float = 0.5) -> None:
         super().__init__(name="lightning-deploy-worker-watch", daemon=True)
         self.server = server
+        self.api = api
         self.interval_s = interval_s
         self.stopped = threading.Event()
+        server._monitor_workers = False  # LitServe's monitor: no public switch; this thread does its work
 
     def run(self) -> None:
-        """Until :attr:`stopped` is set, compare each worker's pid with the last one seen."""
-        known: dict[int, int] = {}
+        """Until :attr:`stopped` is set (or the server shuts down), replace each worker that is no longer alive."""
         while not self.stopped.wait(self.interval_s):
-            for index, worker in enumerate(list(getattr(self.server, "inference_workers", None) or [])):
-                if worker.pid is None:
+            shutdown = getattr(self.server, "_shutdown_event", None)
+            if shutdown is not None and shutdown.is_set():
+                return
+            workers = getattr(self.server, "inference_workers", None) or []
+            for index, worker in enumerate(list(workers)):
+                if worker.pid is None or worker.is_alive() or self.stopped.is_set():
                     continue
-                if known.get(index, worker.pid) != worker.pid:
-                    metrics().worker_restarts.inc()
-                    log.warning("inference worker %d (pid %d) died; now pid %d", index, known[index], worker.pid)
-                known[index] = worker.pid
+                replacement = self.server.launch_single_inference_worker(self.api, index)
+                workers[index] = replacement
+                metrics().worker_restarts.inc()
+                log.warning("inference worker %d (pid %d) died (exit %s); now pid %d", index, worker.pid,
+                            worker.exitcode, replacement.pid)  # fmt: skip
 
 
 def drain_on_sigterm(server: Any, seconds: float) -> Any:

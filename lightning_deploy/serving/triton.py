@@ -27,6 +27,7 @@ from lightning_deploy.artifact.resolve import resolve_artifact
 from lightning_deploy.errors import ConfigurationError, IntegrityError
 from lightning_deploy.formats import TritonModel, by_name, triton_order
 from lightning_deploy.serving.codec import batch_axis
+from lightning_deploy.serving.oip import DATATYPES
 from lightning_deploy.verification.golden import read_samples
 
 __all__ = ["DEFAULT_MAX_BATCH_SIZE", "write_model_repository"]
@@ -35,18 +36,7 @@ DEFAULT_MAX_BATCH_SIZE = 8
 # Triton's backend and file name for each format it can run: the ONNX files first (as load() prefers
 # the plain one), then the others, each group in load()'s order of preference.
 _PLATFORMS = {name: by_name(name).triton for name in triton_order()}
-_DATA_TYPES = {
-    "bool": "TYPE_BOOL",
-    "uint8": "TYPE_UINT8",
-    "int8": "TYPE_INT8",
-    "int16": "TYPE_INT16",
-    "int32": "TYPE_INT32",
-    "int64": "TYPE_INT64",
-    "float16": "TYPE_FP16",
-    "bfloat16": "TYPE_BF16",
-    "float32": "TYPE_FP32",
-    "float64": "TYPE_FP64",
-}
+_DATA_TYPES = {dtype: f"TYPE_{datatype}" for dtype, datatype in DATATYPES.items()}  # the protocol's, as config types
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
