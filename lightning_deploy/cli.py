@@ -138,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
         help="the environment variable holding the API key that every route but /health and /metrics needs in"
         " X-API-Key (default: LitServe's LIT_SERVER_API_KEY where set, else no key)",
     )
+    serve.add_argument("--name", help="the model's name in the /v2/models/NAME routes (default: the manifest's stem)")
     serve.add_argument(
         "--log-level",
         default="info",
@@ -301,6 +302,7 @@ def _serve(config: Any, argv: list[str]) -> int:
         log_level=config.log_level,
         access_log=not config.no_access_log,
         verify=not config.no_verify,
+        name=config.name,
     )
     return 0
 

@@ -84,3 +84,15 @@ def test_a_bad_infer_request_gets_the_protocols_400_naming_the_tensor(served):
     binary.set_data_from_numpy(np.zeros((2, 8), np.float32), binary_data=True)
     with pytest.raises(InferenceServerException, match="binary tensor data is not supported"):
         _client(url).infer("mlp", [binary, mask], headers={"X-API-Key": KEY})
+
+
+def test_name_chooses_the_models_name_in_the_routes(served, tmp_path):
+    manifest, _ = served
+    with running_server(serve_cli(manifest, "--name", "scorer"), tmp_path) as (_, url):
+        client = _client(url)
+        assert client.is_model_ready("scorer") and client.get_model_metadata("scorer")["name"] == "scorer"
+        inputs, batch = _inputs(3, 7)
+        got = client.infer("scorer", inputs).as_numpy("out.logits")
+        want = load(manifest).outputs_by_name({"x": batch["x"], "mask": batch["mask"]})["out.logits"]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        assert httpx.get(f"{url}/v2/models/mlp", timeout=30).status_code == 404

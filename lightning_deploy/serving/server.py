@@ -30,6 +30,7 @@ import litserve as ls
 import numpy as np
 from fastapi import HTTPException, Request, Response
 
+from lightning_deploy.artifact.manifest import MANIFEST_SUFFIX, manifest_path
 from lightning_deploy.artifact.resolve import resolve_artifact
 from lightning_deploy.errors import ConfigurationError, LightningDeployError
 from lightning_deploy.runtime.backends import runtime_module
@@ -99,6 +100,7 @@ class ExportedModelAPI(ls.LitAPI):
         api_path: the route of predictions.
         api_key: the key every route but ``/health`` and ``/metrics`` needs in ``X-API-Key``;
             ``None``: LitServe's ``LIT_SERVER_API_KEY`` where set, else no key.
+        name: the model's name in the Open Inference Protocol's routes; ``None``: the manifest's stem.
 
     Raises:
         LoadError: for an artifact ``load`` would refuse (missing, failed at export, changed).
@@ -121,6 +123,7 @@ class ExportedModelAPI(ls.LitAPI):
         threads: int | None = None,
         api_path: str = "/predict",
         api_key: str | None = None,
+        name: str | None = None,
     ) -> None:
         where = None if device is None else normalise_device(device)
         resolved = resolve_artifact(path, format, device=where, host=fingerprint)
@@ -139,7 +142,7 @@ class ExportedModelAPI(ls.LitAPI):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout, api_path=api_path)
         self.codec = RequestCodec(resolved.contract)
         self.artifact = str(resolved.artifact)  # the file checked above, even where a manifest was named
-        self.model_name = resolved.artifact.name.split(".", 1)[0]  # the Open Inference Protocol's NAME
+        self.model_name = name or manifest_path(resolved.artifact).name.removesuffix(MANIFEST_SUFFIX)  # oip.py's NAME
         self.format: str = resolved.entry.format
         self.recorded_device: str | None = resolved.entry.device
         self.requested_device = device
@@ -258,6 +261,7 @@ def serve(
     max_payload_size: str | int = "64MB",
     api_key_env: str | None = None,
     verify: bool = True,
+    name: str | None = None,
 ) -> None:
     """Serve ``path`` until SIGTERM or Ctrl+C, then stop every worker process.
 
@@ -283,6 +287,7 @@ def serve(
         log_level: uvicorn's and LitServe's log level.
         access_log: uvicorn's log line per request.
         verify: run the golden check first; ``False`` skips it (and the log says so).
+        name: the model's name in the Open Inference Protocol's routes (default: the manifest's stem).
 
     A worker that dies is replaced (``supervision.WorkerWatch``); the requests it held are
     answered 504 at the timeout.
@@ -293,7 +298,9 @@ def serve(
     if timeout <= 0:
         raise ConfigurationError(f"--timeout {timeout}: give a number of seconds above 0.")
     max_bytes = parse_size(max_payload_size)
-    api = ExportedModelAPI(path, format, device, max_batch_size, batch_timeout, api_key=api_key_from(api_key_env))
+    api = ExportedModelAPI(
+        path, format, device, max_batch_size, batch_timeout, api_key=api_key_from(api_key_env), name=name
+    )
     if device is None:  # load()'s default: the recorded device where this machine has it, else the CPU
         runtime = runtime_module(api.format)
         device = choose_device(None, api.recorded_device, api.format, runtime.has_device, runtime.MISSING_DEVICE_HINT)
