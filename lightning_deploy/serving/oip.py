@@ -18,7 +18,7 @@ is refused by name). Dynamic dims are ``-1`` in the metadata, as in the Triton e
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,17 @@ from fastapi.responses import JSONResponse, Response
 from lightning_deploy.artifact.contract import IOContract, Tensors
 from lightning_deploy.errors import StructureError
 
-__all__ = ["DATATYPES", "OIP_KEY", "OipCall", "add_routes", "decode", "encode", "error", "metadata"]
+__all__ = [
+    "DATATYPES",
+    "OIP_KEY",
+    "OipCall",
+    "add_litserve_routes",
+    "add_routes",
+    "decode",
+    "encode",
+    "error",
+    "metadata",
+]
 
 OIP_KEY = "v2:infer"  # the body of an infer request, as the worker receives it: {OIP_KEY: body}
 # The manifest's dtype names -> the protocol's datatypes (Triton's config types are these with TYPE_ before them).
@@ -110,24 +120,27 @@ def metadata(contract: IOContract, model: str, platform: str) -> dict[str, Any]:
             "inputs": _tensors(contract.inputs), "outputs": _tensors(contract.outputs)}  # fmt: skip
 
 
-def add_routes(server: Any, api: Any, model: str) -> frozenset[str]:
-    """Add the protocol's routes to a ``LitServer`` of ``api`` (an ``ExportedModelAPI``); returns their paths.
+def add_routes(
+    app: Any,
+    api: Any,
+    predict: Callable[[Any], Awaitable[Response]],
+    ready: Callable[[Request], Awaitable[bool]],
+    keyed: Sequence[Any],
+) -> frozenset[str]:
+    """Add the protocol's routes to the FastAPI ``app`` serving ``api`` (an ``ExportedModelAPI``); returns their paths.
 
-    Infer and metadata take the API's key where it has one, like ``/predict``; liveness and
-    readiness stay open, like ``/health``.
+    ``predict`` runs a parsed ``/predict`` body (an infer body arrives as ``{OIP_KEY: body}``),
+    ``ready`` says whether every worker is ready, ``keyed`` are the dependencies that check the
+    API key. Infer and metadata take them, like ``/predict``; liveness and readiness stay open,
+    like ``/health``. :func:`add_litserve_routes` and ``serving/ray.py`` bind them.
     """
-    app = server.app
-    predict = next(route.endpoint for route in app.routes if getattr(route, "path", None) == api.api_path)
-    health = next(route.endpoint for route in app.routes if getattr(route, "path", None) == server.healthcheck_path)
-    keyed = [Depends(server.setup_auth(api))]
-    platform = f"lightning-deploy_{api.format}"
+    model, platform = api.model_name, f"lightning-deploy_{api.format}"
 
     def unknown(name: str) -> JSONResponse:
         return JSONResponse(error(f"unknown model '{name}'; this server serves '{model}'."), status_code=404)
 
-    async def ready(request: Request) -> Response:
-        answer = await health(request)
-        return Response(status_code=200 if answer.status_code == 200 else 503)
+    async def server_ready(request: Request) -> Response:
+        return Response(status_code=200 if await ready(request) else 503)
 
     async def live() -> Response:
         return Response(status_code=200)
@@ -140,7 +153,7 @@ def add_routes(server: Any, api: Any, model: str) -> frozenset[str]:
         return JSONResponse(metadata(api.codec.contract, model, platform)) if name == model else unknown(name)
 
     async def model_ready(name: str, request: Request) -> Response:
-        return await ready(request) if name == model else unknown(name)
+        return await server_ready(request) if name == model else unknown(name)
 
     async def infer(name: str, request: Request) -> Response:
         if name != model:
@@ -157,14 +170,25 @@ def add_routes(server: Any, api: Any, model: str) -> frozenset[str]:
     routes = [
         ("/v2", server_metadata, "GET", keyed),
         ("/v2/health/live", live, "GET", []),
-        ("/v2/health/ready", ready, "GET", []),
+        ("/v2/health/ready", server_ready, "GET", []),
         ("/v2/models/{name}", model_metadata, "GET", keyed),
         ("/v2/models/{name}/ready", model_ready, "GET", []),
         ("/v2/models/{name}/infer", infer, "POST", keyed),
     ]
     for path, endpoint, method, dependencies in routes:
-        app.add_api_route(path, endpoint, methods=[method], dependencies=dependencies, include_in_schema=False)
+        app.add_api_route(path, endpoint, methods=[method], dependencies=list(dependencies), include_in_schema=False)
     return frozenset(path.replace("{name}", model) for path, *_ in routes)
+
+
+def add_litserve_routes(server: Any, api: Any) -> frozenset[str]:
+    """:func:`add_routes` on a ``LitServer`` of ``api``: its ``/predict`` endpoint, its health check, its key."""
+    endpoints = {getattr(route, "path", None): route.endpoint for route in server.app.routes}
+    health = endpoints[server.healthcheck_path]
+
+    async def ready(request: Request) -> bool:
+        return (await health(request)).status_code == 200
+
+    return add_routes(server.app, api, endpoints[api.api_path], ready, [Depends(server.setup_auth(api))])
 
 
 def _tensors(tensors: Tensors) -> list[dict[str, Any]]:

@@ -326,7 +326,7 @@ def serve(
         restart_workers=False,  # WorkerWatch replaces a dead worker (LitServe's restart costs a message a request)
         middlewares=[*guards, (MetricsMiddleware, {"routes": routes})],  # the last one added sees every answer
     )
-    routes.update(oip.add_routes(server, api, api.model_name))
+    routes.update(oip.add_litserve_routes(server, api))
     server.uvicorn_graceful_timeout = timeout  # how long uvicorn waits for requests in flight when stopped
     server.app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     watch = WorkerWatch(server, api)
