@@ -140,6 +140,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--name", help="the model's name in the /v2/models/NAME routes (default: the manifest's stem)")
     serve.add_argument(
+        "--engine",
+        default="litserve",
+        choices=["litserve", "ray"],
+        help="litserve (one machine, the default) or ray (a Ray Serve application: lightning-deploy[ray])",
+    )
+    serve.add_argument(
+        "--address", help="with --engine ray: a running cluster's address (default: Ray on this machine)"
+    )
+    serve.add_argument("--replicas", type=int, default=1, help="with --engine ray: how many replicas (default: 1)")
+    serve.add_argument(
         "--log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
@@ -283,27 +293,26 @@ def _run_on_file(model: Any, path: Path) -> dict[str, Any]:
 
 
 def _serve(config: Any, argv: list[str]) -> int:
+    ray = config.engine == "ray"
+    if not ray and (config.address or config.replicas != 1):
+        raise CommandError("--address and --replicas are for --engine ray. HINT: --workers sets LitServe's processes.")
+    common = {"format": config.format, "device": config.device, "max_batch_size": config.max_batch_size,
+              "verify": not config.no_verify, "name": config.name}  # fmt: skip
     try:
+        if ray:
+            from lightning_deploy.serving.guards import api_key_from
+            from lightning_deploy.serving.ray import run
+
+            run(config.path, config.address, config.host, config.port, config.replicas, **common,
+                batch_wait_timeout_s=config.batch_timeout, api_key=api_key_from(config.api_key_env))  # fmt: skip
+            return 0
         from lightning_deploy.serving.server import serve
     except ImportError as err:
-        raise CommandError(f"serve needs {err.name}. HINT: pip install 'lightning-deploy[serve]'.") from None
-    serve(
-        config.path,
-        port=config.port,
-        host=config.host,
-        device=config.device,
-        format=config.format,
-        max_batch_size=config.max_batch_size,
-        batch_timeout=config.batch_timeout,
-        workers=config.workers,
-        timeout=config.timeout,
-        max_payload_size=config.max_payload_size,
-        api_key_env=config.api_key_env,
-        log_level=config.log_level,
-        access_log=not config.no_access_log,
-        verify=not config.no_verify,
-        name=config.name,
-    )
+        extra = "ray" if ray else "serve"
+        raise CommandError(f"serve needs {err.name}. HINT: pip install 'lightning-deploy[{extra}]'.") from None
+    serve(config.path, port=config.port, host=config.host, batch_timeout=config.batch_timeout, workers=config.workers,
+          timeout=config.timeout, max_payload_size=config.max_payload_size, api_key_env=config.api_key_env,
+          log_level=config.log_level, access_log=not config.no_access_log, **common)  # fmt: skip
     return 0
 
 
