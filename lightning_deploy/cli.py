@@ -5,6 +5,7 @@
     lightning-deploy verify PATH [--format F ...] [--device D] [--no-record]
     lightning-deploy run ARTIFACT --input FILE [--output FILE.npz]
     lightning-deploy serve PATH [--port 8000] [--host 127.0.0.1] [--workers N] [--timeout S] [--no-verify] ...
+    lightning-deploy predict PATH --input FILE --output DIR [--batch-size N]
     lightning-deploy triton PATH --repository DIR [--name NAME] [--max-batch-size N]
 
 ``export``'s options are ``ModelExport``'s, parsed by jsonargparse (``lightning/export_command.py``);
@@ -17,9 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
+from lightning_deploy.commands import COMMANDS
 from lightning_deploy.errors import CommandError, LightningDeployError, VerificationError
 
 __all__ = ["main"]
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_export(parse_export(argv[1:]), argv)
         config = _parser().parse_args(argv)
-        return _COMMANDS[config.command](config, argv)
+        return COMMANDS[config.command](config)
     except VerificationError as err:  # an artifact that does not reproduce here: a failed check, not a usage mistake
         _fail(str(err))
         return 1
@@ -165,6 +166,18 @@ def _parser() -> argparse.ArgumentParser:
         " does not reproduce them here refuses to start)",
     )
 
+    predict = commands.add_parser(
+        "predict", help="run every row of a Parquet file (or .npz files) through an artifact, into Parquet",
+        description=_PREDICT_DESCRIPTION, allow_abbrev=False,
+    )  # fmt: skip
+    predict.add_argument("path", help="a manifest (STEM.export.json) or one of its artifacts")
+    predict.add_argument("--input", required=True, help="a Parquet file (a column per input leaf) or a folder of .npz")
+    predict.add_argument("--output", required=True, help="the folder of predictions.parquet (made if missing)")
+    predict.add_argument("--engine", default="local", choices=["local"], help="local: streamed in this process")
+    predict.add_argument("--batch-size", type=int, default=256, help="rows per call of the artifact (default: 256)")
+    predict.add_argument("--format", help="with a manifest, which artifact (default: the one load() picks)")
+    predict.add_argument("--device", help="cpu, cuda or cuda:N (default: the device the manifest records, if here)")
+
     triton = commands.add_parser(
         "triton", help="write a Triton model repository entry", description=_TRITON_DESCRIPTION, allow_abbrev=False
     )
@@ -183,7 +196,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-_DESCRIPTION = "Verified deployable artifacts from Lightning checkpoints: export, show, verify, run, serve, triton."
+_DESCRIPTION = (
+    "Verified deployable artifacts from Lightning checkpoints: export, show, verify, run, serve, predict, triton."
+)
 _VERIFY_DESCRIPTION = (
     "Run every artifact through load() on the golden samples shipped beside it (STEM.samples.npz), compare with"
     " the eager outputs by the export's rules and tolerances, time them, print a table and add this host's record"
@@ -194,6 +209,10 @@ _RUN_DESCRIPTION = "Run an artifact through load() and print or save its outputs
 _SERVE_DESCRIPTION = (
     "Serve an artifact over HTTP with LitServe: POST /predict (JSON or .npz), GET /health, GET /metrics"
     " (Prometheus). A worker that dies is replaced; SIGTERM answers the requests in flight, then stops."
+)
+_PREDICT_DESCRIPTION = (
+    "Batch inference: every row of --input through load(), batch by batch (memory bounded by a batch), written to"
+    " OUTPUT/predictions.parquet with a 'row' column and one column per output leaf, in the input's order."
 )
 _TRITON_DESCRIPTION = (
     "Write a Triton Inference Server model repository entry for an ONNX, TorchScript or OpenVINO artifact."
@@ -212,130 +231,6 @@ def help_texts() -> dict[str, str]:
         texts[f"lightning-deploy {name}"] = help_text
     return texts
 
-
-def _show(config: Any, argv: list[str]) -> int:
-    from lightning_deploy.artifact.manifest import manifest_path, read_manifest
-    from lightning_deploy.report import print_report
-
-    path = manifest_path(config.path)
-    manifest = read_manifest(path)
-    print_report(manifest, path.parent)
-    versions = manifest.get("versions", {})
-    made_with = f"torch {versions.get('torch')}, onnxruntime {versions.get('onnxruntime')}"
-    print(f"created {manifest.get('created')} with {made_with}")
-    return 0 if manifest.get("ok") else 1
-
-
-def _verify(config: Any, argv: list[str]) -> int:
-    from lightning_deploy.errors import ConfigurationError, IntegrityError
-    from lightning_deploy.report import print_verification
-    from lightning_deploy.runtime.placement import normalise_device
-    from lightning_deploy.verification.rerun import verify
-
-    device = None if config.device is None else normalise_device(config.device, "--device")
-    try:
-        result = verify(config.path, config.formats, device, record=not config.no_record)
-    except ConfigurationError as err:
-        raise CommandError(str(err)) from None
-    except IntegrityError as err:  # the samples were changed: a failed verification, not a usage mistake
-        print(f"lightning-deploy verify: FAILED {err}", file=sys.stderr)
-        return 1
-    print_verification(result.manifest.name, result.host, result.artifacts, result.recorded if not config.no_record
-                       else "not recorded (--no-record)")  # fmt: skip
-    for line in result.failures:
-        print(f"lightning-deploy verify: FAILED {line}", file=sys.stderr)
-    return 0 if result.ok else 1
-
-
-def _run(config: Any, argv: list[str]) -> int:
-    import numpy as np
-
-    from lightning_deploy.runtime.loading import load
-
-    model = load(config.artifact, device=config.device)
-    outputs = _run_on_file(model, Path(config.input))
-    if config.output:
-        np.savez(config.output, **{k: _numpy(v) for k, v in outputs.items()})
-        print(f"saved {len(outputs)} outputs to {config.output}")
-        return 0
-    with np.printoptions(precision=5, threshold=20, edgeitems=3):
-        for name, value in outputs.items():
-            array = _numpy(value)
-            print(f"{name}  shape={list(array.shape)} dtype={array.dtype}\n{array}")
-    return 0
-
-
-def _run_on_file(model: Any, path: Path) -> dict[str, Any]:
-    import numpy as np
-
-    if not path.is_file():
-        raise CommandError(f"--input {path}: no such file.")
-    names = model.input_names
-    if path.suffix == ".npz":
-        with np.load(path) as data:
-            return model.run_leaves(dict(data))
-    if path.suffix == ".npy":
-        if len(names) != 1:
-            raise CommandError(
-                f"--input {path}: the model takes {len(names)} inputs {names}; use an .npz keyed by them."
-            )
-        return model.run_leaves({names[0]: np.load(path)})
-    if path.suffix == ".pt":
-        import torch
-
-        sample = torch.load(path, map_location="cpu", weights_only=True)  # tensors and containers; never code
-        if isinstance(sample, dict) and set(sample) == set(names):
-            return model.run_leaves(sample)
-        if isinstance(sample, tuple):
-            return model.outputs_by_name(*sample)
-        return model.outputs_by_name(**sample) if isinstance(sample, dict) else model.outputs_by_name(sample)
-    raise CommandError(f"--input {path}: use .npz, .npy or .pt.")
-
-
-def _serve(config: Any, argv: list[str]) -> int:
-    ray = config.engine == "ray"
-    if not ray and (config.address or config.replicas != 1):
-        raise CommandError("--address and --replicas are for --engine ray. HINT: --workers sets LitServe's processes.")
-    common = {"format": config.format, "device": config.device, "max_batch_size": config.max_batch_size,
-              "verify": not config.no_verify, "name": config.name}  # fmt: skip
-    try:
-        if ray:
-            from lightning_deploy.serving.guards import api_key_from
-            from lightning_deploy.serving.ray import run
-
-            run(config.path, config.address, config.host, config.port, config.replicas, **common,
-                batch_wait_timeout_s=config.batch_timeout, api_key=api_key_from(config.api_key_env))  # fmt: skip
-            return 0
-        from lightning_deploy.serving.server import serve
-    except ImportError as err:
-        extra = "ray" if ray else "serve"
-        raise CommandError(f"serve needs {err.name}. HINT: pip install 'lightning-deploy[{extra}]'.") from None
-    serve(config.path, port=config.port, host=config.host, batch_timeout=config.batch_timeout, workers=config.workers,
-          timeout=config.timeout, max_payload_size=config.max_payload_size, api_key_env=config.api_key_env,
-          log_level=config.log_level, access_log=not config.no_access_log, **common)  # fmt: skip
-    return 0
-
-
-def _triton(config: Any, argv: list[str]) -> int:
-    from lightning_deploy.serving.triton import write_model_repository
-
-    folder = write_model_repository(
-        config.path, config.repository, config.name, config.max_batch_size, config.format, config.overwrite
-    )
-    print(f"wrote {folder}:")
-    print((folder / "config.pbtxt").read_text(), end="")
-    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "config.pbtxt"):
-        print(f"  {file.relative_to(folder)}  {file.stat().st_size} bytes")
-    return 0
-
-
-def _numpy(value: Any) -> Any:
-    from lightning_deploy.runtime.arrays import to_numpy
-
-    return to_numpy(value)
-
-
-_COMMANDS = {"show": _show, "verify": _verify, "run": _run, "serve": _serve, "triton": _triton}
 
 if __name__ == "__main__":
     raise SystemExit(main())

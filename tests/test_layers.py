@@ -25,7 +25,8 @@ ALLOWED = {
     "lightning": {"exporting", "tracking", "verification", "runtime", "artifact", "report", "formats", "errors"},
     "tracking": {"verification", "runtime", "artifact", "formats", "errors"},
     "report": {"artifact", "formats", "errors"},
-    "cli": {"lightning", "serving", "verification", "runtime", "artifact", "report", "formats", "errors"},
+    "cli": {"commands", "lightning", "serving", "verification", "runtime", "artifact", "report", "formats", "errors"},
+    "commands": {"lightning", "serving", "verification", "runtime", "artifact", "report", "formats", "errors"},
     "_compat": set(),
     "__init__": {"_compat", "runtime", "verification", "exporting", "lightning", "errors"},
 }

@@ -1,0 +1,200 @@
+"""Batch inference from a manifest: rows of a Parquet file (or a folder of ``.npz``/``.npy``) in, Parquet out.
+
+``lightning-deploy predict MANIFEST --input PATH --output DIR`` and :func:`predict`. Input
+columns are named by the manifest's input leaves (``batch.x``), one row per item: a number
+for a leaf that is ``[batch]``, else a fixed-shape tensor (pyarrow's ``fixed_shape_tensor``, or
+nested lists). The output, ``DIR/predictions.parquet``, has the column ``row`` (the input row's
+index) and one column per output leaf, in the input's order. The ``local`` engine streams
+``batch_size`` rows at a time through ``load()`` (memory bounded by a batch, whatever the
+file's size), with a progress bar. The model's dim 0 must be its dynamic batch, every input's
+and output's (``codec.batch_axis``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lightning_deploy.artifact.contract import IOContract
+from lightning_deploy.errors import ConfigurationError
+from lightning_deploy.runtime.loading import load
+from lightning_deploy.serving.codec import batch_axis
+
+__all__ = ["OUTPUT_FILE", "ROW", "predict", "read_rows"]
+
+OUTPUT_FILE = "predictions.parquet"
+ROW = "row"  # the input row's index, in every output
+
+
+def predict(
+    manifest: str | os.PathLike[str],
+    input: str | os.PathLike[str],  # noqa: A002 - the command line's word
+    output: str | os.PathLike[str],
+    engine: str = "local",
+    batch_size: int = 256,
+    format: str | None = None,  # noqa: A002 - load()'s word
+    device: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Run every row of ``input`` through the artifact; returns ``output/predictions.parquet``.
+
+    Raises:
+        ConfigurationError: for a model without a dynamic batch, columns that are not the
+            manifest's input leaves, an unknown engine or a batch size below 1.
+    """
+    if engine not in ("local",):
+        raise ConfigurationError(f"--engine {engine!r}: one of ['local'].")
+    if batch_size < 1:
+        raise ConfigurationError(f"--batch-size {batch_size}: give at least 1.")
+    model = load(manifest, format=format, device=device)
+    _check_batched(model.contract)
+    target = Path(output) / OUTPUT_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    rows, batches = read_rows(input, model.contract, batch_size)
+    staged = target.with_name(f".{target.name}.writing")
+    writer = None
+    try:
+        with _progress(rows, progress) as advance:
+            done = 0
+            for batch in batches:
+                outputs = model.run_leaves(batch)
+                count = len(next(iter(batch.values())))
+                table = _table(model.contract, outputs, np.arange(done, done + count))
+                writer = writer or _writer(staged, table.schema)
+                writer.write_table(table)
+                done += count
+                advance(count)
+        if writer is None:
+            raise ConfigurationError(f"--input {input}: no rows.")
+        writer.close()
+        staged.replace(target)  # a finished file only: a failed run leaves no half-written predictions
+    finally:
+        if writer is not None and staged.exists():
+            writer.close()
+            staged.unlink()
+    return target
+
+
+def read_rows(
+    path: str | os.PathLike[str], contract: IOContract, batch_size: int
+) -> tuple[int, Iterator[dict[str, np.ndarray]]]:
+    """The number of rows and the batches of input leaves (by leaf name, as the exported dtypes) of ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".npz", ".npy"))
+        if not files:
+            raise ConfigurationError(f"--input {path}: a folder, but with no .npz or .npy file.")
+        arrays = [_npz_leaves(file, contract) for file in files]
+        rows = sum(len(next(iter(a.values()))) for a in arrays)
+        return rows, _rebatched(arrays, batch_size)
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(path)
+    names = contract.inputs.names
+    missing = [n for n in names if n not in file.schema_arrow.names]
+    if missing:
+        raise ConfigurationError(
+            f"--input {path}: no column {missing}; the columns are {file.schema_arrow.names}."
+            f" HINT: name one column per input leaf: {names}."
+        )
+    dtypes = {leaf.name: np.dtype(leaf.dtype) for leaf in contract.inputs.leaves}
+    batches = ({n: _column(b.column(n)).astype(dtypes[n], copy=False) for n in names}
+               for b in file.iter_batches(batch_size=batch_size, columns=names))  # fmt: skip
+    return file.metadata.num_rows, batches
+
+
+def _check_batched(contract: IOContract) -> None:
+    axis, reason = batch_axis(contract)
+    if axis is None:
+        raise ConfigurationError(
+            f"predict runs rows in batches along dim 0, but {reason}. HINT: export with dynamic_batch=True."
+        )
+
+
+def _npz_leaves(file: Path, contract: IOContract) -> dict[str, np.ndarray]:
+    names = contract.inputs.names
+    if file.suffix == ".npy":
+        if len(names) != 1:
+            raise ConfigurationError(f"{file}: a .npy holds one array; the model takes {names}. HINT: use .npz.")
+        return {names[0]: np.load(file, allow_pickle=False)}
+    with np.load(file, allow_pickle=False) as archive:
+        missing = [n for n in names if n not in archive.files]
+        if missing:
+            raise ConfigurationError(f"{file}: no array {missing}; it holds {archive.files}.")
+        return {n: archive[n] for n in names}
+
+
+def _rebatched(arrays: Sequence[dict[str, np.ndarray]], batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """The files' rows in batches of ``batch_size`` (a batch may span files)."""
+    pending: list[dict[str, np.ndarray]] = []
+    size = 0
+    for part in arrays:
+        start, count = 0, len(next(iter(part.values())))
+        while start < count:
+            take = min(batch_size - size, count - start)
+            pending.append({k: v[start : start + take] for k, v in part.items()})
+            size, start = size + take, start + take
+            if size == batch_size:
+                yield {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
+                pending, size = [], 0
+    if pending:
+        yield {k: np.concatenate([p[k] for p in pending]) for k in pending[0]}
+
+
+def _column(column: Any) -> np.ndarray:
+    """A Parquet column as an array of rows: numbers, fixed-shape tensors, or (nested) fixed-size lists."""
+    import pyarrow as pa
+
+    if isinstance(column.type, pa.FixedShapeTensorType):
+        return column.to_numpy_ndarray()
+    if pa.types.is_fixed_size_list(column.type):
+        shape, values = [], column
+        while pa.types.is_fixed_size_list(values.type):
+            shape.append(values.type.list_size)
+            values = values.flatten()
+        return values.to_numpy(zero_copy_only=False).reshape(len(column), *shape)
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        return np.asarray(column.to_pylist())
+    return column.to_numpy(zero_copy_only=False)
+
+
+def _table(contract: IOContract, outputs: dict[str, Any], rows: np.ndarray) -> Any:
+    """The output leaves as a table: ``row``, then a number or a fixed-shape tensor column per leaf."""
+    import pyarrow as pa
+
+    columns = {ROW: pa.array(rows, pa.int64())}
+    for name in contract.outputs.names:
+        array = np.ascontiguousarray(np.asarray(outputs[name]))
+        columns[name] = pa.array(array) if array.ndim == 1 else pa.FixedShapeTensorArray.from_numpy_ndarray(array)
+    return pa.table(columns)
+
+
+def _writer(path: Path, schema: Any) -> Any:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetWriter(path, schema)
+
+
+class _progress:
+    """A rich progress bar over ``total`` rows (nothing where ``show`` is False); yields the advance call."""
+
+    def __init__(self, total: int, show: bool) -> None:
+        self.total, self.show = total, show
+
+    def __enter__(self) -> Any:
+        if not self.show:
+            return lambda count: None
+        from rich.progress import Progress
+
+        self.bar = Progress(transient=False)
+        self.bar.start()
+        task = self.bar.add_task("predict", total=self.total)
+        return lambda count: self.bar.advance(task, count)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.show:
+            self.bar.stop()
