@@ -5,7 +5,7 @@
     lightning-deploy verify PATH [--format F ...] [--device D] [--no-record]
     lightning-deploy run ARTIFACT --input FILE [--output FILE.npz]
     lightning-deploy serve PATH [--port 8000] [--host 127.0.0.1] [--workers N] [--timeout S] [--no-verify] ...
-    lightning-deploy predict PATH --input FILE --output DIR [--batch-size N]
+    lightning-deploy predict PATH --input FILE --output DIR [--engine local|ray] [--batch-size N]
     lightning-deploy triton PATH --repository DIR [--name NAME] [--max-batch-size N]
 
 ``export``'s options are ``ModelExport``'s, parsed by jsonargparse (``lightning/export_command.py``);
@@ -173,7 +173,10 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("path", help="a manifest (STEM.export.json) or one of its artifacts")
     predict.add_argument("--input", required=True, help="a Parquet file (a column per input leaf) or a folder of .npz")
     predict.add_argument("--output", required=True, help="the folder of predictions.parquet (made if missing)")
-    predict.add_argument("--engine", default="local", choices=["local"], help="local: streamed in this process")
+    predict.add_argument("--engine", default="local", choices=["local", "ray"],
+                         help="local (streamed in this process, the default) or ray (Ray Data's actors)")  # fmt: skip
+    predict.add_argument("--address", help="with --engine ray: a running cluster's address (default: Ray here)")
+    predict.add_argument("--actors", type=int, default=2, help="with --engine ray: actors, each with the model")
     predict.add_argument("--batch-size", type=int, default=256, help="rows per call of the artifact (default: 256)")
     predict.add_argument("--format", help="with a manifest, which artifact (default: the one load() picks)")
     predict.add_argument("--device", help="cpu, cuda or cuda:N (default: the device the manifest records, if here)")

@@ -122,7 +122,7 @@ def _predict(config: Any) -> int:
     from lightning_deploy.serving.batch_inference import predict
 
     written = predict(config.path, config.input, config.output, config.engine, config.batch_size, config.format,
-                      config.device)  # fmt: skip
+                      config.device, address=config.address, actors=config.actors)  # fmt: skip
     print(f"wrote {written}")
     return 0
 

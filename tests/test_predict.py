@@ -87,3 +87,18 @@ def test_wrong_columns_and_a_model_without_a_batch_are_refused_naming_the_fix(ex
     export(torch.nn.Linear(8, 2), torch.randn(2, 8), tmp_path, "fixed", formats=["onnx"], dynamic_batch=False)
     fixed = _predict(tmp_path / "fixed.export.json", "--input", folder / "rows.parquet", "--output", tmp_path / "f")
     assert fixed.returncode == 2 and "dynamic_batch=True" in fixed.stderr, fixed.stderr
+
+
+def test_the_ray_engine_gives_the_local_engines_rows_on_a_real_ray_instance(exported, tmp_path):
+    """Ray Data's actors (2, each with load()'s artifact) on Ray started here, on the loopback, then stopped."""
+    pytest.importorskip("ray.data")
+    folder, _, _ = exported
+    files = {}
+    for engine in ("local", "ray"):
+        done = _predict(folder / "mlp.export.json", "--input", folder / "rows.parquet", "--output", tmp_path / engine,
+                        "--engine", engine, "--batch-size", 256, "--actors", 2)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        files[engine] = _columns(tmp_path / engine / "predictions.parquet")
+    assert list(files["ray"]) == list(files["local"])
+    for name, values in files["local"].items():
+        np.testing.assert_allclose(files["ray"][name], values, rtol=1e-6, atol=1e-7, err_msg=name)

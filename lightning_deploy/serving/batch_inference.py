@@ -6,8 +6,9 @@ for a leaf that is ``[batch]``, else a fixed-shape tensor (pyarrow's ``fixed_sha
 nested lists). The output, ``DIR/predictions.parquet``, has the column ``row`` (the input row's
 index) and one column per output leaf, in the input's order. The ``local`` engine streams
 ``batch_size`` rows at a time through ``load()`` (memory bounded by a batch, whatever the
-file's size), with a progress bar. The model's dim 0 must be its dynamic batch, every input's
-and output's (``codec.batch_axis``).
+file's size), with a progress bar; the ``ray`` engine runs the batches on Ray Data's actors and
+writes the same file. The model's dim 0 must be its dynamic batch, every input's and output's
+(``codec.batch_axis``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.runtime.loading import load
 from lightning_deploy.serving.codec import batch_axis
 
-__all__ = ["OUTPUT_FILE", "ROW", "predict", "read_rows"]
+__all__ = ["ENGINES", "OUTPUT_FILE", "ROW", "predict", "read_rows"]
 
 OUTPUT_FILE = "predictions.parquet"
 ROW = "row"  # the input row's index, in every output
+ENGINES = ("local", "ray")
 
 
 def predict(
@@ -39,29 +41,39 @@ def predict(
     format: str | None = None,  # noqa: A002 - load()'s word
     device: str | None = None,
     progress: bool = True,
+    address: str | None = None,
+    actors: int = 2,
 ) -> Path:
     """Run every row of ``input`` through the artifact; returns ``output/predictions.parquet``.
+
+    ``engine="ray"`` runs the batches on Ray Data (``address``'s cluster, else Ray on this
+    machine): ``map_batches`` over a pool of ``actors`` actors, each holding the artifact opened
+    by ``load()`` (a GPU each where ``device`` is CUDA), the order kept; the rows come back here
+    and are written as ``local`` writes them, so both engines give the same file.
 
     Raises:
         ConfigurationError: for a model without a dynamic batch, columns that are not the
             manifest's input leaves, an unknown engine or a batch size below 1.
     """
-    if engine not in ("local",):
-        raise ConfigurationError(f"--engine {engine!r}: one of ['local'].")
-    if batch_size < 1:
-        raise ConfigurationError(f"--batch-size {batch_size}: give at least 1.")
+    if engine not in ENGINES:
+        raise ConfigurationError(f"--engine {engine!r}: one of {list(ENGINES)}.")
+    if batch_size < 1 or actors < 1:
+        raise ConfigurationError(f"--batch-size {batch_size}, --actors {actors}: give at least 1 of each.")
     model = load(manifest, format=format, device=device)
     _check_batched(model.contract)
     target = Path(output) / OUTPUT_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     rows, batches = read_rows(input, model.contract, batch_size)
+    if engine == "ray":
+        batches = _on_ray(str(input), model.contract, manifest, format, device, batch_size, address, actors)
+    else:
+        batches = ((batch, model.run_leaves(batch)) for batch in batches)
     staged = target.with_name(f".{target.name}.writing")
     writer = None
     try:
         with _progress(rows, progress) as advance:
             done = 0
-            for batch in batches:
-                outputs = model.run_leaves(batch)
+            for batch, outputs in batches:
                 count = len(next(iter(batch.values())))
                 table = _table(model.contract, outputs, np.arange(done, done + count))
                 writer = writer or _writer(staged, table.schema)
@@ -105,6 +117,47 @@ def read_rows(
     batches = ({n: _column(b.column(n)).astype(dtypes[n], copy=False) for n in names}
                for b in file.iter_batches(batch_size=batch_size, columns=names))  # fmt: skip
     return file.metadata.num_rows, batches
+
+
+def _on_ray(
+    path: str,
+    contract: IOContract,
+    manifest: str | os.PathLike[str],
+    fmt: str | None,
+    device: str | None,
+    batch_size: int,
+    address: str | None,
+    actors: int,
+) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """The batches run by Ray Data's actors, in the input's order: ``(inputs, outputs)`` by leaf name."""
+    import ray.data
+
+    from lightning_deploy.serving.ray import connect
+
+    if Path(path).is_dir():
+        raise ConfigurationError(f"--input {path}: --engine ray reads Parquet. HINT: use --engine local for .npz.")
+    connect(address)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # the rows come back in the input's order
+    names = contract.inputs.names
+    gpus = 1 if device is not None and device.startswith("cuda") else 0
+    dataset = ray.data.read_parquet(path, columns=names).map_batches(
+        _Predictor, fn_constructor_args=(str(manifest), fmt, device), batch_size=batch_size, batch_format="numpy",
+        concurrency=actors, num_cpus=0.5, num_gpus=gpus,
+    )  # fmt: skip
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        yield {n: batch[n] for n in names}, {n: batch[n] for n in contract.outputs.names}
+
+
+class _Predictor:
+    """A Ray Data actor: the artifact opened once by ``load()``, each batch's outputs added to it by leaf name."""
+
+    def __init__(self, manifest: str, fmt: str | None, device: str | None) -> None:
+        self.model = load(manifest, format=fmt, device=device)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = {name: batch[name] for name in self.model.input_names}
+        return {**inputs, **self.model.run_leaves(inputs)}
 
 
 def _check_batched(contract: IOContract) -> None:

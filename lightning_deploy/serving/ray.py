@@ -31,7 +31,7 @@ from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.serving import oip
 from lightning_deploy.serving.server import ExportedModelAPI
 
-__all__ = ["ExportedModelDeployment", "app", "build", "run"]
+__all__ = ["ExportedModelDeployment", "app", "build", "connect", "run"]
 
 _JSON_TYPES = ("", "application/json", "application/x-www-form-urlencoded")  # as JsonByDefault reads them
 
@@ -161,12 +161,7 @@ def run(
     if verify:
         print(check_at_start(path, api_format, options.get("device") or "cpu", "lightning-deploy serve --engine ray"),
               file=sys.stderr, flush=True)  # fmt: skip
-    if address is None and host == "127.0.0.1":
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # every Ray process on the loopback (DESIGN.md)
-    local = (
-        {"include_dashboard": False, "_node_ip_address": "127.0.0.1"} if address is None and host == "127.0.0.1" else {}
-    )
-    ray.init(address=address, log_to_driver=False, **local)
+    connect(address, loopback=host == "127.0.0.1")
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -180,3 +175,19 @@ def run(
             signal.signal(sig, handler)
         serve.shutdown()
         ray.shutdown()
+
+
+def connect(address: str | None, loopback: bool = True) -> None:
+    """Join the Ray cluster at ``address``; without one, start Ray on this machine, on the loopback if ``loopback``.
+
+    Ray otherwise gives its processes the machine's interface address (``DESIGN.md``).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address is None and loopback:
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    else:
+        ray.init(address=address, log_to_driver=False)
