@@ -57,22 +57,30 @@ def server(artifact: Path, options: list[str]) -> Iterator[str]:
     """``lightning-deploy serve`` on a free port, up when ``/health`` answers; stopped with SIGTERM."""
     port = free_port()
     command = [sys.executable, "-m", "lightning_deploy.cli", "serve", str(artifact), "--host", "127.0.0.1"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port), *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    with started([*command, "--port", str(port), *options], port) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def started(command: list[str], port: int) -> Iterator[str]:
+    """Run ``command`` (a server on ``port``) until ``/health`` answers; SIGTERM it at the end."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    while True:
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}")
-        time.sleep(0.25)
     try:
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            if process.poll() is not None:
+                raise RuntimeError(f"{command[:4]} exited with {process.returncode}")
+            time.sleep(0.25)
         yield url
     finally:
         process.send_signal(signal.SIGTERM)
-        process.wait(60)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def answer_of(response: httpx.Response) -> np.ndarray:

@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import torch
 from perfdoc import argument_parser, publish
-from serving import CLIENTS, JSON, drive, free_port, server
+from serving import CLIENTS, JSON, drive, free_port, server, started
 from sklearn.datasets import load_digits
 
 from lightning_deploy import export, load
@@ -53,24 +49,8 @@ def plain_server(artifact: Path, folder: Path) -> Iterator[str]:
     script = folder / "plain_server.py"
     script.write_text(PLAIN)
     port = free_port()
-    process = subprocess.Popen([sys.executable, str(script), str(artifact), str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            if process.poll() is not None:
-                raise RuntimeError(f"the plain server exited with {process.returncode}")
-            time.sleep(0.25)
+    with started([sys.executable, str(script), str(artifact), str(port)], port) as url:
         yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def rate(url: str, bodies: list[bytes], expected: list[np.ndarray], seconds: float) -> float:
