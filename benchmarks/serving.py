@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import signal
 import socket
 import statistics
@@ -63,8 +64,12 @@ def server(artifact: Path, options: list[str]) -> Iterator[str]:
 
 @contextlib.contextmanager
 def started(command: list[str], port: int) -> Iterator[str]:
-    """Run ``command`` (a server on ``port``) until ``/health`` answers; SIGTERM it at the end."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """Run ``command`` (a server on ``port``) until ``/health`` answers; SIGTERM it at the end.
+
+    In a session of its own, whose processes are killed after the SIGTERM: a plain ``LitServer``
+    stopped by SIGTERM leaves its spawned inference worker running (seen here, litserve 0.2).
+    """
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         while True:
@@ -80,7 +85,9 @@ def started(command: list[str], port: int) -> Iterator[str]:
         try:
             process.wait(60)
         except subprocess.TimeoutExpired:
-            process.kill()
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def answer_of(response: httpx.Response) -> np.ndarray:

@@ -121,8 +121,12 @@ def _serve(config: Any) -> int:
 def _predict(config: Any) -> int:
     from lightning_deploy.serving.batch_inference import predict
 
-    written = predict(config.path, config.input, config.output, config.engine, config.batch_size, config.format,
-                      config.device, address=config.address, actors=config.actors)  # fmt: skip
+    try:
+        written = predict(config.path, config.input, config.output, config.engine, config.batch_size, config.format,
+                          config.device, address=config.address, actors=config.actors)  # fmt: skip
+    except ModuleNotFoundError as err:  # pyarrow, or ray for --engine ray: optional packages
+        extra = "ray" if config.engine == "ray" else "predict"
+        raise CommandError(f"predict needs {err.name}. HINT: pip install 'lightning-deploy[{extra}]'.") from None
     print(f"wrote {written}")
     return 0
 
