@@ -100,18 +100,19 @@ def _serve(config: Any) -> int:
         raise CommandError("--address and --replicas are for --engine ray. HINT: --workers sets LitServe's processes.")
     common = {"format": config.format, "device": config.device, "max_batch_size": config.max_batch_size,
               "verify": not config.no_verify, "name": config.name}  # fmt: skip
-    try:
+    try:  # the optional packages: a missing one is named with its extra
         if ray:
             from lightning_deploy.serving.guards import api_key_from
             from lightning_deploy.serving.ray import run
-
-            run(config.path, config.address, config.host, config.port, config.replicas, **common,
-                batch_wait_timeout_s=config.batch_timeout, api_key=api_key_from(config.api_key_env))  # fmt: skip
-            return 0
-        from lightning_deploy.serving.server import serve
+        else:
+            from lightning_deploy.serving.server import serve
     except ImportError as err:
         extra = "ray" if ray else "serve"
         raise CommandError(f"serve needs {err.name}. HINT: pip install 'lightning-deploy[{extra}]'.") from None
+    if ray:
+        run(config.path, config.address, config.host, config.port, config.replicas, **common,
+            batch_wait_timeout_s=config.batch_timeout, api_key=api_key_from(config.api_key_env))  # fmt: skip
+        return 0
     serve(config.path, port=config.port, host=config.host, batch_timeout=config.batch_timeout, workers=config.workers,
           timeout=config.timeout, max_payload_size=config.max_payload_size, api_key_env=config.api_key_env,
           log_level=config.log_level, access_log=not config.no_access_log, **common)  # fmt: skip

@@ -59,6 +59,8 @@ def predict(
         raise ConfigurationError(f"--engine {engine!r}: one of {list(ENGINES)}.")
     if batch_size < 1 or actors < 1:
         raise ConfigurationError(f"--batch-size {batch_size}, --actors {actors}: give at least 1 of each.")
+    if engine == "ray" and Path(input).is_dir():  # before the files are read
+        raise ConfigurationError(f"--input {input}: --engine ray reads Parquet. HINT: use --engine local for .npz.")
     model = load(manifest, format=format, device=device)
     _check_batched(model.contract)
     target = Path(output) / OUTPUT_FILE
@@ -71,7 +73,7 @@ def predict(
     staged = target.with_name(f".{target.name}.writing")
     writer = None
     try:
-        with _progress(rows, progress) as advance:
+        with _Progress(rows, progress) as advance:
             done = 0
             for batch, outputs in batches:
                 count = len(next(iter(batch.values())))
@@ -134,8 +136,6 @@ def _on_ray(
 
     from lightning_deploy.serving.ray import connect
 
-    if Path(path).is_dir():
-        raise ConfigurationError(f"--input {path}: --engine ray reads Parquet. HINT: use --engine local for .npz.")
     connect(address)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # the rows come back in the input's order
@@ -232,7 +232,7 @@ def _writer(path: Path, schema: Any) -> Any:
     return pq.ParquetWriter(path, schema)
 
 
-class _progress:
+class _Progress:
     """A rich progress bar over ``total`` rows (nothing where ``show`` is False); yields the advance call."""
 
     def __init__(self, total: int, show: bool) -> None:

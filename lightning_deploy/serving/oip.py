@@ -88,11 +88,12 @@ def decode(contract: IOContract, body: Any) -> tuple[list[np.ndarray], OipCall]:
         raise StructureError(f"inputs: missing {missing}, unknown {unknown}; the model takes {names}.")
     leaves = [_array(leaf.name, leaf.dtype, given[leaf.name]) for leaf in contract.inputs.leaves]
     wanted = body.get("outputs")
-    requested = None
-    if wanted is not None:
-        requested = [o.get("name") for o in wanted if isinstance(o, Mapping)] if isinstance(wanted, list) else None
-        unknown = [n for n in requested or [None] if n not in contract.outputs.names]
-        if requested is None or unknown:
+    requested = None  # none asked for: every output
+    if wanted:
+        requested = [o.get("name") if isinstance(o, Mapping) else o for o in wanted] if isinstance(wanted, list) else [
+            wanted]  # fmt: skip
+        unknown = [n for n in requested if n not in contract.outputs.names]
+        if unknown:
             raise StructureError(f"outputs: unknown {unknown}; the model returns {contract.outputs.names}.")
     request_id = body.get("id")
     return leaves, OipCall(str(request_id) if request_id is not None else None, requested)
@@ -182,7 +183,7 @@ def add_routes(
 
 def add_litserve_routes(server: Any, api: Any) -> frozenset[str]:
     """:func:`add_routes` on a ``LitServer`` of ``api``: its ``/predict`` endpoint, its health check, its key."""
-    endpoints = {getattr(route, "path", None): route.endpoint for route in server.app.routes}
+    endpoints = {getattr(route, "path", None): getattr(route, "endpoint", None) for route in server.app.routes}
     health = endpoints[server.healthcheck_path]
 
     async def ready(request: Request) -> bool:
