@@ -30,6 +30,7 @@ __all__ = ["ENGINES", "OUTPUT_FILE", "ROW", "predict", "read_rows"]
 OUTPUT_FILE = "predictions.parquet"
 ROW = "row"  # the input row's index, in every output
 ENGINES = ("local", "ray")
+_BLOCKS_PER_ACTOR = 16
 
 
 def predict(
@@ -67,7 +68,9 @@ def predict(
     target.parent.mkdir(parents=True, exist_ok=True)
     rows, batches = read_rows(input, model.contract, batch_size)
     if engine == "ray":
-        batches = _on_ray(str(input), model.contract, manifest, format, device, batch_size, address, actors)
+        # absolute paths: the actors and read tasks run in other working directories, on other nodes
+        batches = _on_ray(os.path.abspath(input), rows, model.contract, os.path.abspath(manifest), format, device,
+                          batch_size, address, actors)  # fmt: skip
     else:
         batches = ((batch, model.run_leaves(batch)) for batch in batches)
     staged = target.with_name(f".{target.name}.writing")
@@ -123,6 +126,7 @@ def read_rows(
 
 def _on_ray(
     path: str,
+    rows: int,
     contract: IOContract,
     manifest: str | os.PathLike[str],
     fmt: str | None,
@@ -141,7 +145,10 @@ def _on_ray(
     context.execution_options.preserve_order = True  # the rows come back in the input's order
     names = contract.inputs.names
     gpus = 1 if device is not None and device.startswith("cuda") else 0
-    dataset = ray.data.read_parquet(path, columns=names).map_batches(
+    # a file is read as one block, run by one actor: streamed into blocks of whole batches, a few per actor
+    per_block = batch_size * max(1, -(-rows // (batch_size * _BLOCKS_PER_ACTOR * actors)))
+    dataset = ray.data.read_parquet(path).select_columns(names).repartition(target_num_rows_per_block=per_block)
+    dataset = dataset.map_batches(
         _Predictor, fn_constructor_args=(str(manifest), fmt, device), batch_size=batch_size, batch_format="numpy",
         concurrency=actors, num_cpus=0.5, num_gpus=gpus,
     )  # fmt: skip

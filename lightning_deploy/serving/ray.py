@@ -19,7 +19,7 @@ import asyncio
 import os
 import signal
 import sys
-import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,8 +31,10 @@ from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.serving import oip
 from lightning_deploy.serving.server import ExportedModelAPI
 
-__all__ = ["ExportedModelDeployment", "app", "build", "connect", "run"]
+__all__ = ["APP_NAME", "ExportedModelDeployment", "app", "build", "connect", "run"]
 
+APP_NAME = "lightning-deploy"  # the Serve application ``run`` deploys and, on a shared cluster, deletes at the end
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _JSON_TYPES = ("", "application/json", "application/x-www-form-urlencoded")  # as JsonByDefault reads them
 
 
@@ -129,7 +131,8 @@ def app(
         **scale, ray_actor_options={"num_cpus": num_cpus, "num_gpus": gpus},
         max_ongoing_requests=max(8, 2 * max_batch_size),
     )  # fmt: skip
-    return deployment.bind(str(path), format, device, max_batch_size, batch_wait_timeout_s, api_key, name)
+    # absolute: the replicas start in other working directories, on other nodes
+    return deployment.bind(os.path.abspath(path), format, device, max_batch_size, batch_wait_timeout_s, api_key, name)
 
 
 def build(args: Mapping[str, Any]) -> serve.Application:
@@ -162,18 +165,23 @@ def run(
         print(check_at_start(path, api_format, options.get("device") or "cpu", "lightning-deploy serve --engine ray"),
               file=sys.stderr, flush=True)  # fmt: skip
     connect(address, loopback=host == "127.0.0.1")
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # A flag, not a threading.Event: a second signal landing inside Event.set() (which takes a lock) deadlocked.
+    stopping: list[int] = []
+    previous = {sig: signal.signal(sig, lambda number, _: stopping.append(number)) for sig in _STOP_SIGNALS}
     try:
         serve.start(http_options={"host": host, "port": port})
-        serve.run(app(path, replicas, **options), route_prefix="/", blocking=False)
+        serve.run(app(path, replicas, **options), name=APP_NAME, route_prefix="/", blocking=False)
         print(f"lightning-deploy serve --engine ray: {replicas} replica(s) at http://{host}:{port}", file=sys.stderr,
               flush=True)  # fmt: skip
-        stop.wait()
+        while not stopping:
+            time.sleep(0.2)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        serve.shutdown()
+        if address is None:  # Ray was started for this call: everything goes
+            serve.shutdown()
+        else:  # a shared cluster: only this application goes, Serve and the other applications stay
+            serve.delete(APP_NAME)
         ray.shutdown()
 
 

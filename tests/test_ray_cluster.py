@@ -1,0 +1,197 @@
+"""Two Ray nodes in two network namespaces: the Serve application spread over both, and Ray Data batch inference
+that outlives a lost worker node.
+
+Each node is a host of its own (``ray_cluster.TwoNodeCluster``); the drivers (``lightning-deploy serve
+--engine ray``, ``lightning-deploy predict --engine ray``) run inside the head's namespace, and the test's
+clients talk to the head's address on the bridge. Skipped where namespaces cannot be made (not root).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import tritonclient.http as triton
+from digits import DigitsMLP
+from models import StructuredModel, structured_sample
+from ray_cluster import TwoNodeCluster, unavailable
+from servers import ENV, assert_close, structured_request
+from sklearn.datasets import load_digits
+
+from lightning_deploy import export, load
+
+pytest.importorskip("ray.serve")
+
+ROWS = 100_000
+SERVE_PORT = 8000  # inside the head's namespace
+
+
+def _wait(condition, seconds, what):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    with TwoNodeCluster() as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def digits_rows(tmp_path_factory):
+    """The digits MLP exported to ONNX, and 100,000 rows of digits (each with its own noise) as Parquet."""
+    folder = tmp_path_factory.mktemp("digits")
+    torch.manual_seed(0)
+    export(DigitsMLP().eval(), torch.zeros(4, 64), folder, "digits", formats=["onnx"])
+    digits = load_digits().data.astype(np.float32) / 16
+    pixels = np.resize(digits, (ROWS, 64)) + np.random.default_rng(0).normal(0, 0.01, (ROWS, 64)).astype(np.float32)
+    pq.write_table(pa.table({"pixels": pa.FixedShapeTensorArray.from_numpy_ndarray(pixels)}), folder / "rows.parquet",
+                   row_group_size=10_000)  # fmt: skip
+    return folder, pixels
+
+
+def test_two_replicas_one_per_node_answer_like_eager_and_a_killed_replica_is_replaced(cluster, tmp_path):
+    export(StructuredModel(), structured_sample(), tmp_path, "mlp", formats=["onnx"])
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(
+        cluster.command("head", sys.executable, "-m", "lightning_deploy.cli", "serve", str(tmp_path / "mlp.export.json"),
+                        "--engine", "ray", "--address", cluster.address, "--replicas", "2", "--host", "0.0.0.0",
+                        "--port", str(SERVE_PORT)),
+        env=ENV, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://{cluster.ips['head']}:{SERVE_PORT}"
+    try:
+
+        def up():
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                return httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait(up, 180, "the application ready")
+        replicas = {node: cluster.processes(node, "ServeReplica") for node in cluster.names}
+        assert [len(replicas["head"]), len(replicas["worker"])] == [1, 1], replicas
+
+        failures = []
+        requests = {seed: [structured_request(rows=1 + (seed + n) % 4, seed=seed * 10 + n) for n in range(6)]
+                    for seed in range(8)}  # fmt: skip
+
+        def client(seed):
+            with httpx.Client(timeout=60) as http:
+                for body, expected in requests[seed]:
+                    try:
+                        assert_close(http.post(f"{url}/predict", json=body).json(), expected)
+                    except AssertionError as err:
+                        failures.append(str(err))
+
+        threads = [threading.Thread(target=client, args=(seed,)) for seed in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        assert not failures, failures[:3]
+
+        x = np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)
+        mask = np.ones(5, np.float32)
+        inputs = [triton.InferInput("batch.x", [5, 8], "FP32"), triton.InferInput("batch.mask", [5], "FP32")]
+        inputs[0].set_data_from_numpy(x, binary_data=False)
+        inputs[1].set_data_from_numpy(mask, binary_data=False)
+        client_ = triton.InferenceServerClient(f"{cluster.ips['head']}:{SERVE_PORT}")
+        assert client_.is_server_ready() and client_.get_model_metadata("mlp")["name"] == "mlp"
+        got = client_.infer("mlp", inputs).as_numpy("out.logits")
+        want = load(tmp_path / "mlp.export.json").outputs_by_name({"x": x, "mask": mask})["out.logits"]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+        # the worker node's replica killed: at most one failed request, replaced, answers right after
+        victim = replicas["worker"][0]
+        victim.send_signal(signal.SIGKILL)
+        body, expected = structured_request(rows=3, seed=77)
+        failed = 0
+        for _ in range(20):
+            answer = httpx.post(f"{url}/predict", json=body, timeout=60)
+            failed += answer.status_code != 200
+            if answer.status_code == 200:
+                assert_close(answer.json(), expected)
+        assert failed <= 1, failed
+
+        def replaced():
+            now = [p.pid for node in cluster.names for p in cluster.processes(node, "ServeReplica")]
+            return len(now) == 2 and victim.pid not in now
+
+        _wait(replaced, 120, "the killed replica replaced")
+        for _ in range(4):
+            assert_close(httpx.post(f"{url}/predict", json=body, timeout=60).json(), expected)
+
+        # SIGTERM: the command exits and takes its application with it; the cluster stays up
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(90) == 0
+        _wait(lambda: not any(cluster.processes(node, "ServeReplica") for node in cluster.names), 60,
+              "the application's replicas gone")  # fmt: skip
+        assert cluster.alive_nodes() == 2
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+
+
+def _predict(cluster, folder, output, *options):
+    return subprocess.Popen(
+        cluster.command("head", sys.executable, "-m", "lightning_deploy.cli", "predict", str(folder / "digits.export.json"),
+                        "--input", str(folder / "rows.parquet"), "--output", str(output), *options),
+        env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _outputs(path):
+    table = pq.read_table(path)
+    return table.column("row").to_numpy(), table.column("out").combine_chunks().to_numpy_ndarray()
+
+
+def test_predict_on_two_nodes_equals_local_and_load_and_survives_the_worker_node_lost_midway(cluster, digits_rows,
+                                                                                             tmp_path):  # fmt: skip
+    folder, pixels = digits_rows
+    want = load(folder / "digits.export.json").run_leaves({"pixels": pixels})["out"]
+
+    local = _predict(cluster, folder, tmp_path / "local", "--batch-size", "1000")
+    _, stderr = local.communicate(timeout=300)
+    assert local.returncode == 0, stderr[-3000:]
+    on_ray = _predict(cluster, folder, tmp_path / "ray", "--engine", "ray", "--address", cluster.address,
+                      "--batch-size", "1000")  # fmt: skip
+    _, stderr = on_ray.communicate(timeout=300)
+    assert on_ray.returncode == 0, stderr[-3000:]
+    rows_local, out_local = _outputs(tmp_path / "local" / "predictions.parquet")
+    rows_ray, out_ray = _outputs(tmp_path / "ray" / "predictions.parquet")
+    np.testing.assert_array_equal(rows_ray, np.arange(ROWS))
+    np.testing.assert_array_equal(rows_local, np.arange(ROWS))
+    np.testing.assert_allclose(out_ray, out_local, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out_ray, want, rtol=1e-5, atol=1e-6)
+
+    # the worker node lost (every process of its namespace killed) while its actor is running batches
+    lost = _predict(cluster, folder, tmp_path / "lost", "--engine", "ray", "--address", cluster.address,
+                    "--batch-size", "50")  # fmt: skip
+    staged = tmp_path / "lost" / ".predictions.parquet.writing"  # the first batches are written: mid-job
+    _wait(lambda: lost.poll() is None and staged.exists() and cluster.processes("worker", "MapWorker"), 120,
+          "an actor on the worker node while rows are being written")  # fmt: skip
+    assert cluster.kill("worker") > 0
+    assert lost.poll() is None, "the job ended before the node was lost"
+    _, stderr = lost.communicate(timeout=300)
+    assert lost.returncode == 0, stderr[-3000:]
+    rows_lost, out_lost = _outputs(tmp_path / "lost" / "predictions.parquet")
+    np.testing.assert_array_equal(rows_lost, np.arange(ROWS))  # every row once, in order
+    np.testing.assert_allclose(out_lost, want, rtol=1e-5, atol=1e-6)  # each row its own answer: none lost or doubled
+    cluster.ray_start("worker", "--address", cluster.address)  # the node back, for whatever runs next
