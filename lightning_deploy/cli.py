@@ -121,16 +121,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--batch-timeout", type=float, default=0.0, help="seconds to wait for a batch to fill (default: no wait)"
     )
-    serve.add_argument("--workers", type=int, default=1, help="inference worker processes, each with the model")
+    # LitServe's options default to None here (serve()'s own defaults apply), so --engine ray can refuse them
+    serve.add_argument("--workers", type=int, help="inference worker processes, each with the model (default: 1)")
     serve.add_argument(
         "--timeout",
         type=float,
-        default=30.0,
         help="seconds before a request is answered 504; also SIGTERM's wait for requests in flight (default: 30)",
     )
     serve.add_argument(
         "--max-payload-size",
-        default="64MB",
         help="bodies over this are answered 413 without being read: 64MB (default), 512KiB, 1GB or bytes",
     )
     serve.add_argument(
@@ -152,7 +151,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--replicas", type=int, default=1, help="with --engine ray: how many replicas (default: 1)")
     serve.add_argument(
         "--log-level",
-        default="info",
         choices=["critical", "error", "warning", "info", "debug"],
         help="uvicorn's and LitServe's log level (default: info)",
     )

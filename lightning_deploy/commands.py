@@ -109,13 +109,21 @@ def _serve(config: Any) -> int:
     except ImportError as err:
         extra = "ray" if ray else "serve"
         raise CommandError(f"serve needs {err.name}. HINT: pip install 'lightning-deploy[{extra}]'.") from None
+    litserve_only = {"workers": config.workers, "timeout": config.timeout, "max_payload_size": config.max_payload_size,
+                     "log_level": config.log_level, "access_log": False if config.no_access_log else None}  # fmt: skip
+    given = {name: value for name, value in litserve_only.items() if value is not None}
     if ray:
+        if given:
+            flags = ["--no-access-log" if n == "access_log" else "--" + n.replace("_", "-") for n in given]
+            raise CommandError(
+                f"{', '.join(flags)}: LitServe's, not Ray Serve's. HINT: with --engine ray, scale with --replicas;"
+                " Ray Serve's timeouts and logging are set in its config file (serve build, docs/scaling.md)."
+            )
         run(config.path, config.address, config.host, config.port, config.replicas, **common,
             batch_wait_timeout_s=config.batch_timeout, api_key=api_key_from(config.api_key_env))  # fmt: skip
         return 0
-    serve(config.path, port=config.port, host=config.host, batch_timeout=config.batch_timeout, workers=config.workers,
-          timeout=config.timeout, max_payload_size=config.max_payload_size, api_key_env=config.api_key_env,
-          log_level=config.log_level, access_log=not config.no_access_log, **common)  # fmt: skip
+    serve(config.path, port=config.port, host=config.host, batch_timeout=config.batch_timeout,
+          api_key_env=config.api_key_env, **given, **common)  # fmt: skip
     return 0
 
 

@@ -25,7 +25,7 @@ from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.runtime.loading import load
 from lightning_deploy.serving.codec import batch_axis
 
-__all__ = ["ENGINES", "OUTPUT_FILE", "ROW", "predict", "read_rows"]
+__all__ = ["ENGINES", "OUTPUT_FILE", "ROW", "in_row_order", "predict", "read_rows"]
 
 OUTPUT_FILE = "predictions.parquet"
 ROW = "row"  # the input row's index, in every output
@@ -87,6 +87,8 @@ def predict(
                 advance(count)
         if writer is None:
             raise ConfigurationError(f"--input {input}: no rows.")
+        if done != rows:  # never a file that lacks rows
+            raise RuntimeError(f"predict wrote {done} rows of {rows}: the input changed, or rows were lost.")
         writer.close()
         staged.replace(target)  # a finished file only: a failed run leaves no half-written predictions
     finally:
@@ -135,25 +137,69 @@ def _on_ray(
     address: str | None,
     actors: int,
 ) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-    """The batches run by Ray Data's actors, in the input's order: ``(inputs, outputs)`` by leaf name."""
+    """The batches run by Ray Data's actors, in the input's order: ``(inputs, outputs)`` by leaf name.
+
+    Ray Data does not keep a Parquet file's order (seen with ray 2.60 and ``preserve_order``: a
+    file of 50 row groups came back as rows 420,000-499,999 first), so every row carries its index
+    (``ROW``), read task to actor to here, and the batches are put back in order as they arrive.
+    """
+    import pyarrow.parquet as pq
     import ray.data
 
     from lightning_deploy.serving.ray import connect
 
     connect(address)
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True  # the rows come back in the input's order
+    # blocks in order where Ray keeps it: what arrives out of order waits in memory
+    ray.data.DataContext.get_current().execution_options.preserve_order = True
     names = contract.inputs.names
+    metadata = pq.ParquetFile(path).metadata
+    counts = [metadata.row_group(group).num_rows for group in range(metadata.num_row_groups)]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+    groups = [{"group": g, "start": int(s)} for g, s in enumerate(starts) if counts[g]]
+    dtypes = {leaf.name: leaf.dtype for leaf in contract.inputs.leaves}
     gpus = 1 if device is not None and device.startswith("cuda") else 0
-    # a file is read as one block, run by one actor: streamed into blocks of whole batches, a few per actor
+    # a read task per row group; blocks of whole batches, a few per actor
     per_block = batch_size * max(1, -(-rows // (batch_size * _BLOCKS_PER_ACTOR * actors)))
-    dataset = ray.data.read_parquet(path).select_columns(names).repartition(target_num_rows_per_block=per_block)
-    dataset = dataset.map_batches(
+    dataset = ray.data.from_items(groups, override_num_blocks=len(groups)).map_batches(
+        _read_groups, fn_args=(path, dtypes), batch_size=1, batch_format="numpy", num_cpus=0.5,
+    ).repartition(target_num_rows_per_block=per_block).map_batches(
         _Predictor, fn_constructor_args=(str(manifest), fmt, device), batch_size=batch_size, batch_format="numpy",
         concurrency=actors, num_cpus=0.5, num_gpus=gpus,
     )  # fmt: skip
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+    arrived = dataset.iter_batches(batch_size=None, batch_format="numpy")
+    for batch in in_row_order(arrived):
         yield {n: batch[n] for n in names}, {n: batch[n] for n in contract.outputs.names}
+
+
+def in_row_order(batches: Iterator[dict[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+    """``batches`` (each with a ``ROW`` column) as runs of consecutive rows from 0, each row once.
+
+    A run that arrives early waits until the rows before it have come (memory: what arrived out
+    of order); a row that arrives twice (a task Ray ran again) is dropped.
+    """
+    pending: dict[int, dict[str, np.ndarray]] = {}
+    following = 0
+    for batch in batches:
+        index = batch[ROW]
+        breaks = np.flatnonzero(np.diff(index) != 1) + 1
+        for piece in np.split(np.arange(len(index)), breaks):
+            first = int(index[piece[0]])
+            if first >= following and first not in pending:
+                pending[first] = {name: values[piece] for name, values in batch.items()}
+        while following in pending:
+            run = pending.pop(following)
+            following += len(run[ROW])
+            yield run
+
+
+def _read_groups(item: dict[str, np.ndarray], path: str, dtypes: dict[str, str]) -> dict[str, np.ndarray]:
+    """A Ray Data read task: one row group of ``path``, its input leaves and each row's index."""
+    import pyarrow.parquet as pq
+
+    group, start = int(item["group"][0]), int(item["start"][0])
+    table = pq.ParquetFile(path).read_row_group(group, columns=list(dtypes))
+    leaves = {n: _column(table.column(n).combine_chunks()).astype(d, copy=False) for n, d in dtypes.items()}
+    return {ROW: np.arange(start, start + table.num_rows), **leaves}
 
 
 class _Predictor:
@@ -164,7 +210,7 @@ class _Predictor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = {name: batch[name] for name in self.model.input_names}
-        return {**inputs, **self.model.run_leaves(inputs)}
+        return {ROW: batch[ROW], **inputs, **self.model.run_leaves(inputs)}
 
 
 def _check_batched(contract: IOContract) -> None:
