@@ -27,6 +27,7 @@ import psutil
 
 RAY = str(Path(sys.executable).parent / "ray")
 PORT = 6379  # the namespaces have ports of their own: no clash with anything on the machine
+METRICS_PORT = 8080  # each node's Prometheus metrics, Ray Serve's included
 START_TIMEOUT_S = 120
 # every node and client of the cluster with the same token, as a secured cluster has it (``ray get-auth-token``)
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
@@ -62,9 +63,12 @@ def _free_subnet() -> ipaddress.IPv4Network:
 
 
 class TwoNodeCluster:
-    """``with TwoNodeCluster() as cluster:`` a head and a worker node, each with ``cpus`` logical CPUs."""
+    """``with TwoNodeCluster() as cluster:`` a head and a worker node, each with ``cpus`` logical CPUs.
 
-    def __init__(self, cpus: int = 2) -> None:
+    ``node_env`` is set for the nodes' processes (the Ray workers inherit it), as a node's image would.
+    """
+
+    def __init__(self, cpus: int = 2, node_env: dict[str, str] | None = None) -> None:
         tag = os.getpid()
         self.names = {"head": f"ldhead{tag}", "worker": f"ldwork{tag}"}
         self.bridge = f"ldbr{tag}"
@@ -72,6 +76,7 @@ class TwoNodeCluster:
         self.ips = {"head": str(subnet[0]), "worker": str(subnet[1]), "bridge": str(subnet[-1])}
         self.address = f"{self.ips['head']}:{PORT}"
         self.cpus = cpus
+        self.node_env = node_env or {}  # what the nodes' image would set (PYTHONPATH), for their workers
         self.temp = Path(tempfile.mkdtemp(prefix="ldray", dir="/tmp"))  # short: Ray's socket paths have a limit
 
     def __enter__(self) -> TwoNodeCluster:
@@ -120,9 +125,11 @@ class TwoNodeCluster:
 
     def ray_start(self, node: str, *args: str) -> None:
         """``ray start`` on ``node`` (a node that was stopped joins again as a new one)."""
+        settings = [f"{k}={v}" for k, v in self.node_env.items()]
         done = subprocess.run(
-            self.command(node, RAY, "start", "--node-ip-address", self.ips[node], "--num-cpus", str(self.cpus),
-                         "--temp-dir", str(self.temp / node), "--disable-usage-stats", *args),
+            self.command(node, "env", *settings, RAY, "start", "--node-ip-address", self.ips[node], "--num-cpus",
+                         str(self.cpus), "--temp-dir", str(self.temp / node), "--disable-usage-stats", "--metrics-export-port",
+                         str(METRICS_PORT), *args),
             capture_output=True, text=True, timeout=START_TIMEOUT_S,
         )  # fmt: skip
         if done.returncode != 0:
@@ -130,8 +137,8 @@ class TwoNodeCluster:
 
     def alive_nodes(self) -> int:
         done = subprocess.run(
-            self.command("head", sys.executable, "-c", "import ray; ray.init(address=%r, log_to_driver=False); "
-                         "print(sum(n['Alive'] for n in ray.nodes()))" % self.address),
+            self.command("head", sys.executable, "-c", f"import ray; ray.init(address={self.address!r}, "
+                         "log_to_driver=False); print(sum(n['Alive'] for n in ray.nodes()))"),
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         return int(done.stdout.split()[-1]) if done.returncode == 0 and done.stdout.split() else 0

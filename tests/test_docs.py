@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).parents[1]
@@ -60,3 +61,22 @@ def test_every_example_script_is_run_by_a_test():
     assert scripts
     for script in scripts:
         assert script.name in tests or script.parent.name in tests, f"no test runs {script.relative_to(ROOT)}"
+
+
+def test_the_scaling_pages_serve_config_is_what_serve_build_writes_and_the_rayservice_holds_it(tmp_path):
+    """docs/scaling.md's config and rayservice.yaml's serveConfigV2 (less its runtime_env) equal serve build's."""
+    pytest.importorskip("ray.serve")
+    folder = ROOT / "examples" / "ray_serve"
+    config = tmp_path / "serve_config.yaml"
+    built = subprocess.run([str(Path(sys.executable).parent / "serve"), "build", "application:application", "-o",
+                            str(config)], cwd=folder, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert built.returncode == 0, built.stderr[-3000:]
+    written = yaml.safe_load(config.read_text())
+    page = (ROOT / "docs" / "scaling.md").read_text()
+    block = re.search(r"<!-- serve-build -->\n```yaml\n(.*?)```\n<!-- /serve-build -->", page, re.DOTALL)
+    assert block and yaml.safe_load(block.group(1)) == written, "docs/scaling.md: paste serve build's output again"
+    service = yaml.safe_load((folder / "rayservice.yaml").read_text())
+    held = yaml.safe_load(service["spec"]["serveConfigV2"])
+    assert held["applications"][0].pop("runtime_env")["env_vars"]["LIGHTNING_DEPLOY_MANIFEST"]
+    assert written["applications"][0].pop("runtime_env") == {}
+    assert held == written

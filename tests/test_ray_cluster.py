@@ -8,11 +8,13 @@ clients talk to the head's address on the bridge. Skipped where namespaces canno
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -21,9 +23,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 import tritonclient.http as triton
+import yaml
 from digits import DigitsMLP
 from models import StructuredModel, structured_sample
-from ray_cluster import TwoNodeCluster, unavailable
+from ray_cluster import METRICS_PORT, TwoNodeCluster, unavailable
 from servers import ENV, assert_close, structured_request
 from sklearn.datasets import load_digits
 
@@ -33,12 +36,16 @@ pytest.importorskip("ray.serve")
 
 ROWS = 100_000
 SERVE_PORT = 8000  # inside the head's namespace
+SERVE_REQUESTS = "ray_serve_num_http_requests_total{"  # Ray Serve's own counter, by route and status
+CLI = (sys.executable, "-m", "lightning_deploy.cli")
+EXAMPLE = Path(__file__).parents[1] / "examples" / "ray_serve"
 
 
-def _wait(condition, seconds, what):
+def _wait(condition, seconds, what, log=None):
     deadline = time.monotonic() + seconds
     while not condition():
-        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        tail = log.read_text()[-3000:] if log else ""
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}\n{tail}"
         time.sleep(0.5)
 
 
@@ -47,7 +54,7 @@ def cluster():
     reason = unavailable()
     if reason:
         pytest.skip(reason)
-    with TwoNodeCluster() as made:
+    with TwoNodeCluster(node_env={"PYTHONPATH": str(EXAMPLE)}) as made:  # application.py, as the image has it
         yield made
 
 
@@ -68,8 +75,8 @@ def test_two_replicas_one_per_node_answer_like_eager_and_a_killed_replica_is_rep
     export(StructuredModel(), structured_sample(), tmp_path, "mlp", formats=["onnx"])
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
-        cluster.command("head", sys.executable, "-m", "lightning_deploy.cli", "serve", str(tmp_path / "mlp.export.json"),
-                        "--engine", "ray", "--address", cluster.address, "--replicas", "2", "--host", "0.0.0.0",
+        cluster.command("head", *CLI, "serve", str(tmp_path / "mlp.export.json"), "--engine", "ray", "--address",
+                        cluster.address, "--replicas", "2", "--host", "0.0.0.0",
                         "--port", str(SERVE_PORT)),
         env=ENV, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -105,6 +112,17 @@ def test_two_replicas_one_per_node_answer_like_eager_and_a_killed_replica_is_rep
         for thread in threads:
             thread.join(120)
         assert not failures, failures[:3]
+
+        def served_by_ray():  # Ray Serve's own metrics, on each node's metrics port: the 48 requests counted
+            total = 0.0
+            for node in cluster.names:
+                with contextlib.suppress(httpx.HTTPError):
+                    text = httpx.get(f"http://{cluster.ips[node]}:{METRICS_PORT}/metrics", timeout=5).text
+                    total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                                 if line.startswith(SERVE_REQUESTS) and 'route="/predict"' in line)  # fmt: skip
+            return total >= 48
+
+        _wait(served_by_ray, 90, "ray_serve_num_http_requests_total counting the requests")
 
         x = np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)
         mask = np.ones(5, np.float32)
@@ -149,10 +167,48 @@ def test_two_replicas_one_per_node_answer_like_eager_and_a_killed_replica_is_rep
         log.close()
 
 
+def test_the_config_serve_build_wrote_deploys_on_the_cluster_with_serve_run(cluster, tmp_path):
+    """rayservice.yaml's serveConfigV2, its manifest path set to this test's, run by Ray's own ``serve run``."""
+    export(StructuredModel(), structured_sample(), tmp_path, "mlp", formats=["onnx"])
+    service = yaml.safe_load((EXAMPLE / "rayservice.yaml").read_text())
+    config = yaml.safe_load(service["spec"]["serveConfigV2"])
+    variables = config["applications"][0]["runtime_env"]["env_vars"]
+    variables["LIGHTNING_DEPLOY_MANIFEST"] = str(tmp_path / "mlp.export.json")
+    (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(config))
+    log = (tmp_path / "serve_run.log").open("w")
+    process = subprocess.Popen(
+        cluster.command("head", str(Path(sys.executable).parent / "serve"), "run", str(tmp_path / "serve_config.yaml"),
+                        "--address", cluster.address),
+        env=ENV, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://{cluster.ips['head']}:{config['http_options']['port']}"
+    try:
+
+        def up():
+            assert process.poll() is None, (tmp_path / "serve_run.log").read_text()[-3000:]
+            try:
+                return httpx.get(f"{url}/health", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait(up, 180, "the application of the config file", tmp_path / "serve_run.log")
+        for seed in range(4):
+            body, expected = structured_request(rows=1 + seed, seed=seed)
+            assert_close(httpx.post(f"{url}/predict", json=body, timeout=60).json(), expected)
+        process.send_signal(signal.SIGINT)  # serve run's Ctrl+C: the application goes
+        process.wait(90)
+        _wait(lambda: not any(cluster.processes(node, "ServeReplica") for node in cluster.names), 60,
+              "the application's replicas gone")  # fmt: skip
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+
+
 def _predict(cluster, folder, output, *options):
     return subprocess.Popen(
-        cluster.command("head", sys.executable, "-m", "lightning_deploy.cli", "predict", str(folder / "digits.export.json"),
-                        "--input", str(folder / "rows.parquet"), "--output", str(output), *options),
+        cluster.command("head", *CLI, "predict", str(folder / "digits.export.json"), "--input",
+                        str(folder / "rows.parquet"), "--output", str(output), *options),
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 

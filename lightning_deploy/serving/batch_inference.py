@@ -112,7 +112,8 @@ def read_rows(
         return rows, _rebatched(arrays, batch_size)
     import pyarrow.parquet as pq
 
-    file = pq.ParquetFile(path)
+    # pre_buffer=False: pre-buffered reads kept every row group read so far (RSS grew with the file: 1.8x for 10x rows)
+    file = pq.ParquetFile(path, pre_buffer=False)
     names = contract.inputs.names
     missing = [n for n in names if n not in file.schema_arrow.names]
     if missing:
