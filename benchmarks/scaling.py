@@ -44,7 +44,9 @@ from digits import DigitsMLP
 ENGINES = [("local", []), ("ray, 1 actor", ["--engine", "ray", "--actors", "1"]),
            ("ray, 2 actors", ["--engine", "ray", "--actors", "2"])]  # fmt: skip
 SERVERS = [("serve (LitServe, 1 worker)", []), ("serve --engine ray, 1 replica", ["--engine", "ray"]),
-           ("serve --engine ray, 2 replicas", ["--engine", "ray", "--replicas", "2"])]  # fmt: skip
+           ("serve --engine ray, 2 replicas", ["--engine", "ray", "--replicas", "2"]),
+           ("serve --engine ray, 2 replicas, batches of 8", ["--engine", "ray", "--replicas", "2", "--max-batch-size",
+                                                             "8", "--batch-timeout", "0.005"])]  # fmt: skip
 
 
 def rows_file(folder: Path, rows: int) -> Path:
@@ -91,6 +93,7 @@ def run_predict(manifest: Path, rows: Path, output: Path, options: list[str]) ->
 
 
 def predict_table(folder: Path, manifest: Path, rows: int) -> list[list[str]]:
+    """Each engine over ``rows`` and 10x as many rows: the table's rows, every output checked against load()."""
     table = []
     files = {n: rows_file(folder, n) for n in (rows, 10 * rows)}
     want = {n: load(manifest).run_leaves({"pixels": _pixels(path)})["out"] for n, path in files.items()}
@@ -111,6 +114,7 @@ def _pixels(path: Path) -> np.ndarray:
 
 
 def serving_table(manifest: Path, requests: int) -> list[list[str]]:
+    """Each server in turn, driven by the same clients: the table's rows, every answer checked against load()."""
     digits = load_digits().data.astype(np.float32)
     inputs = [digits[i : i + 1] for i in range(16)]
     reference = load(manifest)

@@ -128,8 +128,8 @@ class TwoNodeCluster:
         settings = [f"{k}={v}" for k, v in self.node_env.items()]
         done = subprocess.run(
             self.command(node, "env", *settings, RAY, "start", "--node-ip-address", self.ips[node], "--num-cpus",
-                         str(self.cpus), "--temp-dir", str(self.temp / node), "--disable-usage-stats", "--metrics-export-port",
-                         str(METRICS_PORT), *args),
+                         str(self.cpus), "--temp-dir", str(self.temp / node), "--disable-usage-stats",
+                         "--metrics-export-port", str(METRICS_PORT), *args),
             capture_output=True, text=True, timeout=START_TIMEOUT_S,
         )  # fmt: skip
         if done.returncode != 0:
