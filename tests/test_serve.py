@@ -213,8 +213,11 @@ def test_unverified_artifacts_impossible_batching_and_bad_limits_are_refused_at_
         (artifacts / "structured" / "structured.onnx", ["--api-key-env", "NO_KEY_VAR"], "NO_KEY_VAR is not set"),
         (artifacts / "structured" / "structured.onnx", ["--host", "10.1.2.3"], "invalid choice: '10.1.2.3'"),
         (artifacts / "structured" / "structured.onnx", ["--replicas", "2"], "--replicas are for --engine ray"),
-        (artifacts / "structured" / "structured.onnx", ["--engine", "ray", "--workers", "2", "--no-access-log"],
-         "--workers, --no-access-log: LitServe's, not Ray Serve's"),
+        (
+            artifacts / "structured" / "structured.onnx",
+            ["--engine", "ray", "--workers", "2", "--no-access-log"],
+            "--workers, --no-access-log: LitServe's, not Ray Serve's",
+        ),
     ]
     for path, options, message in cases:
         result = subprocess.run(
