@@ -108,7 +108,8 @@ def test_the_ray_engine_gives_the_local_engines_rows_on_a_real_ray_instance(expo
 def test_batches_arriving_out_of_order_are_put_back_in_row_order_each_row_once():
     """What Ray Data hands back (seen: a 128 MB file came back from row 420,000): runs, early ones, repeats."""
     rows = np.arange(20)
-    arrived = [rows[12:20], rows[0:3], np.concatenate([rows[5:8], rows[3:5]]), rows[0:3], rows[8:12], rows[10:14]]
+    arrived = [rows[12:20], rows[0:3], np.concatenate([rows[5:8], rows[3:5]]), rows[0:3], rows[10:14], rows[8:11],
+               rows[9:13]]  # fmt: skip
     batches = ({ROW: index, "value": index * 10.0} for index in arrived)
     runs = list(in_row_order(batches))
     written = np.concatenate([run[ROW] for run in runs])
@@ -141,3 +142,18 @@ def test_resnet18_images_at_64x64_on_ray_equal_local_and_load_row_by_row(tmp_pat
     (output,) = [c for c in files["local"] if c != "row"]
     np.testing.assert_allclose(files["ray"][output], files["local"][output], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(files["ray"][output], want, rtol=1e-4, atol=1e-4)
+
+
+def test_any_cut_shuffle_and_repeat_of_the_rows_comes_back_whole_and_in_order():
+    random = np.random.default_rng(7)
+    for _ in range(300):
+        count = int(random.integers(1, 60))
+        rows = np.arange(count)
+        pieces = np.split(rows, np.sort(random.choice(np.arange(1, count), min(count - 1, 6), replace=False)))
+        repeats = [rows[a : int(random.integers(a + 1, count + 1))] for a in random.integers(0, count, 3)]
+        arrived = [pieces[i] for i in random.permutation(len(pieces))] + repeats
+        random.shuffle(arrived)
+        batches = [np.concatenate(arrived[i : i + 2]) for i in range(0, len(arrived), 2)]  # neighbours glued
+        runs = list(in_row_order({ROW: batch, "value": -batch} for batch in batches))
+        np.testing.assert_array_equal(np.concatenate([run[ROW] for run in runs]), rows)
+        np.testing.assert_array_equal(np.concatenate([run["value"] for run in runs]), -rows)

@@ -176,21 +176,23 @@ def in_row_order(batches: Iterator[dict[str, np.ndarray]]) -> Iterator[dict[str,
     """``batches`` (each with a ``ROW`` column) as runs of consecutive rows from 0, each row once.
 
     A run that arrives early waits until the rows before it have come (memory: what arrived out
-    of order); a row that arrives twice (a task Ray ran again) is dropped.
+    of order); rows that arrive again (a task Ray ran twice, blocks cut differently) are dropped.
     """
-    pending: dict[int, dict[str, np.ndarray]] = {}
+    pending: dict[int, dict[str, np.ndarray]] = {}  # runs of consecutive rows, by their first row
     following = 0
     for batch in batches:
         index = batch[ROW]
-        breaks = np.flatnonzero(np.diff(index) != 1) + 1
-        for piece in np.split(np.arange(len(index)), breaks):
-            first = int(index[piece[0]])
-            if first >= following and first not in pending:
+        for piece in np.split(np.arange(len(index)), np.flatnonzero(np.diff(index) != 1) + 1):
+            first, last = int(index[piece[0]]), int(index[piece[-1]])
+            if last >= following and len(piece) > len(pending.get(first, {ROW: ()})[ROW]):
                 pending[first] = {name: values[piece] for name, values in batch.items()}
-        while following in pending:
-            run = pending.pop(following)
-            following += len(run[ROW])
-            yield run
+        while ready := sorted(first for first in pending if first <= following):
+            for first in ready:  # each starts at or before the next row: what is left of it follows on
+                run = pending.pop(first)
+                fresh = run[ROW] >= following
+                if fresh.any():
+                    yield {name: values[fresh] for name, values in run.items()}
+                    following = int(run[ROW][-1]) + 1
 
 
 def _read_groups(item: dict[str, np.ndarray], path: str, dtypes: dict[str, str]) -> dict[str, np.ndarray]:
