@@ -13,7 +13,7 @@ from pathlib import Path
 from perfdoc import DOC
 
 SCRIPTS = ["runtime.py", "export_cost.py", "memory.py", "sharded_memory.py", "cold_start.py", "int8_digits.py",
-           "cpp_latency.py", "serving.py", "cli_speed.py"]  # fmt: skip
+           "cpp_latency.py", "serving.py", "serving_overhead.py", "scaling.py", "cli_speed.py"]  # fmt: skip
 
 
 def main() -> None:
