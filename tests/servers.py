@@ -131,3 +131,82 @@ def structured_request(rows, seed):
     batch = {"x": torch.randn(rows, 8, generator=generator), "mask": batch["mask"]}
     expected = _jsonish(StructuredModel().eval()(batch))
     return {"batch": {k: v.tolist() for k, v in batch.items()}}, expected
+
+
+def wait_until(condition, seconds, what, log=None):
+    """Poll ``condition`` every half second; fail naming ``what`` (and the tail of ``log``) after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        tail = Path(log).read_text()[-3000:] if log else ""
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}\n{tail}"
+        time.sleep(0.5)
+
+
+def concurrent_clients(url, clients=8, requests_each=6):
+    """``clients`` threads posting structured requests to ``url``; the mismatches with eager's answers."""
+    import threading
+
+    # the requests are built first: building the model seeds torch, which threads would race on
+    work = {seed: [structured_request(rows=1 + (seed + n) % 4, seed=seed * 10 + n) for n in range(requests_each)]
+            for seed in range(clients)}  # fmt: skip
+    failures = []
+
+    def client(seed):
+        with httpx.Client(timeout=60) as http:
+            for body, expected in work[seed]:
+                try:
+                    assert_close(http.post(f"{url}/predict", json=body).json(), expected)
+                except AssertionError as err:
+                    failures.append(str(err))
+
+    threads = [threading.Thread(target=client, args=(seed,)) for seed in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return failures
+
+
+def check_triton_client(address, manifest, rows=3):
+    """Triton's HTTP client: readiness, the model's metadata and an infer equal to ``load()``'s, over the protocol."""
+    import tritonclient.http as triton
+
+    from lightning_deploy import load
+
+    x = np.random.default_rng(rows).standard_normal((rows, 8)).astype(np.float32)
+    mask = np.ones(rows, np.float32)
+    inputs = [triton.InferInput("batch.x", [rows, 8], "FP32"), triton.InferInput("batch.mask", [rows], "FP32")]
+    inputs[0].set_data_from_numpy(x, binary_data=False)
+    inputs[1].set_data_from_numpy(mask, binary_data=False)
+    client = triton.InferenceServerClient(address)
+    assert client.is_server_ready()
+    assert [t["name"] for t in client.get_model_metadata("mlp")["inputs"]] == ["batch.x", "batch.mask"]
+    got = client.infer("mlp", inputs).as_numpy("out.logits")
+    want = load(manifest).outputs_by_name({"x": x, "mask": mask})["out.logits"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def failures_after_kill(url, victim, requests=20):
+    """SIGKILL ``victim`` (a replica), then send ``requests`` requests: how many failed (the others are checked)."""
+    victim.send_signal(signal.SIGKILL)
+    body, expected = structured_request(rows=2, seed=99)
+    failed = 0
+    for _ in range(requests):
+        answer = httpx.post(f"{url}/predict", json=body, timeout=60)
+        failed += answer.status_code != 200
+        if answer.status_code == 200:
+            assert_close(answer.json(), expected)
+    return failed
+
+
+def answering(url, process, log):
+    """A condition for :func:`wait_until`: ``url`` answers 200; fails at once, with the log, if ``process`` exited."""
+
+    def condition():
+        assert process.poll() is None, Path(log).read_text()[-3000:]
+        try:
+            return httpx.get(url, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return condition

@@ -12,8 +12,6 @@ import contextlib
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -22,12 +20,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-import tritonclient.http as triton
 import yaml
 from digits import DigitsMLP
 from models import StructuredModel, structured_sample
 from ray_cluster import METRICS_PORT, TwoNodeCluster, unavailable
-from servers import ENV, assert_close, structured_request
+from servers import (
+    ENV,
+    answering,
+    assert_close,
+    check_triton_client,
+    concurrent_clients,
+    failures_after_kill,
+    structured_request,
+    wait_until,
+)
 from sklearn.datasets import load_digits
 
 from lightning_deploy import export, load
@@ -39,14 +45,6 @@ SERVE_PORT = 8000  # inside the head's namespace
 SERVE_REQUESTS = "ray_serve_num_http_requests_total{"  # Ray Serve's own counter, by route and status
 CLI = (sys.executable, "-m", "lightning_deploy.cli")
 EXAMPLE = Path(__file__).parents[1] / "examples" / "ray_serve"
-
-
-def _wait(condition, seconds, what, log=None):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        tail = log.read_text()[-3000:] if log else ""
-        assert time.monotonic() < deadline, f"not within {seconds} s: {what}\n{tail}"
-        time.sleep(0.5)
 
 
 @pytest.fixture(scope="module")
@@ -82,36 +80,11 @@ def test_two_replicas_one_per_node_answer_like_eager_and_a_killed_replica_is_rep
     )  # fmt: skip
     url = f"http://{cluster.ips['head']}:{SERVE_PORT}"
     try:
-
-        def up():
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                return httpx.get(f"{url}/v2/health/ready", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _wait(up, 180, "the application ready")
+        wait_until(answering(f"{url}/v2/health/ready", process, tmp_path / "serve.log"), 180, "the application ready")
         replicas = {node: cluster.processes(node, "ServeReplica") for node in cluster.names}
         assert [len(replicas["head"]), len(replicas["worker"])] == [1, 1], replicas
 
-        failures = []
-        requests = {seed: [structured_request(rows=1 + (seed + n) % 4, seed=seed * 10 + n) for n in range(6)]
-                    for seed in range(8)}  # fmt: skip
-
-        def client(seed):
-            with httpx.Client(timeout=60) as http:
-                for body, expected in requests[seed]:
-                    try:
-                        assert_close(http.post(f"{url}/predict", json=body).json(), expected)
-                    except AssertionError as err:
-                        failures.append(str(err))
-
-        threads = [threading.Thread(target=client, args=(seed,)) for seed in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(120)
-        assert not failures, failures[:3]
+        assert not (failures := concurrent_clients(url)), failures[:3]  # 8 clients, every answer equal to eager's
 
         def served_by_ray():  # Ray Serve's own metrics, on each node's metrics port: the 48 requests counted
             total = 0.0
@@ -122,44 +95,28 @@ def test_two_replicas_one_per_node_answer_like_eager_and_a_killed_replica_is_rep
                                  if line.startswith(SERVE_REQUESTS) and 'route="/predict"' in line)  # fmt: skip
             return total >= 48
 
-        _wait(served_by_ray, 90, "ray_serve_num_http_requests_total counting the requests")
+        wait_until(served_by_ray, 90, "ray_serve_num_http_requests_total counting the requests")
 
-        x = np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32)
-        mask = np.ones(5, np.float32)
-        inputs = [triton.InferInput("batch.x", [5, 8], "FP32"), triton.InferInput("batch.mask", [5], "FP32")]
-        inputs[0].set_data_from_numpy(x, binary_data=False)
-        inputs[1].set_data_from_numpy(mask, binary_data=False)
-        client_ = triton.InferenceServerClient(f"{cluster.ips['head']}:{SERVE_PORT}")
-        assert client_.is_server_ready() and client_.get_model_metadata("mlp")["name"] == "mlp"
-        got = client_.infer("mlp", inputs).as_numpy("out.logits")
-        want = load(tmp_path / "mlp.export.json").outputs_by_name({"x": x, "mask": mask})["out.logits"]
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        check_triton_client(f"{cluster.ips['head']}:{SERVE_PORT}", tmp_path / "mlp.export.json", rows=5)
 
         # the worker node's replica killed: at most one failed request, replaced, answers right after
         victim = replicas["worker"][0]
-        victim.send_signal(signal.SIGKILL)
-        body, expected = structured_request(rows=3, seed=77)
-        failed = 0
-        for _ in range(20):
-            answer = httpx.post(f"{url}/predict", json=body, timeout=60)
-            failed += answer.status_code != 200
-            if answer.status_code == 200:
-                assert_close(answer.json(), expected)
-        assert failed <= 1, failed
+        assert failures_after_kill(url, victim) <= 1
 
         def replaced():
             now = [p.pid for node in cluster.names for p in cluster.processes(node, "ServeReplica")]
             return len(now) == 2 and victim.pid not in now
 
-        _wait(replaced, 120, "the killed replica replaced")
+        wait_until(replaced, 120, "the killed replica replaced")
+        body, expected = structured_request(rows=3, seed=77)
         for _ in range(4):
             assert_close(httpx.post(f"{url}/predict", json=body, timeout=60).json(), expected)
 
         # SIGTERM: the command exits and takes its application with it; the cluster stays up
         process.send_signal(signal.SIGTERM)
         assert process.wait(90) == 0
-        _wait(lambda: not any(cluster.processes(node, "ServeReplica") for node in cluster.names), 60,
-              "the application's replicas gone")  # fmt: skip
+        wait_until(lambda: not any(cluster.processes(node, "ServeReplica") for node in cluster.names), 60,
+                   "the application's replicas gone")  # fmt: skip
         assert cluster.alive_nodes() == 2
     finally:
         if process.poll() is None:
@@ -183,22 +140,15 @@ def test_the_config_serve_build_wrote_deploys_on_the_cluster_with_serve_run(clus
     )  # fmt: skip
     url = f"http://{cluster.ips['head']}:{config['http_options']['port']}"
     try:
-
-        def up():
-            assert process.poll() is None, (tmp_path / "serve_run.log").read_text()[-3000:]
-            try:
-                return httpx.get(f"{url}/health", timeout=5).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        _wait(up, 180, "the application of the config file", tmp_path / "serve_run.log")
+        log_file = tmp_path / "serve_run.log"
+        wait_until(answering(f"{url}/health", process, log_file), 180, "the config's application", log_file)
         for seed in range(4):
             body, expected = structured_request(rows=1 + seed, seed=seed)
             assert_close(httpx.post(f"{url}/predict", json=body, timeout=60).json(), expected)
         process.send_signal(signal.SIGINT)  # serve run's Ctrl+C: the application goes
         process.wait(90)
-        _wait(lambda: not any(cluster.processes(node, "ServeReplica") for node in cluster.names), 60,
-              "the application's replicas gone")  # fmt: skip
+        wait_until(lambda: not any(cluster.processes(node, "ServeReplica") for node in cluster.names), 60,
+                   "the application's replicas gone")  # fmt: skip
     finally:
         if process.poll() is None:
             process.kill()
@@ -241,7 +191,7 @@ def test_predict_on_two_nodes_equals_local_and_load_and_survives_the_worker_node
     lost = _predict(cluster, folder, tmp_path / "lost", "--engine", "ray", "--address", cluster.address,
                     "--batch-size", "50")  # fmt: skip
     staged = tmp_path / "lost" / ".predictions.parquet.writing"  # the first batches are written: mid-job
-    _wait(lambda: lost.poll() is None and staged.exists() and cluster.processes("worker", "MapWorker"), 120,
+    wait_until(lambda: lost.poll() is None and staged.exists() and cluster.processes("worker", "MapWorker"), 120,
           "an actor on the worker node while rows are being written")  # fmt: skip
     assert cluster.kill("worker") > 0
     assert lost.poll() is None, "the job ended before the node was lost"
