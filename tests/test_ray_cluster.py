@@ -124,13 +124,20 @@ def test_two_replicas_one_per_node_answer_like_eager_and_a_killed_replica_is_rep
         log.close()
 
 
-def test_the_config_serve_build_wrote_deploys_on_the_cluster_with_serve_run(cluster, tmp_path):
-    """rayservice.yaml's serveConfigV2, its manifest path set to this test's, run by Ray's own ``serve run``."""
+@pytest.mark.parametrize("application", ["serve build's module", "the builder with args"])
+def test_a_serve_config_deploys_on_the_cluster_with_serve_run(cluster, tmp_path, application):
+    """rayservice.yaml's serveConfigV2 (its manifest path set to this test's), and the same config naming
+    ``lightning_deploy.serving.ray:build`` with ``args`` instead of a module, run by Ray's own ``serve run``."""
     export(StructuredModel(), structured_sample(), tmp_path, "mlp", formats=["onnx"])
     service = yaml.safe_load((EXAMPLE / "rayservice.yaml").read_text())
     config = yaml.safe_load(service["spec"]["serveConfigV2"])
-    variables = config["applications"][0]["runtime_env"]["env_vars"]
-    variables["LIGHTNING_DEPLOY_MANIFEST"] = str(tmp_path / "mlp.export.json")
+    (entry,) = config["applications"]
+    if application == "serve build's module":
+        entry["runtime_env"]["env_vars"]["LIGHTNING_DEPLOY_MANIFEST"] = str(tmp_path / "mlp.export.json")
+    else:
+        entry.update(import_path="lightning_deploy.serving.ray:build", runtime_env={},
+                     args={"path": str(tmp_path / "mlp.export.json"), "replicas": 2, "max_batch_size": 4})  # fmt: skip
+        del entry["deployments"]  # the builder's own settings
     (tmp_path / "serve_config.yaml").write_text(yaml.safe_dump(config))
     log = (tmp_path / "serve_run.log").open("w")
     process = subprocess.Popen(
@@ -145,6 +152,9 @@ def test_the_config_serve_build_wrote_deploys_on_the_cluster_with_serve_run(clus
         for seed in range(4):
             body, expected = structured_request(rows=1 + seed, seed=seed)
             assert_close(httpx.post(f"{url}/predict", json=body, timeout=60).json(), expected)
+        if application == "the builder with args":  # its replicas=2 taken
+            wait_until(lambda: sum(len(cluster.processes(node, "ServeReplica")) for node in cluster.names) == 2, 60,
+                       "the builder's two replicas")  # fmt: skip
         process.send_signal(signal.SIGINT)  # serve run's Ctrl+C: the application goes
         process.wait(90)
         wait_until(lambda: not any(cluster.processes(node, "ServeReplica") for node in cluster.names), 60,
