@@ -19,6 +19,7 @@ import asyncio
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -31,10 +32,11 @@ from lightning_deploy.errors import ConfigurationError
 from lightning_deploy.serving import oip
 from lightning_deploy.serving.server import ExportedModelAPI
 
-__all__ = ["APP_NAME", "ExportedModelDeployment", "app", "build", "connect", "run"]
+__all__ = ["APP_NAME", "SHUTDOWN_WAIT_S", "ExportedModelDeployment", "app", "build", "connect", "run"]
 
 APP_NAME = "lightning-deploy"  # the Serve application ``run`` deploys and, on a shared cluster, deletes at the end
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SHUTDOWN_WAIT_S = 10.0  # for Serve to drain and stop its actors before Ray is stopped under it
 _JSON_TYPES = ("", "application/json", "application/x-www-form-urlencoded")  # as JsonByDefault reads them
 
 
@@ -178,10 +180,12 @@ def run(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if address is None:  # Ray was started for this call: everything goes
-            serve.shutdown()
-        else:  # a shared cluster: only this application goes, Serve and the other applications stay
-            serve.delete(APP_NAME)
+        # Serve's own stop, bounded: where the signal reached Ray's processes too (systemd's control group,
+        # `kill -- -PGID`), Serve waited its 30 s for a controller already gone; ray.shutdown() stops the rest.
+        stop = serve.shutdown if address is None else lambda: serve.delete(APP_NAME)  # a shared cluster keeps Serve
+        stopper = threading.Thread(target=stop, daemon=True)
+        stopper.start()
+        stopper.join(SHUTDOWN_WAIT_S)
         ray.shutdown()
 
 
