@@ -210,3 +210,26 @@ def answering(url, process, log):
             return False
 
     return condition
+
+
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+
+
+def off_loopback(processes):
+    """The sockets of ``processes`` bound to, or talking to, an address other than the loopback.
+
+    A port listening on every interface (``::``, ``0.0.0.0``) is left out: Ray Serve's replicas
+    open one for their own gRPC, hard-coded (``[::]:0``, ray 2.60); traffic over it would show.
+    """
+    import psutil
+
+    found = []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            for connection in process.net_connections(kind="inet"):
+                if connection.status == psutil.CONN_LISTEN and connection.laddr.ip in ("::", "0.0.0.0"):
+                    continue
+                ends = [connection.laddr, *([connection.raddr] if connection.raddr else [])]
+                if any(end.ip not in LOOPBACK for end in ends):
+                    found.append((process.name(), connection.status, ends))
+    return found

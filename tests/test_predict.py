@@ -85,6 +85,15 @@ def test_wrong_columns_and_a_model_without_a_batch_are_refused_naming_the_fix(ex
     bad = _predict(folder / "mlp.export.json", "--input", tmp_path / "bad.parquet", "--output", tmp_path / "o")
     assert bad.returncode == 2 and "no column ['batch.x', 'batch.mask']" in bad.stderr, bad.stderr
     assert not (tmp_path / "o" / "predictions.parquet").exists()
+    wide = np.zeros((40, 9), np.float32)  # the model takes [*, 8]: said before any batch runs, on either engine
+    pq.write_table(pa.table({"batch.x": pa.FixedShapeTensorArray.from_numpy_ndarray(wide),
+                             "batch.mask": np.ones(40, np.float32)}), tmp_path / "wide.parquet")  # fmt: skip
+    for engine in ("local", "ray"):
+        refused = _predict(folder / "mlp.export.json", "--input", tmp_path / "wide.parquet", "--output", tmp_path / "w",
+                           "--engine", engine)  # fmt: skip
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert "input 'batch.x': shape [40, 9] does not fit the exported shape [*, 8]" in refused.stderr, refused.stderr
+        assert "Ray" not in refused.stderr  # refused before Ray was started
     export(torch.nn.Linear(8, 2), torch.randn(2, 8), tmp_path, "fixed", formats=["onnx"], dynamic_batch=False)
     fixed = _predict(tmp_path / "fixed.export.json", "--input", folder / "rows.parquet", "--output", tmp_path / "f")
     assert fixed.returncode == 2 and "dynamic_batch=True" in fixed.stderr, fixed.stderr

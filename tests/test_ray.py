@@ -23,6 +23,7 @@ from servers import (
     concurrent_clients,
     failures_after_kill,
     free_port,
+    off_loopback,
     serve_cli,
     structured_request,
     wait_until,
@@ -72,6 +73,7 @@ def test_two_ray_replicas_answer_like_load_survive_a_killed_replica_and_stop_on_
         wait_until(lambda: len(_replicas(marker)) == 2, 60, "two replicas")
 
         assert not (failures := concurrent_clients(url)), failures[:3]  # 8 clients, every answer equal to eager's
+        assert not (outside := off_loopback(_marked(marker))), outside  # every Ray process on the loopback only
         check_triton_client(f"127.0.0.1:{port}", manifest)  # Triton's client through the Open Inference Protocol
 
         # one replica killed: at most one failed request, the replica replaced, answers right after

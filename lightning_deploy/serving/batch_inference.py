@@ -13,6 +13,7 @@ writes the same file. The model's dim 0 must be its dynamic batch, every input's
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -67,6 +68,12 @@ def predict(
     target = Path(output) / OUTPUT_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     rows, batches = read_rows(input, model.contract, batch_size)
+    first = next(batches, None)
+    if first is None:
+        raise ConfigurationError(f"--input {input}: no rows.")
+    # a Parquet column has one shape and type for every row: a mismatch is said here, before any work
+    model.check_leaves([first[name] for name in model.input_names])
+    batches = itertools.chain([first], batches)
     if engine == "ray":
         # absolute paths: the actors and read tasks run in other working directories, on other nodes
         batches = _on_ray(os.path.abspath(input), rows, model.contract, os.path.abspath(manifest), format, device,
@@ -85,9 +92,7 @@ def predict(
                 writer.write_table(table)
                 done += count
                 advance(count)
-        if writer is None:
-            raise ConfigurationError(f"--input {input}: no rows.")
-        if done != rows:  # never a file that lacks rows
+        if done != rows or writer is None:  # never a file that lacks rows
             raise RuntimeError(f"predict wrote {done} rows of {rows}: the input changed, or rows were lost.")
         writer.close()
         staged.replace(target)  # a finished file only: a failed run leaves no half-written predictions

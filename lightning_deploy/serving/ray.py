@@ -199,7 +199,13 @@ def connect(address: str | None, loopback: bool = True) -> None:
     if ray.is_initialized():
         return
     if address is None and loopback:
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        # Ray reads this switch once, when it is imported (which happened before this call): the environment
+        # for the processes it starts, its constant for this one. Setting only the environment left the
+        # driver, GCS and agents talking over the interface address (seen with ss, ray 2.60).
+        from ray._private import ray_constants
+
+        os.environ[ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     else:
         ray.init(address=address, log_to_driver=False)
