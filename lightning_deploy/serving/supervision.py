@@ -5,8 +5,8 @@ script again. :func:`check_main_guard` refuses, before anything starts, a script
 would start the server a second time (a ``serve(...)`` call without ``if __name__ ==
 "__main__":``): its workers would fail while bootstrapping and leave a server without workers.
 
-LitServe (``restart_workers=True``) starts a new inference worker when one dies; :class:`WorkerWatch`
-notices the new process, logs it and counts it in ``/metrics``. On SIGTERM LitServe would close
+:class:`WorkerWatch` starts a new inference worker when one dies (LitServe's ``restart_workers``
+without its cost), logs it and counts it in ``/metrics``. On SIGTERM LitServe would close
 its queues first and stop the HTTP servers after, so requests in flight could not be answered:
 :func:`drain_on_sigterm` stops the HTTP servers first (uvicorn's graceful shutdown: no new
 connections, the accepted requests answered while the workers still run), then LitServe's own
@@ -128,14 +128,16 @@ def drain_on_sigterm(server: Any, seconds: float) -> Any:
     stops them in order.
     """
     owner = os.getpid()
-    draining = threading.Event()
+    # A list, not a threading.Event: a second SIGTERM landing inside Event.set() (which takes a lock) would
+    # deadlock the handler (seen with serve --engine ray's handler); list.append takes none.
+    draining: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
-        if os.getpid() != owner or draining.is_set():
+        if os.getpid() != owner or draining:
             return
         if getattr(server, "_shutdown_event", None) is None:
             raise KeyboardInterrupt
-        draining.set()
+        draining.append(signum)
         threading.Thread(target=_drain, args=(server, seconds), name="lightning-deploy-drain", daemon=True).start()
 
     return signal.signal(signal.SIGTERM, handler)
