@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from lightning_deploy.artifact.ranges import span_text
 from lightning_deploy.artifact.resolve import default_artifact
 from lightning_deploy.formats import by_name
 
@@ -180,11 +181,16 @@ def _tracer_note(artifact: dict[str, Any]) -> list[str]:
 
 
 def _file_note(artifact: dict[str, Any]) -> str:
-    """The file, with what it needs at run time, its bounds, vacuous leaves and the int8 accuracy delta."""
+    """The file, with what it needs at run time, the sizes it accepts, vacuous leaves and the int8 accuracy delta."""
     lines = [artifact["path"]]
-    if artifact.get("bounds"):
-        bounds = (f"{leaf}[{dim}]<={size}" for leaf, dims in artifact["bounds"].items() for dim, size in dims.items())
-        lines.append(f"bounds {', '.join(bounds)}")
+    # the ranges (older manifests: an ExecuTorch entry's bounds alone)
+    bounds = artifact.get("bounds") or {}
+    ranges = artifact.get("ranges") or {
+        leaf: {dim: [1, size] for dim, size in dims.items()} for leaf, dims in bounds.items()
+    }
+    if ranges:
+        spans = (f"{leaf}[{dim}] {span_text(*span)}" for leaf, dims in ranges.items() for dim, span in dims.items())
+        lines.append(f"accepts {', '.join(spans)}")
     if artifact.get("requires"):
         lines.append(f"requires {', '.join(artifact['requires'])}")
     if artifact.get("vacuous"):

@@ -14,7 +14,7 @@ from lightning_models import DigitsClassifier, digits_loaders
 from torch import nn
 from torch.utils.data import DataLoader
 
-from lightning_deploy import ConfigurationError, ModelExport, export, load
+from lightning_deploy import ConfigurationError, ModelExport, StructureError, export, load
 from lightning_deploy.exporting.verifying.checks import smaller_size
 from lightning_deploy.serving.triton import write_model_repository
 
@@ -262,12 +262,39 @@ def test_a_size_set_by_values_that_no_check_changed_fails_the_trace_and_names_th
     assert not traced["ok"] and "check_samples[0]" in traced["error"]
 
 
-def test_a_synthetic_sample_the_model_cannot_take_is_skipped_and_said(tmp_path):
-    model = nn.Conv2d(3, 4, 9)  # needs 9 pixels; the synthetic sample has 4
-    manifest = export(model, torch.randn(2, 3, 16, 16), tmp_path, "conv", formats=["onnx"],
+def test_a_synthetic_sample_the_model_cannot_take_is_made_at_its_smallest_size_and_recorded(tmp_path):
+    """A model needing 9 pixels fails at the synthetic 4x4: its smallest sizes are found and become every entry's range."""
+    model = nn.Conv2d(3, 4, 9)
+    manifest = export(model, torch.randn(2, 3, 16, 16), tmp_path, "conv", formats=["onnx", "torchscript"],
                       dynamic_axes={"input": {2: "height", 3: "width"}})  # fmt: skip
+    assert manifest["skipped_checks"] == []
+    for entry in manifest["artifacts"]:
+        assert entry["ok"], entry["error"]
+        assert entry["ranges"] == {"input": {"2": [9, None], "3": [9, None]}}, entry["format"]
+        synthetic = entry["checks"][2]
+        assert synthetic["source"].startswith("synthetic") and synthetic["ok"]
+        assert synthetic["shapes"] == [[1, 3, 9, 9]]  # the batch shrank as ever; height and width to the minimum
+        loaded = load(tmp_path / entry["path"])
+        x = torch.randn(3, 3, 9, 12)
+        torch.testing.assert_close(loaded(x), model(x), atol=1e-5, rtol=1e-4)
+        with pytest.raises(StructureError, match=r"input 'input': dim 2 is 8, outside .*>= 9"):
+            loaded(torch.randn(1, 3, 8, 12))
+        with pytest.raises(StructureError, match=r"dim 3 is 8, outside"):
+            loaded(torch.randn(1, 3, 12, 8).numpy())  # numpy too: ONNX Runtime would run 8 and fail inside
+
+
+def test_a_check_made_by_rule_that_no_size_fixes_is_skipped_and_said(tmp_path):
+    """A failure that is not about size (the synthetic values): the check is skipped with the model's error."""
+
+    class SortedRowsOnly(nn.Module):
+        def forward(self, x):
+            if not torch.equal(x, x.sort(dim=1).values):
+                raise ValueError("every row must be sorted")
+            return x * 2
+
+    sample = torch.arange(12.0).reshape(2, 6)  # the synthetic sample's values are drawn anew: unsorted at any size
+    manifest = export(SortedRowsOnly(), sample, tmp_path, "m", formats=["onnx"], method="trace")
     (onnx,) = manifest["artifacts"]
-    assert onnx["ok"], onnx["error"]
-    assert [c["source"] for c in onnx["checks"]] == ["export sample", "second sample (dynamic dims changed)"]
+    assert onnx["ok"] and onnx["ranges"] is None
     (skipped,) = manifest["skipped_checks"]
     assert skipped["source"].startswith("synthetic") and "the model itself fails" in skipped["skipped"]

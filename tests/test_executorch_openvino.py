@@ -105,19 +105,20 @@ def test_executorch_bounds_are_recorded_and_a_bigger_input_is_refused_by_name(tm
     entry = manifest["artifacts"][0]
     assert entry["ok"], entry["error"]
     assert entry["bounds"] == {"src": {"0": 8, "1": 24}}  # seq: twice the export sample's 12
+    assert entry["ranges"] == {"src": {"0": [1, 8], "1": [1, 24]}}  # what load() enforces, every format alike
     assert manifest["options"]["executorch_bounds"] == {"batch": 8}
 
     exported = load(tmp_path / "enc.pte")
     x = torch.randn(8, 24, 32)  # both at their bounds: runs, and right
     torch.testing.assert_close(exported(x), model(x).detach(), atol=1e-4, rtol=1e-4)
-    with pytest.raises(StructureError, match=r"input 'src': dim 0 is 9, past this ExecuTorch program's bound of 8"):
+    with pytest.raises(StructureError, match=r"input 'src': dim 0 is 9, outside the sizes .* \(<= 8;"):
         exported(torch.randn(9, 12, 32))
-    with pytest.raises(StructureError, match=r"input 'src': dim 1 is 25, .* bound of 24.*executorch_bounds"):
+    with pytest.raises(StructureError, match=r"input 'src': dim 1 is 25, outside the sizes .* \(<= 24;"):
         exported(torch.randn(2, 25, 32))
     command = [sys.executable, "-m", "lightning_deploy.cli", "show", str(tmp_path / "enc.export.json")]
     show = subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
     assert show.returncode == 0, show.stderr
-    assert "bounds src[0]<=8, src[1]<=24" in show.stdout
+    assert "accepts src[0] <= 8, src[1] <= 24" in show.stdout
 
 
 def test_a_data_check_past_a_given_bound_fails_the_artifact_naming_the_bound(tmp_path):
@@ -127,7 +128,7 @@ def test_a_data_check_past_a_given_bound_fails_the_artifact_naming_the_bound(tmp
     assert not entry["ok"]
     assert entry["checks_passed"] == len(entry["checks"]) - 1  # the export, second and synthetic samples passed
     assert "failed at the big batch" in entry["error"]
-    assert "input 'batch.x': dim 0 is 9, past this ExecuTorch program's bound of 6" in entry["error"]
+    assert "input 'batch.x': dim 0 is 9, outside the sizes this artifact accepts there (<= 6;" in entry["error"]
 
 
 def test_a_bound_below_the_verification_samples_is_refused_before_export(tmp_path):
@@ -217,9 +218,8 @@ def test_bounds_are_what_the_program_was_planned_for_not_what_was_asked(tmp_path
     exported = load(tmp_path / "r.pte")
     x = torch.rand(planned, 3, 64, 64)
     torch.testing.assert_close(exported(x), model(x).detach(), atol=1e-4, rtol=1e-4)
-    with pytest.raises(
-        StructureError, match=rf"dim 0 is {planned + 1}, past this ExecuTorch program's bound of {planned}"
-    ):
+    assert entry["ranges"]["x"]["0"] == [1, planned]
+    with pytest.raises(StructureError, match=rf"dim 0 is {planned + 1}, outside the sizes .* \(<= {planned};"):
         exported(torch.rand(planned + 1, 3, 64, 64))
 
 

@@ -176,14 +176,14 @@ def test_field_names_that_are_no_attribute_names_are_written_as_strings():
     outputs = Structure(record, root="output")
     inputs = {"kind": "tuple", "items": [tensor("x")]}
     double = lambda names, feed, options: [feed["x"], feed["x"] * 2]  # noqa: E731 - the session's run, by hand
-    call = compile_call(["x"], inputs, record, [(0, "x")], ["a", "b"], double, None, [], outputs.class_of)
+    call = compile_call(["x"], inputs, record, [(0, "x")], ["a", "b"], double, None, [], [], outputs.class_of)
     out = call(np.ones(3, np.float32))
     assert type(out) is outputs.class_of(record)
     np.testing.assert_array_equal(out["lambda"], np.ones(3))
     np.testing.assert_array_equal(out[1], np.full(3, 2.0))
     keyword_input = {"kind": "tuple", "items": [{**record, "items": [tensor("x"), tensor("y")]}]}
     with pytest.raises(Miss, match="'lambda' is no attribute name"):
-        compile_call(["r"], keyword_input, record, [(0, "x")], ["a", "b"], double, None, [], outputs.class_of)
+        compile_call(["r"], keyword_input, record, [(0, "x")], ["a", "b"], double, None, [], [], outputs.class_of)
 
 
 def test_a_dropped_model_frees_its_session_at_once(artifacts):

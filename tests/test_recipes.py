@@ -64,8 +64,8 @@ class Clipped(nn.Module):
 
 def test_a_new_verification_check_is_one_entry_run_on_every_artifact(tmp_path):
     """A check made by rule (all ones) runs on every artifact and is recorded; one the model cannot take is skipped."""
-    ones = GeneratedCheck("all-ones sample", lambda tensors, dims: tuple(torch.ones_like(t) for t in tensors))
-    refused = GeneratedCheck("empty sample", lambda tensors, dims: tuple(t[:, :0] for t in tensors))
+    ones = GeneratedCheck("all-ones sample", lambda tensors, dims, least: tuple(torch.ones_like(t) for t in tensors))
+    refused = GeneratedCheck("empty sample", lambda tensors, dims, least: tuple(t[:, :0] for t in tensors))
     GENERATED_CHECKS.extend([ones, refused])
     try:
         manifest = export(Picky(), torch.randn(2, 3), tmp_path, "m", formats=["onnx", "torchscript"])

@@ -24,6 +24,7 @@ class ArtifactEntry:
     method: str | None = None
     io: str = "flat"  # "native": takes forward's own arguments (scripted TorchScript with lists)
     bounds: dict[str, dict[str, int]] | None = None  # bounded formats: input leaf -> {dim: largest size}
+    ranges: dict[str, dict[str, list[int | None]]] | None = None  # input leaf -> {dim: [min, max]}: ranges.py
     requires: list[str] = dataclasses.field(default_factory=list)
     device: str | None = None
     ok: bool = False

@@ -44,6 +44,7 @@ def check_entry(entry: Any, manifest_file: Path, formats: Mapping[str, str]) -> 
     timing = entry.get("ms_per_call")
     number = isinstance(timing, (int, float)) and not isinstance(timing, bool) and timing >= 0
     _expect(timing is None or number, where, f"has ms_per_call {timing!r}, not a number of milliseconds")
+    _expect(_ranges(entry.get("ranges")), where, "has bad 'ranges' (leaf -> {dim: [min, max or null]})")
 
 
 def check_io(manifest: Mapping[str, Any], artifact: Path) -> None:
@@ -100,6 +101,26 @@ def contained_file(folder: Path, name: Any, what: str) -> Path:
 def _identifier(name: str) -> bool:
     """A name a Python ``def`` can have as a parameter (``forward``'s were)."""
     return name.isidentifier() and not keyword.iskeyword(name)
+
+
+def _ranges(ranges: Any) -> bool:
+    """``None``, or ``{leaf: {dim: [min, max]}}``: whole sizes, ``max`` null or at least ``min``."""
+    if ranges is None:
+        return True
+    if not isinstance(ranges, Mapping) or not all(isinstance(dims, Mapping) for dims in ranges.values()):
+        return False
+    return all(_dim(dim) and _span(span) for dims in ranges.values() for dim, span in dims.items())
+
+
+def _span(span: Any) -> bool:
+    if not (isinstance(span, list) and len(span) == 2):
+        return False
+    low, high = span
+    return _size(low) and (high is None or (_size(high) and high >= low))
+
+
+def _size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _dim(key: Any) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 from lightning_deploy.artifact.entry import ArtifactEntry
 from lightning_deploy.artifact.files import copy_files, install_order, sha256_file
 from lightning_deploy.artifact.manifest import artifact_name, json_safe
+from lightning_deploy.artifact.ranges import Ranges, intersect
 from lightning_deploy.exporting.methods import Capture, write
 from lightning_deploy.exporting.methods import declared as declared_function
 from lightning_deploy.exporting.methods.int8 import accuracy, fastest, pass_options, variants
@@ -63,6 +64,8 @@ def export_format(fmt: str, work: Work) -> tuple[dict[str, Any], Path | None]:
         notes.append(chosen.device_note)
     derived = dict(chosen.derived) if chosen and chosen.derived else None
     bounds = derived.pop("bounds", None) if derived else None
+    if derived:
+        derived.pop("ranges", None)  # the entry's own key (below)
     if bounds is not None and bounds != plan.ctx.leaf_bounds():
         notes.append(
             f"{fmt}: its memory is planned for smaller sizes than asked ({plan.ctx.leaf_bounds()}): {bounds};"
@@ -77,6 +80,7 @@ def export_format(fmt: str, work: Work) -> tuple[dict[str, Any], Path | None]:
         method=chosen.method if chosen else None,
         io="native" if chosen and _native_io(fmt, chosen.method, plan) else "flat",
         bounds=bounds,
+        ranges=(chosen.ranges or None) if chosen else None,
         requires=chosen.requires if chosen else [],
         device=(chosen.device if chosen else None) or plan.device,
         ok=bool(chosen and chosen.ok),
@@ -94,7 +98,7 @@ def export_format(fmt: str, work: Work) -> tuple[dict[str, Any], Path | None]:
         vacuous=bool(vacuous),
         vacuous_leaves=vacuous,
         tolerance=dict(zip(("atol", "rtol"), work.options.tolerance(fmt))),
-        derived=derived,
+        derived=derived or None,
         accuracy=chosen.accuracy if chosen else None,
         error=chosen.error if chosen else _most_informative(attempts),
         warnings=(chosen.warnings if chosen else []) + notes + ([notice] if chosen and notice else []),
@@ -161,11 +165,13 @@ def _attempt(fmt: str, method: str, work: Work, variant: str | None = None) -> A
         with _timed(attempt, "compile" if by_name(fmt).compiled else "save", work.steps, label):
             _save(fmt, method, capture, path, work, attempt)
         attempt.written = True
+        attempt.ranges = _accepted_ranges(attempt.derived, work.plan.ranges)
         attempt.requires = required_packages(fmt, path)
         if work.options.verify:
             attempt.device, attempt.device_note = verification_device(fmt, work.plan.device)
             with _timed(attempt, "verify", work.steps, label):
-                attempt.verification = _verify(fmt, method, path, attempt.device, attempt.requires, work)
+                attempt.verification = _verify(fmt, method, path, attempt.device, attempt.requires, attempt.ranges,
+                                               work)  # fmt: skip
             attempt.error = attempt.verification.error
         if by_name(fmt).lower_precision and work.accuracy_data is not None and attempt.error is None:
             with _timed(attempt, "accuracy", work.steps, label):
@@ -219,12 +225,25 @@ def verification_device(fmt: str, device: str) -> tuple[str, str | None]:
     return "cpu", f"{fmt}: verified on the CPU, not on {device} where the model lives: {runtime.MISSING_DEVICE_HINT}"
 
 
-def _verify(fmt: str, method: str, path: Path, device: str, requires: list[str], work: Work) -> Verification:
+def _accepted_ranges(derived: dict[str, Any] | None, model_ranges: Ranges) -> Ranges:
+    """The sizes an artifact accepts: what its file says, within the sizes the model itself runs at (``plan.ranges``).
+
+    A ``.pt2`` program's guards give ``ranges``; an ExecuTorch program's planned ``bounds`` are maxima.
+    """
+    derived = derived or {}
+    bounds = derived.get("bounds") or {}
+    planned = {leaf: {dim: [1, bound] for dim, bound in dims.items()} for leaf, dims in bounds.items()}
+    return intersect(model_ranges, derived.get("ranges"), planned)
+
+
+def _verify(fmt: str, method: str, path: Path, device: str, requires: list[str], ranges: Ranges,
+            work: Work) -> Verification:  # fmt: skip
     """Verify through ``load()``'s path on ``device``, with the manifest's inputs and outputs as written."""
     native = _native_io(fmt, method, work.plan)
-    entry = {"format": fmt, "io": "native" if native else "flat", "requires": requires, "device": device}
+    entry = {"format": fmt, "io": "native" if native else "flat", "requires": requires, "device": device,
+             "ranges": ranges}  # fmt: skip
     atol, rtol = work.options.tolerance(fmt)
-    checks = work.plan.checks_for(native)
+    checks = work.plan.checks_within(native, ranges)
     return verify_artifact(entry, path, work.contract, checks, atol, rtol, device)
 
 

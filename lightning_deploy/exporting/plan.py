@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from lightning_deploy.artifact.contract import Call, IOContract, Tensors
+from lightning_deploy.artifact.ranges import Ranges, fits
 from lightning_deploy.errors import ConfigurationError, ExportError
 from lightning_deploy.exporting.adapters import FlatAdapter, FlatTree, bind_sample, flatten_tree
 from lightning_deploy.exporting.dynamic import (
@@ -30,12 +31,15 @@ from lightning_deploy.exporting.dynamic import (
 )
 from lightning_deploy.exporting.methods import ExportContext
 from lightning_deploy.exporting.options import ExportOptions
+from lightning_deploy.exporting.ranges import axis_minimums, axis_sizes, leaf_ranges, probe_axis
 from lightning_deploy.exporting.verifying.checks import (
     EXPORT_SOURCE,
     GENERATED_CHECKS,
     SECOND_SOURCE,
     Check,
+    GeneratedCheck,
     output_dims,
+    smaller_size,
 )
 from lightning_deploy.exporting.verifying.eager import changed_dims, fast_path_agreement, run_eager
 from lightning_deploy.runtime.arrays import dtype_name
@@ -52,7 +56,9 @@ class Plan:
     ``samples`` are the first two's ``{parameter: value}`` (what int8 calibrates on and the
     timing runs), ``flat_expected`` the eager outputs' tensor leaves there. ``skipped`` says which
     checks were left out and why. ``device`` is where the module lives and so where everything
-    was captured.
+    was captured. ``ranges`` are the sizes the model itself runs at, where a check found a limit
+    (every artifact's entry records them); ``ranged_checks`` the checks made again inside an
+    artifact's narrower ranges (:meth:`checks_within`), shipped with the golden samples.
     """
 
     inputs: FlatTree
@@ -65,7 +71,10 @@ class Plan:
     fast_path: dict[str, Any] | None = None
     data_dependent: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     skipped: list[dict[str, str]] = dataclasses.field(default_factory=list)
+    ranges: Ranges = dataclasses.field(default_factory=dict)
+    ranged_checks: list[Check] = dataclasses.field(default_factory=list)
     _native_checks: list[Check] | None = None
+    _within: dict[tuple, Check | None] = dataclasses.field(default_factory=dict)
 
     @property
     def samples(self) -> list[dict[str, Any]]:
@@ -85,6 +94,43 @@ class Plan:
                 for source, arguments, (args, kwargs) in zip(sources, extra, map(self.call.split, extra))
             )]  # fmt: skip
         return self._native_checks
+
+    def checks_within(self, native: bool, ranges: Ranges) -> list[Check]:
+        """The checks of an artifact that accepts only ``ranges``: those made by rule moved inside them.
+
+        A check made by rule (the synthetic sample) whose sizes fall outside is made again with
+        no axis below the ranges' minimums, and eager run there (once per set of minimums). The
+        export sample, the second one and the user's data stay as they are: an artifact that
+        refuses the user's data is not ok.
+        """
+        checks = self.checks_for(native)
+        if not ranges:
+            return checks
+        generated = {made.source: made for made in GENERATED_CHECKS}
+        within = []
+        for check in checks:
+            shapes = _input_shapes(self.inputs, [check])  # none: another structure, which fails on its own
+            if check.source not in generated or not shapes or fits(ranges, self.ctx.input_names, shapes[0]):
+                within.append(check)
+                continue
+            least = axis_minimums(ranges, self.ctx.input_names, self.ctx.input_dims)
+            key = (check.source, tuple(sorted(least.items())))
+            if key not in self._within:
+                self._within[key] = self._made(generated[check.source], least)
+            within += [self._within[key]] if self._within[key] is not None else []
+        return within
+
+    def _made(self, generated: GeneratedCheck, least: dict[str, int]) -> Check | None:
+        """A check made by rule with no axis below ``least``; ``None`` (and said in ``skipped``) where eager fails."""
+        sizes = ", ".join(f"{axis} >= {size}" for axis, size in least.items())
+        source = f"{generated.source}, at the artifact's smallest sizes ({sizes})"
+        arguments = self.inputs.unflatten(generated.make(self.ctx.args, self.ctx.input_dims, least))
+        made = _eager_check(self.ctx.adapter.module, self.call, source, arguments)
+        if isinstance(made, str):
+            self.skipped.append({"source": source, "skipped": made})
+            return None
+        self.ranged_checks.append(made)
+        return made
 
     def contract(self) -> IOContract:
         """The manifest's ``inputs`` and ``outputs`` (what ``load()`` reads): names, shapes, dtypes, dynamic axes.
@@ -142,13 +188,12 @@ def make_plan(
     changed = changed_dims(inputs.names, export_args, check_args, input_dims)
     second = run_eager(module, call, samples[1], changed, options)
     checks = [Check(EXPORT_SOURCE, samples[0], first), Check(SECOND_SOURCE, samples[1], second)]
-    skipped = []
+    skipped, least = [], {}
     for generated in GENERATED_CHECKS:
-        made = _generated_check(
-            module, call, generated.source, inputs.unflatten(generated.make(export_args, input_dims))
-        )
+        made, needed = _generated_check(module, call, inputs, generated, export_args, input_dims)
         checks += [made] if isinstance(made, Check) else []
         skipped += [] if isinstance(made, Check) else [{"source": generated.source, "skipped": made}]
+        least.update({axis: max(size, least.get(axis, 1)) for axis, size in needed.items()})
     checks += [_data_check(module, call, source, sample, device, options) for source, sample in data]
     flat_expected = [expected, outputs.tensors(second)]
     output_dynamic, data_dependent = _output_dims(inputs, outputs, checks)
@@ -167,16 +212,50 @@ def make_plan(
         bounds=bounds,
     )
     fast_path = fast_path_agreement(module, call, samples, outputs, flat_expected, options.atol, options.rtol)
+    ranges = leaf_ranges({axis: (size, None) for axis, size in least.items()}, inputs.names, input_dims)
     return Plan(inputs, call, outputs, ctx, checks, flat_expected, device_name(device), fast_path,
-                data_dependent, skipped)  # fmt: skip
+                data_dependent, skipped, ranges)  # fmt: skip
 
 
-def _generated_check(module: nn.Module, call: Call, source: str, arguments: dict[str, Any]) -> Check | str:
-    """A check made by rule (``GENERATED_CHECKS``) where the model itself runs on it; else why it is skipped.
+def _generated_check(
+    module: nn.Module,
+    call: Call,
+    inputs: FlatTree,
+    generated: GeneratedCheck,
+    args: tuple[torch.Tensor, ...],
+    dims: DynamicDims,
+) -> tuple[Check | str, dict[str, int]]:
+    """A check made by rule (``GENERATED_CHECKS``) where the model runs on it, and the axes' smallest sizes it needed.
 
     It is ours, not the user's: a model that needs a minimum size (inception_v3: 75 pixels)
-    fails on the synthetic sample, and that is no fault of the export.
+    fails on the synthetic sample, and that is no fault of the export. Then each axis alone is
+    shrunk (the others at the export sample's sizes) and, where the model fails, its smallest
+    size is found by bisection (``ranges.py``); the check is made with no axis below those, which
+    are the sizes every artifact accepts. Where that fails too, the check is skipped and why said.
     """
+
+    def attempt(least: dict[str, int]) -> Check | str:
+        return _eager_check(module, call, generated.source, inputs.unflatten(generated.make(args, dims, least)))
+
+    made = attempt({})
+    if isinstance(made, Check):
+        return made, {}
+    sample = axis_sizes([t.shape for t in args], dims)
+    needed = {}
+    for axis, size in sample.items():
+
+        def runs(trial: int, axis: str = axis) -> bool:
+            return isinstance(attempt({**sample, axis: trial}), Check)
+
+        smallest = smaller_size(size)
+        if not runs(smallest) and runs(size):
+            needed[axis] = probe_axis(runs, size, largest=None, smallest=smallest)[0]
+    raised = attempt(needed) if needed else made
+    return (raised, needed) if isinstance(raised, Check) else (made, {})
+
+
+def _eager_check(module: nn.Module, call: Call, source: str, arguments: dict[str, Any]) -> Check | str:
+    """The check where the model itself runs on ``arguments``; else why it cannot (the model's own limit)."""
     args, kwargs = call.split(arguments)
     try:
         return Check(source, arguments, module(*args, **kwargs))

@@ -14,6 +14,7 @@ from typing import Any
 
 from lightning_deploy.artifact.contract import IOContract
 from lightning_deploy.artifact.manifest import artifact_name
+from lightning_deploy.artifact.ranges import Ranges
 from lightning_deploy.exporting.methods import EXPORTERS, Capture, write
 from lightning_deploy.exporting.options import ExportOptions
 from lightning_deploy.exporting.plan import Plan
@@ -86,6 +87,7 @@ class Attempt:
     variant: str | None = None  # int8: "static" or "dynamic"
     verification: Verification | None = None
     derived: dict[str, Any] | None = None  # what a derivation pass did (fusions, quantised nodes)
+    ranges: Ranges = dataclasses.field(default_factory=dict)  # the sizes it accepts (artifact/ranges.py)
     accuracy: dict[str, Any] | None = None
     error: str | None = None
     warnings: list[str] = dataclasses.field(default_factory=list)

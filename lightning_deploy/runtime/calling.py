@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_deploy.artifact.contract import Call, Tensors
+from lightning_deploy.artifact.ranges import leaf_spans, span_text
 from lightning_deploy.errors import LoadError, StructureError
 from lightning_deploy.runtime.arrays import dtype_name, numpy_dtype
 
@@ -45,9 +46,10 @@ def import_requirements(packages: Sequence[str], artifact: Path) -> None:
             ) from None
 
 
-def leaf_guards(inputs: Tensors) -> list[LeafGuard]:
-    """Per input leaf, its dtype and static dims, compiled once."""
-    return [LeafGuard(leaf.name, leaf.dtype, list(leaf.shape), set(leaf.dynamic)) for leaf in inputs.leaves]
+def leaf_guards(inputs: Tensors, ranges: Mapping[str, Any] | None = None) -> list[LeafGuard]:
+    """Per input leaf, its dtype, static dims and the sizes its dynamic dims accept (the entry's ``ranges``)."""
+    return [LeafGuard(leaf.name, leaf.dtype, list(leaf.shape), set(leaf.dynamic), leaf_spans(ranges, leaf.name))
+            for leaf in inputs.leaves]  # fmt: skip
 
 
 def check_shared(axis: str, places: list[tuple[int, int]], arrays: Sequence[Any], names: Sequence[str]) -> None:
@@ -63,12 +65,14 @@ def check_shared(axis: str, places: list[tuple[int, int]], arrays: Sequence[Any]
 
 
 class LeafGuard:
-    """One input leaf's dtype and static dims; calling it checks an array (a few hundred ns)."""
+    """One input leaf's dtype, static dims and dynamic dims' ranges; calling it checks an array (a few hundred ns)."""
 
-    __slots__ = ("dtype", "dynamic", "name", "ndim", "numpy_dtype", "pick_static", "shape", "static_sizes")
+    __slots__ = ("dtype", "dynamic", "name", "ndim", "numpy_dtype", "pick_static", "shape", "spans", "static_sizes")
 
-    def __init__(self, name: str, dtype: str, shape: list[int], dynamic: set[int]) -> None:
+    def __init__(self, name: str, dtype: str, shape: list[int], dynamic: set[int],
+                 spans: Sequence[tuple[int, int, int | None]] = ()) -> None:  # fmt: skip
         self.name, self.dtype, self.shape, self.dynamic, self.ndim = name, dtype, shape, dynamic, len(shape)
+        self.spans = spans  # (dim, min, max) of the dynamic dims whose sizes are limited
         self.numpy_dtype = numpy_dtype(dtype)
         static = [d for d in range(len(shape)) if d not in dynamic]
         # itemgetter picks the static dims in C; comparing what it picks of the exported shape
@@ -90,3 +94,10 @@ class LeafGuard:
                 f"input '{self.name}': shape {list(got)} does not fit the exported shape [{wanted}] (* = dynamic)."
                 " HINT: only the dims marked * may change; export with dynamic_axes to free others."
             )
+        for dim, low, high in self.spans:
+            if got[dim] < low or (high is not None and got[dim] > high):
+                raise StructureError(
+                    f"input '{self.name}': dim {dim} is {got[dim]}, outside the sizes this artifact accepts there"
+                    f" ({span_text(low, high)}; the manifest's ranges). HINT: resize or split the input to fit,"
+                    " or load another format (lightning-deploy show lists each one's ranges)."
+                )

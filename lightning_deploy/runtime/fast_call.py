@@ -46,6 +46,7 @@ def compile_call(
     run: Callable[[list[str], dict[str, Any], Any], list[Any]],
     run_options: Any,
     shared_axes: Sequence[tuple[str, list[tuple[int, int]]]],
+    spans: Sequence[tuple[int, int, int, int | None]],
     output_class: Callable[[Mapping[str, Any]], Any],
 ) -> Callable[..., Any]:
     """The fast call of an ONNX artifact: ``call(*args)`` returns the structured outputs or raises.
@@ -59,6 +60,8 @@ def compile_call(
         run: ONNX Runtime's ``run(output_names, feed, run_options)``.
         run_options: passed to ``run`` on every call.
         shared_axes: ``(axis, [(leaf index, dim), ...])`` of dynamic axes several leaves share.
+        spans: ``(leaf index, dim, min, max)`` of the dynamic dims whose sizes are limited (the
+            entry's ``ranges``), which ONNX Runtime does not know.
         output_class: the class ``load()``'s general path builds for a record node of the
             outputs, so both paths return the same types.
 
@@ -70,11 +73,12 @@ def compile_call(
     def body(leaves: list[str], build: str) -> list[str]:
         """Both array types' calls: each leaf's memory as an array (a CPU tensor's own), the run, the structure.
 
-        ONNX Runtime refuses a wrong dtype, rank or static dim itself, so only the shared axes are checked.
+        ONNX Runtime refuses a wrong dtype, rank or static dim itself, so only the shared axes and ranges are checked.
         """
         feed = ", ".join(f"{name!r}: a{index}" for index, name in fed)
         unpack = f"        {', '.join(outputs)}, = run(output_names, {{{feed}}}, run_options)"
-        checks = _shared_axes_check([f"a{i}" for i in range(len(leaves))], shared_axes)
+        arrays = [f"a{i}" for i in range(len(leaves))]
+        checks = _shared_axes_check(arrays, shared_axes) + _spans_check(arrays, spans)
 
         def branch(arrays: list[str], wrap: str | None) -> list[str]:
             return [
@@ -106,6 +110,7 @@ def compile_torch_call(
     leaves: Sequence[tuple[Any, int, Sequence[tuple[int, int]]]],
     output_count: int,
     shared_axes: Sequence[tuple[str, list[tuple[int, int]]]],
+    spans: Sequence[tuple[int, int, int, int | None]],
     output_class: Callable[[Mapping[str, Any]], Any],
 ) -> Callable[..., Any]:
     """The fast call of a torch artifact on the CPU: torch tensors in and out, no conversion, no grad mode.
@@ -114,7 +119,7 @@ def compile_torch_call(
     its weights need no grad (the backend sets that once), so nothing records autograd and
     no ``no_grad`` context is entered (2 µs a call here). The call takes only CPU tensors
     without grad, of each leaf's dtype, rank and static dims (``leaves``: ``(torch dtype,
-    rank, [(dim, size), ...])``): the checks the general path makes, written out.
+    rank, [(dim, size), ...])``) and the sizes ``spans`` allows: the checks the general path makes, written out.
     """
     import torch
 
@@ -136,6 +141,7 @@ def compile_torch_call(
             f"        if {' or '.join(refused)}:",
             "            raise Miss",
             *_shared_axes_check(names, shared_axes),
+            *_spans_check(names, spans),
             f"        outs = module({', '.join(names)})",
             f"        if type(outs) is not tuple and type(outs) is not list or len(outs) != {output_count}:",
             "            raise Miss",
@@ -185,6 +191,15 @@ def _shared_axes_check(arrays: list[str], shared_axes: Sequence[tuple[str, list[
         for index, dim in rest
     ]
     return [f"        if {' or '.join(differ)}:", "            raise Miss"] if differ else []
+
+
+def _spans_check(arrays: list[str], spans: Sequence[tuple[int, int, int, int | None]]) -> list[str]:
+    """Lines that raise Miss where a limited dynamic dim is outside its range (the entry's ``ranges``)."""
+    outside = []
+    for index, dim, low, high in spans:
+        size = f"{arrays[index]}.shape[{dim}]"
+        outside += [f"{size} < {low}", *([f"{size} > {high}"] if high is not None else [])]
+    return [f"        if {' or '.join(outside)}:", "            raise Miss"] if outside else []
 
 
 def _attribute_name(field: str) -> bool:

@@ -60,7 +60,10 @@ class ExportedModel:
         self._positional = contract.call.parameters if contract.call.plain else None
         self._inputs = Structure(contract.inputs.tree, root="input")
         self._outputs = Structure(contract.outputs.tree, root="output")
-        self._guards = leaf_guards(contract.inputs)
+        self.ranges: dict[str, dict[str, list[int | None]]] = entry.ranges or {}  # the sizes it accepts
+        self._guards = leaf_guards(contract.inputs, self.ranges)
+        # (leaf index, dim, min, max) of the dims whose sizes are limited: no runtime checks them itself
+        self._spans = [(index, *span) for index, guard in enumerate(self._guards) for span in guard.spans]
         self._shared_axes = contract.inputs.shared_axes()
         try:
             runtime = runtime_module(self.format)
@@ -73,7 +76,7 @@ class ExportedModel:
         self._takes_session_options = getattr(runtime, "SESSION_OPTIONS", False)  # threads=, providers=
         self.device: str = self._choose_device(entry, runtime, device, providers)
         self._arrays = runtime.ARRAYS
-        self._runtime_checks_inputs = getattr(runtime, "CHECKS_INPUTS", False)
+        self._runtime_checks_inputs = getattr(runtime, "CHECKS_INPUTS", False) and not self._spans
         self._native = entry.io == "native"
         try:
             if self._native:
@@ -103,12 +106,12 @@ class ExportedModel:
         try:
             if hasattr(runner, "run_feed"):
                 return compile_call(*common, runner.fed, runner.output_names, runner.run_feed, runner.run_options,
-                                    self._shared_axes, self._outputs.class_of)  # fmt: skip
+                                    self._shared_axes, self._spans, self._outputs.class_of)  # fmt: skip
             if callable(getattr(runner, "module", None)) and self._arrays == "torch":
                 leaves = [(torch_dtype(c.dtype), c.ndim, [(d, c.shape[d]) for d in range(c.ndim) if d not in c.dynamic])
                           for c in self._guards]  # fmt: skip
                 return compile_torch_call(*common, runner.module, leaves, len(self.output_names), self._shared_axes,
-                                          self._outputs.class_of)  # fmt: skip
+                                          self._spans, self._outputs.class_of)  # fmt: skip
         except Miss:  # a record field that is no attribute name: the general path only
             return None
         return None

@@ -115,10 +115,15 @@ def error(message: str) -> dict[str, str]:
     return {"error": message}
 
 
-def metadata(contract: IOContract, model: str, platform: str) -> dict[str, Any]:
-    """The model's metadata: every tensor by leaf name, its datatype and its shape (``-1`` where dynamic)."""
-    return {"name": model, "versions": ["1"], "platform": platform,
-            "inputs": _tensors(contract.inputs), "outputs": _tensors(contract.outputs)}  # fmt: skip
+def metadata(contract: IOContract, model: str, platform: str, ranges: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's metadata: every tensor by leaf name, its datatype and its shape (``-1`` where dynamic).
+
+    Where the artifact accepts only some sizes of a dynamic dim, ``parameters.ranges`` says them
+    (the manifest entry's ``ranges``: ``{leaf: {dim: [min, max]}}``); the protocol has no field for it.
+    """
+    found = {"name": model, "versions": ["1"], "platform": platform,
+             "inputs": _tensors(contract.inputs), "outputs": _tensors(contract.outputs)}  # fmt: skip
+    return {**found, "parameters": {"ranges": dict(ranges)}} if ranges else found
 
 
 def add_routes(
@@ -151,7 +156,9 @@ def add_routes(
                              "extensions": []})  # fmt: skip
 
     async def model_metadata(name: str) -> JSONResponse:
-        return JSONResponse(metadata(api.codec.contract, model, platform)) if name == model else unknown(name)
+        return (
+            JSONResponse(metadata(api.codec.contract, model, platform, api.ranges)) if name == model else unknown(name)
+        )
 
     async def model_ready(name: str, request: Request) -> Response:
         return await server_ready(request) if name == model else unknown(name)

@@ -144,6 +144,7 @@ class ExportedModelAPI(ls.LitAPI):
         self.artifact = str(resolved.artifact)  # the file checked above, even where a manifest was named
         self.model_name = name or manifest_path(resolved.artifact).name.removesuffix(MANIFEST_SUFFIX)  # oip.py's NAME
         self.format: str = resolved.entry.format
+        self.ranges = resolved.entry.ranges or {}  # the sizes it accepts: the OIP metadata says them
         self.recorded_device: str | None = resolved.entry.device
         self.requested_device = device
         self.threads = threads

@@ -87,7 +87,7 @@ def write_model_repository(
     triton = _PLATFORMS[fmt]
     model_file = triton.model_file
     input_names, output_names = _tensor_names(resolved.artifact, fmt, contract)
-    config = _config_text(name, triton, max_batch_size, contract, input_names, output_names)
+    config = _config_text(name, triton, max_batch_size, contract, input_names, output_names, resolved.entry.ranges)
 
     repository = Path(repository)
     target = repository / name
@@ -217,6 +217,7 @@ def _config_text(
     contract: IOContract,
     input_names: Sequence[str],
     output_names: Sequence[str],
+    ranges: Mapping[str, Any] | None,
 ) -> str:
     lines = [
         "# Written by lightning-deploy from the artifact's manifest.",
@@ -235,6 +236,12 @@ def _config_text(
         lines.append("]")
     if max_batch_size > 0:
         lines.append("dynamic_batching { }")
+    if ranges:  # Triton's config has no field for it: a parameter that clients read with the model's config
+        leaves = zip(contract.inputs.leaves, input_names)
+        by_triton_name = {triton_name: ranges[leaf.name] for leaf, triton_name in leaves if leaf.name in ranges}
+        lines += ["# the sizes each dynamic dim accepts, {input: {dim of the full shape: [min, max]}} (max null: none)",
+                  "parameters {", '  key: "lightning_deploy.ranges"',
+                  f"  value: {{ string_value: {json.dumps(json.dumps(by_triton_name))} }}", "}"]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

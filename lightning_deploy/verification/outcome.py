@@ -33,6 +33,7 @@ class Verification:
     detections: dict[str, int] | None = None  # matched/unmatched counts, for outputs with boxes and scores
     vacuous: list[str] = dataclasses.field(default_factory=list)  # leaves whose scale is within the tolerance
     checks: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # one record per check, in order
+    skipped: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # checks not run here, and why
 
     @property
     def checks_passed(self) -> int:

@@ -12,10 +12,20 @@ from typing import ClassVar
 
 import torch
 
+from lightning_deploy.artifact.ranges import Ranges
 from lightning_deploy.exporting.methods.base import Capture, ExportContext, Exporter, save_to_file
+from lightning_deploy.exporting.ranges import axis_sizes, leaf_ranges, probe_axis
 from lightning_deploy.runtime.backends.pt2 import on_device
 
-__all__ = ["TorchExportExporter", "on_cpu", "unbacked_output_dims", "write_aoti", "write_onnx", "write_pt2"]
+__all__ = [
+    "TorchExportExporter",
+    "guarded_ranges",
+    "on_cpu",
+    "unbacked_output_dims",
+    "write_aoti",
+    "write_onnx",
+    "write_pt2",
+]
 
 # torch._inductor options of the aoti format (measured in docs/performance.md, runtime.py)
 AOTI_INDUCTOR_CONFIGS = {"freezing": True}
@@ -65,9 +75,38 @@ class TorchExportExporter(Exporter):
         return Capture(program)
 
 
-def write_pt2(capture: Capture, path: Path, ctx: ExportContext) -> None:
-    """``torch.export.save`` (the archive built in memory: see ``save_to_file``)."""
+def write_pt2(capture: Capture, path: Path, ctx: ExportContext) -> dict[str, Ranges]:
+    """``torch.export.save`` (the archive built in memory: see ``save_to_file``); the sizes its guards accept."""
     save_to_file(path, lambda handle: torch.export.save(capture.program, handle), buffered=True)
+    return {"ranges": guarded_ranges(capture.program, ctx)}
+
+
+def guarded_ranges(program: torch.export.ExportedProgram, ctx: ExportContext) -> Ranges:
+    """The sizes the program's module takes on each dynamic axis, as its own guards decide (``ranges.py``).
+
+    ``program.module()`` checks its inputs with ``_guards_fn`` before running (what ``load()``
+    of the ``.pt2`` calls); given meta tensors it only compares sizes. A torch without it, or
+    guards that cannot take meta tensors, leave the ranges unknown (empty): the runtime still
+    refuses, in its own words.
+    """
+    guards = getattr(program.module(), "_guards_fn", None)
+    sample = axis_sizes([arg.shape for arg in ctx.args], ctx.input_dims)
+
+    def accepts(sizes: dict[str, int]) -> bool:
+        leaves = []
+        for arg, dims in zip(ctx.args, ctx.input_dims):
+            shape = [sizes.get(dims[d], size) if d in dims else size for d, size in enumerate(arg.shape)]
+            leaves.append(torch.empty(shape, dtype=arg.dtype, device="meta"))
+        try:
+            guards(*leaves)
+        except AssertionError:  # "Guard failed: ..."
+            return False
+        return True
+
+    if guards is None or not accepts({}):
+        return {}
+    spans = {axis: probe_axis(lambda s, axis=axis: accepts({axis: s}), size) for axis, size in sample.items()}
+    return leaf_ranges(spans, ctx.input_names, ctx.input_dims)
 
 
 def write_aoti(capture: Capture, path: Path, ctx: ExportContext) -> None:

@@ -55,16 +55,19 @@ class Check:
     expected: Any
 
 
-def synthetic_sample(tensors: Sequence[torch.Tensor], dims: DynamicDims, seed: int = 0) -> tuple[torch.Tensor, ...]:
+def synthetic_sample(
+    tensors: Sequence[torch.Tensor], dims: DynamicDims, least: Mapping[str, int], seed: int = 0
+) -> tuple[torch.Tensor, ...]:
     """The export sample's leaves with every dynamic dim shrunk (:func:`smaller_size`) and new values.
 
-    Sizes are decided per axis name, so leaves sharing an axis stay consistent. Deterministic.
+    Sizes are decided per axis name, so leaves sharing an axis stay consistent; none goes below
+    ``least`` (axis -> size: what the model or an artifact needs) or above the export sample's. Deterministic.
     """
     generator = torch.Generator().manual_seed(seed)
     sizes: dict[str, int] = {}
     for tensor, leaf_dims in zip(tensors, dims):
         for dim, axis in leaf_dims.items():
-            sizes.setdefault(axis, smaller_size(tensor.shape[dim]))
+            sizes.setdefault(axis, max(smaller_size(tensor.shape[dim]), least.get(axis, 1)))
     made = []
     for tensor, leaf_dims in zip(tensors, dims):
         for dim, axis in leaf_dims.items():
@@ -77,14 +80,16 @@ def synthetic_sample(tensors: Sequence[torch.Tensor], dims: DynamicDims, seed: i
 class GeneratedCheck:
     """A check made from the export sample by a rule, run beside the export and second samples.
 
-    ``make`` takes the export sample's flat tensor leaves and their dynamic dims (``{dim: axis}``
-    per leaf) and returns new leaves of the same structure. A model that cannot run on them
-    (its own limit) has the check skipped and said, never failed. Adding a check is one entry of
-    :data:`GENERATED_CHECKS` (``docs/design.md``'s recipe).
+    ``make`` takes the export sample's flat tensor leaves, their dynamic dims (``{dim: axis}``
+    per leaf) and the smallest size each axis may take (``{axis: size}``, often empty: the
+    model's or an artifact's minimum, ``exporting/ranges.py``) and returns new leaves of the same
+    structure. Where the model cannot run on them (its own limit), the smallest sizes it runs at
+    are looked for and the check made there; failing that it is skipped and said, never failed.
+    Adding a check is one entry of :data:`GENERATED_CHECKS` (``docs/design.md``'s recipe).
     """
 
     source: str
-    make: Callable[[Sequence[torch.Tensor], DynamicDims], tuple[torch.Tensor, ...]]
+    make: Callable[[Sequence[torch.Tensor], DynamicDims, Mapping[str, int]], tuple[torch.Tensor, ...]]
 
 
 def smaller_size(size: int) -> int:

@@ -25,7 +25,7 @@ __all__ = ["write_golden_samples"]
 def write_golden_samples(plan: Plan, folder: Path, stem: str, max_mb: float) -> dict[str, Any]:
     """Write ``folder/STEM.samples.npz`` from the plan's checks; returns the manifest's ``samples`` section."""
     shipped, skipped = [], []
-    for check in plan.checks:
+    for check in [*plan.checks, *plan.ranged_checks]:  # and those made inside an artifact's narrower ranges
         try:
             leaves = plan.inputs.tensors(check.arguments)
         except ExportError:
