@@ -263,7 +263,7 @@ def test_a_size_set_by_values_that_no_check_changed_fails_the_trace_and_names_th
 
 
 def test_a_synthetic_sample_the_model_cannot_take_is_made_at_its_smallest_size_and_recorded(tmp_path):
-    """A model needing 9 pixels fails at the synthetic 4x4: its smallest sizes are found and become every entry's range."""
+    """A model needing 9 pixels fails at the synthetic 4x4: its smallest sizes are found and become every range."""
     model = nn.Conv2d(3, 4, 9)
     manifest = export(model, torch.randn(2, 3, 16, 16), tmp_path, "conv", formats=["onnx", "torchscript"],
                       dynamic_axes={"input": {2: "height", 3: "width"}})  # fmt: skip
