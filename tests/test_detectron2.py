@@ -92,12 +92,12 @@ def test_panoptic_fpn_records_what_it_exports_instead_of_forward(root, tmp_path)
     import subprocess
     import sys
 
-    from detectron2_table import EXPORT_SIZE, call_input, exportable
+    from detectron2_table import EXPORT_SIZES, call_input, exportable
     from detectron2_zoo import build, image
 
     from lightning_deploy import export, load
 
-    module, sample, axes = exportable(build("panoptic_fpn", root), "model", image(*EXPORT_SIZE))
+    module, sample, axes = exportable(build("panoptic_fpn", root), "model", image(*EXPORT_SIZES[0]))
     manifest = export(module, sample, tmp_path, "panoptic", formats=["onnx"], dynamic_batch=False, dynamic_axes=axes)
     substitution = manifest["substitution"]
     assert substitution["dropped"] == ["panoptic_seg"]

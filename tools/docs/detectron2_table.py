@@ -1,6 +1,7 @@
 """detectron2's reference models, both routes, TorchScript and ONNX: exported, then re-checked without detectron2.
 
-For each model of ``detectron2_zoo.MODELS`` (random weights, made non-degenerate) and each route:
+For each model of ``detectron2_zoo.MODELS`` (random weights, made non-degenerate), each route and
+each export size (:data:`EXPORT_SIZES`: what is baked into a trace shows at the other):
 
 - ``model``: the model itself, ``[{"image": CHW}]`` in, ``[{"instances": Instances}]`` out, as a
   user exports it (``dynamic_batch=False``, height and width dynamic);
@@ -14,12 +15,13 @@ saw (256x384, 232x344, 32x32) and compares with the eager outputs computed here 
 matched by box and score). The table goes into docs/coverage.md's "detectron2 models" section.
 
 Usage: ``.venv/bin/python tools/docs/detectron2_table.py [--only NAME ...] [--out DIR] [--no-doc]``
-(about 15 minutes on 2 cores for all twelve; builds detectron2 first if needed).
+(about 15 minutes on 2 cores for all twelve cases at one size; builds detectron2 first if needed).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -42,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "coverage.md"
 SECTION = "## detectron2 models"
 RECHECK_IMAGES = {"256x384": (256, 384, 11), "232x344": (232, 344, 12), "32x32": (32, 32, 13)}
-EXPORT_SIZE = (160, 224)
+EXPORT_SIZES = ((160, 224), (256, 384))
 ROUTES = ("model", "TracingAdapter")
 
 
@@ -68,11 +70,11 @@ def call_input(route: str, picture: torch.Tensor) -> Any:
     return ([{"image": picture}],) if route == "model" else (picture,)
 
 
-def run_case(name: str, route: str, root: Path, out: Path) -> dict[str, Any]:
-    """Export one model by one route, save the eager outputs at the re-check images, re-check in a fresh process."""
-    folder = out / f"{name}-{route}"
+def run_case(name: str, route: str, root: Path, out: Path, size: tuple[int, int] = EXPORT_SIZES[0]) -> dict[str, Any]:
+    """Export one model by one route at ``size``, save the eager outputs at the re-check images, re-check them."""
+    folder = out / f"{name}-{route}-{size[0]}x{size[1]}"
     model = build(name, root)
-    module, sample, axes = exportable(model, route, image(*EXPORT_SIZE))
+    module, sample, axes = exportable(model, route, image(*size))
     start = time.perf_counter()
     manifest = export(module, sample, folder, name, formats=["torchscript", "onnx"], dynamic_batch=False,
                       dynamic_axes=axes)  # fmt: skip
@@ -91,8 +93,8 @@ def run_case(name: str, route: str, root: Path, out: Path) -> dict[str, Any]:
     rechecked = json.loads(recheck.stdout.strip().splitlines()[-1]) if recheck.returncode == 0 else {}
     if recheck.returncode != 0:
         print(recheck.stderr[-2000:], file=sys.stderr)
-    return {"name": name, "route": route, "seconds": seconds, "manifest": manifest, "recheck": rechecked,
-            "folder": folder}  # fmt: skip
+    return {"name": name, "route": route, "size": f"{size[0]}x{size[1]}", "seconds": seconds, "manifest": manifest,
+            "recheck": rechecked, "folder": folder}  # fmt: skip
 
 
 def recheck(manifest_path: Path) -> dict[str, Any]:
@@ -141,9 +143,9 @@ def recheck(manifest_path: Path) -> dict[str, Any]:
 def table(rows: list[dict[str, Any]]) -> str:
     """The Markdown table of every case."""
     lines = [
-        "| model | route | format | ok | method | checks passed | max abs diff | detections matched "
+        "| model | route | exported at | format | ok | method | checks passed | max abs diff | detections matched "
         "| fresh process, no detectron2: 256x384, 232x344, 32x32 | export s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         for entry in row["manifest"]["artifacts"]:
@@ -164,8 +166,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             else:
                 recheck_text = "- (not ok)"
                 state = "❌ " + (entry["error"] or "").replace("|", "/").replace("\n", " ")[:160]
-            lines.append(f"| {row['name']} | {row['route']} | {fmt} | {state} | {entry['method'] or '-'} | {checks} "
-                         f"| {diff} | {matched} | {recheck_text} | {row['seconds']:.0f} |")  # fmt: skip
+            cells = [row["name"], row["route"], row["size"], fmt, state, entry["method"] or "-", checks, diff,
+                     str(matched), recheck_text, f"{row['seconds']:.0f}"]  # fmt: skip
+            lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
@@ -200,8 +203,8 @@ def main() -> None:
     out = args.out or Path(tempfile.mkdtemp(prefix="detectron2-table-"))
     rows = []
     for name in args.only or MODELS:
-        for route in args.routes:
-            rows.append(run_case(name, route, root, out))
+        for route, size in itertools.product(args.routes, EXPORT_SIZES):
+            rows.append(run_case(name, route, root, out, size))
             print(table(rows[-1:]).splitlines()[-1], flush=True)
     text = table(rows)
     (out / "table.json").write_text(json.dumps(rows, default=str))
@@ -211,16 +214,16 @@ def main() -> None:
 
 
 def _preamble() -> str:
+    sizes = " and at ".join(f"{h}x{w}" for h, w in EXPORT_SIZES)
     return (
         "Generated by `.venv/bin/python tools/docs/detectron2_table.py` (detectron2 built from"
         " `../shared/third_party` by `../shared/scripts/build-detectron2`; random weights made non-degenerate,"
-        f" `tools/models/detectron2_zoo.py`). Exported at {EXPORT_SIZE[0]}x{EXPORT_SIZE[1]} with"
-        " `dynamic_batch=False` and"
+        f" `tools/models/detectron2_zoo.py`). Each case exported at {sizes} with `dynamic_batch=False` and"
         " height/width dynamic; checks are the export sample, the second sample (sizes grown), the synthetic"
-        " sample (32x32, new values). Every artifact marked ok is then run through `load()` in a fresh process"
-        " without detectron2 on three images it never saw (detections per image in brackets). A max abs diff"
-        " of 1 is a boolean mask pixel at the threshold (at most `rtol` of a mask's pixels may differ). See"
-        " [detectron2 models](detectron2.md).\n\n"
+        " sample (about a quarter of each side, new values). Every artifact marked ok is then run through"
+        " `load()` in a fresh process without detectron2 on three images it never saw (detections per image in"
+        " brackets). A max abs diff of 1 is a boolean mask pixel at the threshold (at most `rtol` of a mask's"
+        " pixels may differ). See [detectron2 models](detectron2.md).\n\n"
     )
 
 
