@@ -160,6 +160,9 @@ warnings.filterwarnings("ignore")
 import torch
 from torch import nn
 from lightning_deploy import export
+from lightning_deploy.exporting.methods import base
+if sys.argv[3] == "streamed":  # the path of weights above STREAMED_BYTES: torch's writer on the file by name
+    base.STREAMED_BYTES = 0
 torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10)).eval()  # 1 MB of weights
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit a write fails with EFBIG, like a full disk
@@ -169,10 +172,11 @@ print(json.dumps({a["format"]: [a["ok"], a["error"]] for a in manifest["artifact
 """
 
 
-def test_a_full_disk_fails_the_formats_that_do_not_fit_and_the_process_survives(tmp_path, reliability):
+@pytest.mark.parametrize("writer", ["file object", "streamed"])
+def test_a_full_disk_fails_the_formats_that_do_not_fit_and_the_process_survives(tmp_path, reliability, writer):
     folder = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD, str(folder), str(200_000)], capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD, str(folder), str(200_000), writer],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]  # no SIGABRT from torch's zip writer
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     assert all(not ok and "File too large" in error for ok, error in outcome.values()), outcome
@@ -180,7 +184,9 @@ def test_a_full_disk_fails_the_formats_that_do_not_fit_and_the_process_survives(
     assert sorted(p.name for p in folder.iterdir()) == ["model.export.json", "model.samples.npz"]
     manifest = json.loads((folder / "model.export.json").read_text())
     assert [a["sha256"] for a in manifest["artifacts"]] == [None, None, None]
-    reliability["a full disk (RLIMIT_FSIZE 200 kB, 1 MB of weights)"] = (
+    if writer == "streamed":
+        assert all("past this process's file size limit" in outcome[f][1] for f in ("torchscript", "pt2")), outcome
+    reliability[f"a full disk (RLIMIT_FSIZE 200 kB, 1 MB of weights, {writer} writes)"] = (
         "process survived; onnx, torchscript, pt2 failed with 'File too large'; manifest written; 0 partial files"
     )
 

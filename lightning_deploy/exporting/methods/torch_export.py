@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 
 from lightning_deploy.artifact.ranges import Ranges
-from lightning_deploy.exporting.methods.base import Capture, ExportContext, Exporter, save_to_file
+from lightning_deploy.exporting.methods.base import Capture, ExportContext, Exporter, save_to_file, tensor_bytes
 from lightning_deploy.exporting.ranges import axis_sizes, leaf_ranges, probe_axis
 from lightning_deploy.runtime.backends.pt2 import on_device
 
@@ -76,8 +76,9 @@ class TorchExportExporter(Exporter):
 
 
 def write_pt2(capture: Capture, path: Path, ctx: ExportContext) -> dict[str, Ranges]:
-    """``torch.export.save`` (the archive built in memory: see ``save_to_file``); the sizes its guards accept."""
-    save_to_file(path, lambda handle: torch.export.save(capture.program, handle), buffered=True)
+    """``torch.export.save`` (see ``save_to_file``); the sizes its guards accept."""
+    size = tensor_bytes(capture.program.state_dict) + tensor_bytes(capture.program.constants)
+    save_to_file(path, lambda target: torch.export.save(capture.program, target), buffered=True, size=size)
     return {"ranges": guarded_ranges(capture.program, ctx)}
 
 
@@ -140,7 +141,7 @@ def write_onnx(capture: Capture, path: Path, ctx: ExportContext) -> None:
             opset_version=ctx.opset,
             verbose=False,
         )
-    weights = sum(t.numel() * t.element_size() for t in capture.program.state_dict.values())
+    weights = tensor_bytes(capture.program.state_dict)
     onnx_program.save(str(path), external_data=True if weights > EXTERNAL_DATA_BYTES else None)
 
 
