@@ -69,7 +69,7 @@ def print_verification(
         table.add_column(column, overflow="fold")
     colours = {"reproduced": "green", "differs": "red", "cannot run here": "yellow", "not ok at export": "dim"}
     for row in rows:
-        diff, ms, checks = row.get("max_abs_diff"), row.get("ms_per_call"), row.get("checks") or []
+        diff, ms = row.get("max_abs_diff"), row.get("ms_per_call")
         speed = row.get("speed") or {}
         table.add_row(
             row["format"],
@@ -77,7 +77,7 @@ def print_verification(
             row.get("device") or "-",
             f"[{colours.get(row['status'], 'white')}]{row['status']}[/]",
             "-" if diff is None else f"{diff:.2e}",
-            f"{row.get('checks_passed', 0)}/{len(checks)}" if checks else "-",
+            _verified_checks(row),
             "-" if ms is None else f"{ms:.3f}",
             _speed_note(speed).strip() or "-",
             (row.get("error") or "")[:400],
@@ -157,6 +157,13 @@ def _tracking_line(record: dict[str, Any]) -> str:
     line = f"{tracker}: run {record.get('run_id')}, {where} ({len(record.get('files') or [])} artifact files)"
     registered = record.get("registered_model")
     return line + (f", registered {registered['model_uri']} ({registered['format']})" if registered else "")
+
+
+def _verified_checks(row: dict[str, Any]) -> str:
+    """``passed/run`` of a ``verify`` row, and how many golden checks lay outside the artifact's ranges."""
+    checks, skipped = row.get("checks") or [], row.get("skipped") or []
+    text = f"{row.get('checks_passed', 0)}/{len(checks)}" if checks else "-"
+    return text + (f" ({len(skipped)} outside its ranges)" if skipped else "")
 
 
 def _checks(artifact: dict[str, Any]) -> str:
