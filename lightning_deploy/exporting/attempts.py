@@ -241,7 +241,7 @@ def _verify(fmt: str, method: str, path: Path, device: str, requires: list[str],
     """Verify through ``load()``'s path on ``device``, with the manifest's inputs and outputs as written."""
     native = _native_io(fmt, method, work.plan)
     entry = {"format": fmt, "io": "native" if native else "flat", "requires": requires, "device": device,
-             "ranges": ranges}  # fmt: skip
+             "ranges": ranges, "files": [p.name for p in install_order(path.parent)]}  # fmt: skip
     atol, rtol = work.options.tolerance(fmt)
     checks = work.plan.checks_within(native, ranges)
     return verify_artifact(entry, path, work.contract, checks, atol, rtol, device)

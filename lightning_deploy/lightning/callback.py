@@ -273,13 +273,15 @@ class ModelExport(Callback):
 
         The preflight checks a compiled format by its capture (``aoti`` by ``pt2``, its
         ``preflight_as``): what can fail there is the capture, and compiling takes tens of seconds.
+        It times nothing: its artifacts are thrown away.
         """
         options = self.options
         if preflight:  # the captures only: no compiling, no golden samples
             formats = tuple(dict.fromkeys(by_name(f).preflight_as or f for f in options.formats))
             bounds = options.executorch_bounds if any(by_name(f).bounded for f in formats) else None
             options = dataclasses.replace(options, formats=formats, executorch_bounds=bounds, golden_samples=False)
-        return export_with(target, sample, dirpath, stem, options, checkpoint, accuracy_data, check_samples)
+        return export_with(target, sample, dirpath, stem, options, checkpoint, accuracy_data, check_samples,
+                           timed=not preflight)  # fmt: skip
 
     def _target(self, model: nn.Module) -> nn.Module:
         return target_of(model, self.submodule)

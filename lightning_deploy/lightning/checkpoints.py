@@ -19,6 +19,7 @@ import copy
 import os
 import pickle
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -52,12 +53,13 @@ def is_sharded(path: str | os.PathLike[str]) -> bool:
     return Path(path).is_dir()
 
 
-def read_checkpoint_meta(path: str | os.PathLike[str], trusted: bool = False) -> dict[str, Any]:
+def read_checkpoint_meta(path: str | os.PathLike[str], trusted: bool = False, mmap: bool = False) -> dict[str, Any]:
     """The checkpoint dict without the sharded weights: a file's whole dict, a directory's ``meta.pt``.
 
     Read with ``torch.load(weights_only=True)`` (tensors and plain Python values only; a
     Lightning checkpoint is just that) unless ``trusted``: a file from elsewhere must not run
-    code when it is read. The callback trusts the checkpoint its own run just wrote.
+    code when it is read. The callback trusts the checkpoint its own run just wrote. With
+    ``mmap`` the tensors of a file in torch's zip format are mapped from the disk, not read.
 
     Raises:
         CheckpointError: naming the path and what is missing, unreadable or refused.
@@ -72,7 +74,8 @@ def read_checkpoint_meta(path: str | os.PathLike[str], trusted: bool = False) ->
                 " and the rest of the checkpoint there). HINT: copy the whole directory as training wrote it."
             )
     try:
-        checkpoint = torch.load(source, map_location="cpu", weights_only=not trusted)
+        mapped = mmap and zipfile.is_zipfile(source)  # torch maps only its zip format, not the legacy one
+        checkpoint = torch.load(source, map_location="cpu", weights_only=not trusted, mmap=mapped)
     except pickle.UnpicklingError as err:
         raise _refused(source, err) from None
     except Exception as err:  # noqa: BLE001 - any other unpickling failure means the same to the user
@@ -96,24 +99,28 @@ def _refused(source: Path, err: Exception) -> CheckpointError:
 def rebuild(cls: type[ModuleT], path: str | os.PathLike[str], trusted: bool = False, **init_args: Any) -> ModuleT:
     """``cls`` built as ``load_from_checkpoint`` builds it, holding the checkpoint's weights.
 
-    A file goes through ``cls.load_from_checkpoint`` (``weights_only=not trusted``), which cannot
-    read a directory, so for one the model is built by Lightning's own ``_load_state`` (the same
-    code: ``hyper_parameters`` from ``meta.pt``, ``init_args`` over them, ``configure_model``,
-    ``on_load_checkpoint``) with an empty ``state_dict``, and the weights are then
-    consolidated into it by :func:`load_weights`, so they are held once.
+    Built by Lightning's own ``_load_state``, the code ``load_from_checkpoint`` runs
+    (``hyper_parameters`` with ``init_args`` over them, ``configure_model``,
+    ``on_load_checkpoint``, the weights loaded strictly). A file is read first with its tensors
+    mapped from the disk (``torch.load(mmap=True)``, which ``load_from_checkpoint`` cannot ask
+    for: it hands torch a file object), so its weights are copied into the model without ever
+    being held twice in memory. A directory's model is built with an empty ``state_dict`` and
+    the shards are then consolidated into it by :func:`load_weights`, so they are held once.
     """
-    path = Path(path)
-    if not is_sharded(path):
-        try:
-            return cls.load_from_checkpoint(path, map_location="cpu", weights_only=not trusted, **init_args)
-        except pickle.UnpicklingError as err:
-            raise _refused(path, err) from None
     from lightning.pytorch.core.saving import _load_state
+    from lightning.pytorch.utilities.migration.utils import _pl_migrate_checkpoint
 
-    meta = read_checkpoint_meta(path, trusted)
+    path = Path(path)
+    checkpoint = read_checkpoint_meta(path, trusted, mmap=True)
+    if not is_sharded(path):
+        checkpoint = _pl_migrate_checkpoint(checkpoint, checkpoint_path=path)
+        checkpoint.setdefault(cls.CHECKPOINT_HYPER_PARAMS_KEY, {}).update(init_args)  # as load_from_checkpoint does
+        if "state_dict" not in checkpoint:
+            raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict).")
+        return _load_state(cls, checkpoint, **init_args)
     with warnings.catch_warnings():  # the weights come next, so "keys not in the checkpoint" is expected here
         warnings.filterwarnings("ignore", message="Found keys that are in the model state dict but not in")
-        model = _load_state(cls, {**meta, "state_dict": {}}, strict=False, **init_args)
+        model = _load_state(cls, {**checkpoint, "state_dict": {}}, strict=False, **init_args)
     load_weights(model, path)
     return model
 
@@ -161,9 +168,9 @@ def load_weights(module: nn.Module, path: str | os.PathLike[str], trusted: bool 
         raise CheckpointError(f"{path}: torch.distributed.checkpoint could not read the weights: {detail}") from None
 
 
-def _fit(module: nn.Module, state: dict[str, Any], path: Path) -> None:
+def _fit(module: nn.Module, state: dict[str, Any], path: Path, assign: bool = False) -> None:
     try:
-        module.load_state_dict(state)
+        module.load_state_dict(state, assign=assign)
     except RuntimeError as err:
         detail = " ".join(str(err).split())[:400]
         raise CheckpointError(
@@ -231,7 +238,38 @@ def model_with_weights(trainer: pl.Trainer | None, pl_module: nn.Module, path: s
                 " HINT: call self.save_hyperparameters() in its __init__, so meta.pt records its arguments."
             ) from None
         return model.to(device)
-    model = copy.deepcopy(pl_module, {id(trainer): trainer} if trainer is not None else None)
-    if path:
-        load_weights(model, path, trusted=trainer is not None)
-    return model.to(device)
+    memo = {id(trainer): trainer} if trainer is not None else {}
+    if not path:
+        return copy.deepcopy(pl_module, memo).to(device)
+    return _copy_holding(pl_module, memo, Path(path), trusted=trainer is not None).to(device)
+
+
+def _copy_holding(pl_module: nn.Module, memo: dict[int, Any], path: Path, trusted: bool) -> nn.Module:
+    """A copy of ``pl_module`` whose weights are the checkpoint file's own, mapped from the disk.
+
+    The file is read with ``torch.load(mmap=True)`` and its tensors become the copy's weights
+    (``load_state_dict(assign=True)``) instead of being copied into copies of ``pl_module``'s:
+    the copy's weights are pages of the file, which the kernel reads as they are used and may
+    drop again, so exporting a model the size of a third of the machine's memory holds no
+    second full copy of it beside the trained one (the copy is made with empty "meta"
+    weights, which the checkpoint's then replace). Private mapping: a write into a weight
+    changes this process's copy, never the file. Weights tied in ``pl_module`` (one tensor
+    under two names) are tied again.
+    """
+    own = pl_module.state_dict(keep_vars=True)  # the tensor objects, tied ones under each of their names
+    checkpoint = read_checkpoint_meta(path, trusted, mmap=True)
+    if "state_dict" not in checkpoint:
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict).")
+    for tensor in own.values():
+        if isinstance(tensor, torch.Tensor):
+            empty = torch.empty_like(tensor, device="meta")
+            memo[id(tensor)] = nn.Parameter(empty, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else empty
+    model = copy.deepcopy(pl_module, memo)
+    _fit(model, checkpoint["state_dict"], path, assign=True)
+    first_name: dict[int, str] = {}
+    for name, tensor in own.items():
+        if (first := first_name.setdefault(id(tensor), name)) != name:
+            owner, _, leaf = name.rpartition(".")
+            tied = model.get_parameter(first) if isinstance(tensor, nn.Parameter) else model.get_buffer(first)
+            setattr(model.get_submodule(owner), leaf, tied)
+    return model

@@ -24,7 +24,7 @@ from lightning_deploy.runtime.arrays import convert, is_torch, torch_dtype
 from lightning_deploy.runtime.backends import runtime_module
 from lightning_deploy.runtime.calling import check_shared, import_requirements, leaf_guards
 from lightning_deploy.runtime.fast_call import Miss, bind_torch, compile_call, compile_torch_call
-from lightning_deploy.runtime.placement import choose_device
+from lightning_deploy.runtime.placement import check_memory, choose_device
 
 __all__ = ["ExportedModel"]
 
@@ -78,6 +78,9 @@ class ExportedModel:
         self._arrays = runtime.ARRAYS
         self._runtime_checks_inputs = getattr(runtime, "CHECKS_INPUTS", False) and not self._spans
         self._native = entry.io == "native"
+        if self.device == "cpu":
+            check_memory([artifact, *(artifact.parent / name for name in entry.files if name != artifact.name)],
+                         runtime.RUNTIME)  # fmt: skip
         try:
             if self._native:
                 self._run_native = runtime.open_native(str(artifact), self.device)

@@ -10,7 +10,7 @@ another device than asked, silently.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lightning_deploy.errors import LoadError
@@ -19,6 +19,7 @@ from lightning_deploy.formats import FORMATS
 __all__ = [
     "COMPILED_FORMATS",
     "CPU_FEATURES",
+    "check_memory",
     "choose_device",
     "cpu_features",
     "cpu_flags",
@@ -140,3 +141,27 @@ def torch_has_device(device: str) -> bool:
 
 def _kind(device: str) -> str:
     return device.partition(":")[0]
+
+
+def check_memory(files: Sequence[Path], runtime: str, meminfo: Path = Path("/proc/meminfo")) -> None:
+    """Raise ``LoadError`` where opening ``files`` on the CPU needs more memory than the machine has available.
+
+    Every runtime here holds an artifact's weights in memory once it is open (measured: 1.00x
+    to 1.13x of the files for TorchScript, ``.pt2`` and ONNX Runtime, benchmarks/big_models.py),
+    so files bigger than the memory the kernel says is available (``MemAvailable``: free, plus
+    caches it can drop) would end in an out-of-memory kill of the whole process: the training
+    run at fit end, a server. A clear error instead, before the runtime reads a byte. Where
+    ``/proc/meminfo`` is missing (not Linux), nothing is checked.
+    """
+    try:
+        available = next(int(line.split()[1]) * 1024 for line in meminfo.read_text().splitlines()
+                         if line.startswith("MemAvailable:"))  # fmt: skip
+    except (OSError, StopIteration, ValueError, IndexError):
+        return
+    needed = sum(path.stat().st_size for path in files if path.is_file())
+    if needed > available:
+        raise LoadError(
+            f"{files[0]}: opening it in {runtime} needs about {needed / 1e9:.2f} GB of memory (the size of its"
+            f" files) and this machine has {available / 1e9:.2f} GB available. HINT: free memory (other models,"
+            " other processes), or load it on a machine with more; the files are unchanged."
+        )
