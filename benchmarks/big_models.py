@@ -181,6 +181,9 @@ def main() -> None:
          " load(): a fresh process with the runtime's libraries loaded"
          " loads the artifact and calls it at batch 3 (the export sample had 2). Targets: export <= 1.3x, load()"
          " <= 1.2x.",
+         "The fit-end row's resident peak counts the checkpoint's pages mapped from the file (up to 1x the weights,"
+         " pages the kernel drops again under pressure); its memory that is not file pages is mostly one runtime's"
+         " copy of the weights while an artifact is verified (each is released before the next opens).",
          "ONNX weights above 128 MiB go to one STEM.onnx.data file beside the model; TorchScript and .pt2 archives"
          " of weights above 256 MiB are written by torch's own writer straight to the file, after checking the"
          " room for them (methods/base.py)."],
