@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_deploy import LoadError, ModelExport, export, load
 from lightning_deploy.artifact.contract import IOContract
-from lightning_deploy.exporting.methods import torch_export
+from lightning_deploy.exporting.methods import onnx_passes, torch_export
 from lightning_deploy.exporting.verifying import latency
 from lightning_deploy.lightning.checkpoints import model_with_weights
 from lightning_deploy.runtime.model import ExportedModel
@@ -122,6 +122,19 @@ def test_an_artifact_bigger_than_the_memory_available_is_refused_before_its_runt
     with pytest.raises(LoadError, match=r"mlp\.onnx: opening it in onnxruntime needs about [\d.]+ GB of memory"
                        r" \(the size of its files\) and this machine has [\d.]+ GB available"):  # fmt: skip
         ExportedModel(contract, entry, path)
+
+
+def test_int8_of_a_model_past_protobufs_limit_keeps_its_weights_beside_each_graph(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_passes, "EXTERNAL_BYTES", 0)  # every model counts as past it (2 GiB, measured at 2.15 GB)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)).eval()
+    manifest = export(model, torch.randn(8, 64), tmp_path, "mlp", formats=["onnx-int8"])
+    (entry,) = manifest["artifacts"]
+    assert entry["ok"], entry["error"]
+    assert sorted(entry["files"]) == ["mlp.int8.onnx", "mlp.int8.onnx.data"]  # no intermediate file left behind
+    assert sorted(p.name for p in tmp_path.iterdir() if "int8" in p.name) == sorted(entry["files"])
+    x = torch.randn(5, 64)
+    torch.testing.assert_close(load(tmp_path / "mlp.export.json", format="onnx-int8")(x), model(x), atol=0.1, rtol=0.1)
 
 
 LOAD_AND_COMPARE = """

@@ -23,6 +23,7 @@ verified from disk like every other artifact, the int8 one at its own tolerance.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ from lightning_deploy.errors import ExportError
 from lightning_deploy.runtime.placement import cpu_flags
 
 __all__ = ["optimize_for_cpu", "quantize_int8", "vnni_flag"]
+
+# Above this many bytes of ONNX (graph and weights) int8's passes keep the weights in a file beside each graph:
+# protobuf caps one file at 2 GiB, and the Gemm rewrite adds a transposed copy of each weight it rewrites.
+EXTERNAL_BYTES = 2**30
 
 
 def check_model(path: Path) -> None:
@@ -77,23 +82,28 @@ def quantize_int8(
     from onnxruntime.quantization import quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepared = target.with_name(target.name + ".prepared")
-    quant_pre_process(str(source), str(prepared))
-    if calibration:
-        try:
-            return _quantize_static(prepared, target, calibration)
-        finally:
-            prepared.unlink()
-    model = onnx.load(str(prepared))
-    gemms = _gemm_to_matmul(model.graph)
-    onnx.save(model, str(prepared))
-    weight_type, weights = _weight_choice()
-    quantize_dynamic(str(prepared), str(target), op_types_to_quantize=["MatMul"], weight_type=weight_type,
-                     per_channel=True)  # fmt: skip
-    prepared.unlink()
-    quantized = sum(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in onnx.load(str(target)).graph.node)
+    external = sum(p.stat().st_size for p in source.parent.glob(source.name + "*")) > EXTERNAL_BYTES
+    # the intermediate files in a folder of their own beside the target (same disk), gone whatever happens
+    with tempfile.TemporaryDirectory(prefix=".quantize-", dir=target.parent) as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        beside = {"all_tensors_to_one_file": True}
+        # ONNX Runtime's optimisation step inside writes one file, which fails past 2 GiB: skipped there
+        quant_pre_process(str(source), str(prepared), skip_optimization=external, save_as_external_data=external,
+                          external_data_location="prepared.onnx.data", **beside)  # fmt: skip
+        if calibration:
+            return _quantize_static(prepared, target, calibration, external)
+        model = onnx.load(str(prepared))
+        gemms = _gemm_to_matmul(model.graph)
+        onnx.save(model, str(prepared), save_as_external_data=external, location="prepared.onnx.data", **beside)
+        del model
+        weight_type, weights = _weight_choice()
+        quantize_dynamic(str(prepared), str(target), op_types_to_quantize=["MatMul"], weight_type=weight_type,
+                         per_channel=True, use_external_data_format=external)  # fmt: skip
+    graph = onnx.load(str(target), load_external_data=False).graph
+    quantized = sum(n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul") for n in graph.node)
     if not quantized:
-        target.unlink()
+        for path in target.parent.glob(target.name + "*"):
+            path.unlink()
         raise ExportError(
             "onnx-int8: the model has no MatMul or Gemm with constant weights, so dynamic quantisation changes"
             " nothing (Conv stays float). HINT: drop 'onnx-int8' from formats for this model."
@@ -102,7 +112,9 @@ def quantize_int8(
             "gemms_rewritten": gemms}  # fmt: skip
 
 
-def _quantize_static(prepared: Path, target: Path, calibration: Sequence[Mapping[str, np.ndarray]]) -> dict[str, Any]:
+def _quantize_static(
+    prepared: Path, target: Path, calibration: Sequence[Mapping[str, np.ndarray]], external: bool
+) -> dict[str, Any]:
     """ONNX Runtime's ``quantize_static`` in QDQ form, per-channel weights, MinMax ranges from ``calibration``.
 
     Only products with a constant weight are quantised (``MatMulConstBOnly``): an attention's
@@ -124,12 +136,13 @@ def _quantize_static(prepared: Path, target: Path, calibration: Sequence[Mapping
     quantize_static(str(prepared), str(target), Feeds(), quant_format=QuantFormat.QDQ, per_channel=True,
                     weight_type=weight_type, activation_type=QuantType.QUInt8,
                     op_types_to_quantize=["Conv", "MatMul", "Gemm"],
-                    extra_options={"MatMulConstBOnly": True})  # fmt: skip
+                    extra_options={"MatMulConstBOnly": True}, use_external_data_format=external)  # fmt: skip
     counts: dict[str, int] = {}
     for node in onnx.load(str(target), load_external_data=False).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     if not counts.get("QuantizeLinear"):
-        target.unlink()
+        for path in target.parent.glob(target.name + "*"):
+            path.unlink()
         raise ExportError("onnx-int8: static quantisation found no Conv, MatMul or Gemm to quantise.")
     return {"pass": "onnxruntime quantize_static (QDQ, MinMax calibration)", "calibration_batches": len(calibration),
             "weights": weights, "activations": "uint8 per tensor",
