@@ -124,17 +124,24 @@ def test_an_artifact_bigger_than_the_memory_available_is_refused_before_its_runt
         ExportedModel(contract, entry, path)
 
 
-def test_int8_of_a_model_past_protobufs_limit_keeps_its_weights_beside_each_graph(tmp_path, monkeypatch):
-    monkeypatch.setattr(onnx_passes, "EXTERNAL_BYTES", 0)  # every model counts as past it (2 GiB, measured at 2.15 GB)
+PASSES = [("onnx-int8", "mlp.int8", 0.1), ("onnx-optimized", "mlp.optimized", 1e-5)]
+
+
+@pytest.mark.parametrize(("fmt", "stem", "tolerance"), PASSES)
+def test_onnx_passes_of_a_model_past_protobufs_limit_keep_the_weights_beside_each_graph(
+    tmp_path, monkeypatch, fmt, stem, tolerance
+):
+    monkeypatch.setattr(onnx_passes, "EXTERNAL_BYTES", 0)  # every model counts as past it (2 GiB, met at 2.15 GB)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10)).eval()
-    manifest = export(model, torch.randn(8, 64), tmp_path, "mlp", formats=["onnx-int8"])
+    manifest = export(model, torch.randn(8, 64), tmp_path, "mlp", formats=[fmt])
     (entry,) = manifest["artifacts"]
     assert entry["ok"], entry["error"]
-    assert sorted(entry["files"]) == ["mlp.int8.onnx", "mlp.int8.onnx.data"]  # no intermediate file left behind
-    assert sorted(p.name for p in tmp_path.iterdir() if "int8" in p.name) == sorted(entry["files"])
+    assert sorted(entry["files"]) == [f"{stem}.onnx", f"{stem}.onnx.data"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(stem)) == sorted(entry["files"])  # no more
     x = torch.randn(5, 64)
-    torch.testing.assert_close(load(tmp_path / "mlp.export.json", format="onnx-int8")(x), model(x), atol=0.1, rtol=0.1)
+    got = load(tmp_path / "mlp.export.json", format=fmt)(x)
+    torch.testing.assert_close(got, model(x), atol=tolerance, rtol=tolerance)
 
 
 LOAD_AND_COMPARE = """

@@ -35,8 +35,8 @@ from lightning_deploy.runtime.placement import cpu_flags
 
 __all__ = ["optimize_for_cpu", "quantize_int8", "vnni_flag"]
 
-# Above this many bytes of ONNX (graph and weights) int8's passes keep the weights in a file beside each graph:
-# protobuf caps one file at 2 GiB, and the Gemm rewrite adds a transposed copy of each weight it rewrites.
+# Above this many bytes of ONNX (graph and weights) the passes keep the weights in a file beside each graph they
+# write: protobuf caps one file at 2 GiB, and int8's Gemm rewrite adds a transposed copy of each weight it rewrites.
 EXTERNAL_BYTES = 2**30
 
 
@@ -55,13 +55,19 @@ def optimize_for_cpu(source: Path, target: Path) -> dict[str, Any]:
 
     model = ir.external_data.load_to_model(ir.load(str(source)))  # the fusions fail on weights left on disk
     model, counts = optimize_for_ort(model)
-    fused = target.with_name(target.name + ".fused")
-    ir.save(model, str(fused))
+    external = _onnx_bytes(source) > EXTERNAL_BYTES
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(target)
-    ort.InferenceSession(str(fused), options, providers=["CPUExecutionProvider"])  # writes target
-    fused.unlink()
+    if external:  # ONNX Runtime's own keys for writing the optimised model's weights beside it
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                         target.name + ".data")  # fmt: skip
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    with tempfile.TemporaryDirectory(prefix=".optimize-", dir=target.parent) as scratch:
+        fused = Path(scratch) / "fused.onnx"
+        ir.save(model, str(fused), external_data="fused.onnx.data" if external else None)
+        del model
+        ort.InferenceSession(str(fused), options, providers=["CPUExecutionProvider"])  # writes target
     return {
         "pass": "onnxscript optimize_for_ort + onnxruntime extended graph optimisation",
         "provider": "CPUExecutionProvider",
@@ -82,7 +88,7 @@ def quantize_int8(
     from onnxruntime.quantization import quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    external = sum(p.stat().st_size for p in source.parent.glob(source.name + "*")) > EXTERNAL_BYTES
+    external = _onnx_bytes(source) > EXTERNAL_BYTES
     # the intermediate files in a folder of their own beside the target (same disk), gone whatever happens
     with tempfile.TemporaryDirectory(prefix=".quantize-", dir=target.parent) as scratch:
         prepared = Path(scratch) / "prepared.onnx"
@@ -148,6 +154,11 @@ def _quantize_static(
             "weights": weights, "activations": "uint8 per tensor",
             "quantized": "Conv, and MatMul/Gemm by constant weights",
             "quantize_nodes": counts["QuantizeLinear"]}  # fmt: skip
+
+
+def _onnx_bytes(path: Path) -> int:
+    """The bytes of an ONNX file and its external data (``STEM.onnx.data`` beside it)."""
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.is_file())
 
 
 def _weight_choice() -> tuple[Any, str]:
