@@ -49,10 +49,12 @@ class TiedLM(pl.LightningModule):
         self.head = nn.Linear(16, 50, bias=False)
         self.head.weight = self.embed.weight
         self.register_buffer("scale", torch.tensor(2.0))
+        self.mixers = [self.body.weight]  # a weight held by a plain attribute too, not only by its module
         self.example_input_array = torch.randint(0, 50, (2, 7))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.tanh(self.body(self.embed(tokens))) * self.scale)
+        hidden = torch.tanh(self.body(self.embed(tokens)))
+        return self.head((hidden + 0.1 * hidden @ self.mixers[0]) * self.scale)
 
     def training_step(self, batch, batch_idx):
         (tokens,) = batch
@@ -75,6 +77,7 @@ def test_the_callbacks_copy_maps_the_checkpoint_and_keeps_tied_weights(tmp_path)
     before = {name: t.clone() for name, t in model.state_dict().items()}
     copy = model_with_weights(trainer, model, first)
     assert copy.head.weight is copy.embed.weight  # still one Parameter under two names
+    assert copy.mixers[0] is copy.body.weight  # and the plain attribute holds the copy's weight, not the model's
     saved = torch.load(first, weights_only=True)["state_dict"]
     for name, tensor in copy.state_dict().items():
         torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0)

@@ -168,9 +168,9 @@ def load_weights(module: nn.Module, path: str | os.PathLike[str], trusted: bool 
         raise CheckpointError(f"{path}: torch.distributed.checkpoint could not read the weights: {detail}") from None
 
 
-def _fit(module: nn.Module, state: dict[str, Any], path: Path, assign: bool = False) -> None:
+def _fit(module: nn.Module, state: dict[str, Any], path: Path) -> None:
     try:
-        module.load_state_dict(state, assign=assign)
+        module.load_state_dict(state)
     except RuntimeError as err:
         detail = " ".join(str(err).split())[:400]
         raise CheckpointError(
@@ -245,31 +245,39 @@ def model_with_weights(trainer: pl.Trainer | None, pl_module: nn.Module, path: s
 
 
 def _copy_holding(pl_module: nn.Module, memo: dict[int, Any], path: Path, trusted: bool) -> nn.Module:
-    """A copy of ``pl_module`` whose weights are the checkpoint file's own, mapped from the disk.
+    """A copy of ``pl_module`` whose weights are the checkpoint file's own tensors, mapped from the disk.
 
-    The file is read with ``torch.load(mmap=True)`` and its tensors become the copy's weights
-    (``load_state_dict(assign=True)``) instead of being copied into copies of ``pl_module``'s:
-    the copy's weights are pages of the file, which the kernel reads as they are used and may
-    drop again, so exporting a model the size of a third of the machine's memory holds no
-    second full copy of it beside the trained one (the copy is made with empty "meta"
-    weights, which the checkpoint's then replace). Private mapping: a write into a weight
-    changes this process's copy, never the file. Weights tied in ``pl_module`` (one tensor
-    under two names) are tied again.
+    The file is read with ``torch.load(mmap=True)``, and ``deepcopy`` is told (its ``memo``) to
+    put each checkpoint tensor where ``pl_module`` holds the weight of that name, instead of
+    copying ``pl_module``'s: the copy's weights are pages of the file, which the kernel reads as
+    they are used and may drop again, so exporting a model the size of a third of the machine's
+    memory holds no second full copy beside the trained one. Every reference to a weight in
+    ``pl_module`` (a tied one under two names, an attribute holding it) refers to the same
+    checkpoint tensor in the copy. Private mapping: a write into a weight changes this process's
+    copy, never the file. Names and shapes are checked as ``load_state_dict(strict=True)`` does.
     """
     own = pl_module.state_dict(keep_vars=True)  # the tensor objects, tied ones under each of their names
     checkpoint = read_checkpoint_meta(path, trusted, mmap=True)
-    if "state_dict" not in checkpoint:
+    saved = checkpoint.get("state_dict")
+    if not isinstance(saved, dict):
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict).")
-    for tensor in own.values():
-        if isinstance(tensor, torch.Tensor):
-            empty = torch.empty_like(tensor, device="meta")
-            memo[id(tensor)] = nn.Parameter(empty, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else empty
+    tensors = {name: t for name, t in own.items() if isinstance(t, torch.Tensor)}
+    missing, unexpected = sorted(set(tensors).difference(saved)), sorted(set(saved).difference(own))
+    resized = [f"{name} {list(saved[name].shape)} in the checkpoint, {list(t.shape)} in the model"
+               for name, t in tensors.items() if name in saved and saved[name].shape != t.shape]  # fmt: skip
+    if missing or unexpected or resized:
+        raise CheckpointError(
+            f"{path}: its weights do not fit {type(pl_module).__name__}: missing {missing[:5]}, unexpected"
+            f" {unexpected[:5]}, other shapes {resized[:3]}. HINT: rebuild the model class (and hyperparameters)"
+            " that trained this checkpoint."
+        )
+    for name, tensor in tensors.items():
+        if id(tensor) in memo:  # tied: the tensor under its first name serves every name
+            continue
+        weight = saved[name].to(tensor.dtype)  # as load_state_dict casts (no copy where they agree)
+        memo[id(tensor)] = nn.Parameter(weight, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else weight
     model = copy.deepcopy(pl_module, memo)
-    _fit(model, checkpoint["state_dict"], path, assign=True)
-    first_name: dict[int, str] = {}
-    for name, tensor in own.items():
-        if (first := first_name.setdefault(id(tensor), name)) != name:
-            owner, _, leaf = name.rpartition(".")
-            tied = model.get_parameter(first) if isinstance(tensor, nn.Parameter) else model.get_buffer(first)
-            setattr(model.get_submodule(owner), leaf, tied)
+    extra = {name: value for name, value in saved.items() if name not in tensors}  # modules' get_extra_state()
+    if extra:
+        model.load_state_dict(extra, strict=False)
     return model
