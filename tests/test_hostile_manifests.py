@@ -74,6 +74,9 @@ def test_a_symlink_leading_out_is_refused(exported, tmp_path):
         (lambda m: m["inputs"]["schema"].pop("call"), r"'inputs' has no valid 'call'"),
         (lambda m: m["outputs"]["schema"]["tree"].update(kind="banana"), r"output: the manifest's schema has a node"),
         (lambda m: m["artifacts"][0].update(side_files_sha256={"../x": "0"}), r"side file '\.\./x' is not a plain"),
+        (lambda m: m["artifacts"][0].update(files=1), r"has 'files' that is not a list of file names"),
+        (lambda m: m["artifacts"][0].update(files=["../x"]), r"file '\.\./x' is not a plain file name"),
+        (lambda m: m["inputs"].update(dtypes=["", "float32"]), r"'inputs' has bad dtypes \(one per leaf, each one of"),
     ],
 )
 def test_damaged_manifests_get_a_load_error_naming_the_key(exported, tmp_path, change, message):

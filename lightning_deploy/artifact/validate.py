@@ -20,6 +20,10 @@ from lightning_deploy.errors import LoadError
 __all__ = ["check_entry", "check_io", "contained_file"]
 
 _IO_KINDS = ("flat", "native")
+# The dtypes a manifest can name: torch's tensor dtypes as ``runtime.arrays.dtype_name`` writes them (the runtimes
+# look each name up in torch or numpy, so an unknown one must stop here, as a LoadError).
+DTYPES = frozenset({"bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64", "float16",
+                    "bfloat16", "float32", "float64", "complex64", "complex128"})  # fmt: skip
 
 
 def check_entry(entry: Any, manifest_file: Path, formats: Mapping[str, str]) -> None:
@@ -37,6 +41,10 @@ def check_entry(entry: Any, manifest_file: Path, formats: Mapping[str, str]) -> 
     for name, digest in side.items():
         contained_file(manifest_file.parent, name, f"{where}'s side file")
         _expect(isinstance(digest, str), where, f"has a non-string digest for {name!r}")
+    files = entry.get("files", [])  # load() weighs them against the memory available
+    _expect(isinstance(files, list), where, "has 'files' that is not a list of file names")
+    for name in files:
+        contained_file(manifest_file.parent, name, f"{where}'s file")
     requires = entry.get("requires") or []
     _expect(isinstance(requires, list) and all(isinstance(r, str) for r in requires), where, "has bad 'requires'")
     _expect(entry.get("io", "flat") in _IO_KINDS, where, f"has io {entry.get('io')!r}, not one of {_IO_KINDS}")
@@ -59,7 +67,9 @@ def check_io(manifest: Mapping[str, Any], artifact: Path) -> None:
         _expect(isinstance(schema, Mapping) and isinstance(schema.get("tree"), Mapping), where, "has no schema tree")
         # outputs of older manifests have no dtypes or shapes; where they are, the inputs' rules hold
         if side == "inputs" or io.get("dtypes") is not None:
-            _expect(_list_of(io.get("dtypes"), str) and len(io["dtypes"]) == len(names), where, "has bad dtypes")
+            dtypes = io.get("dtypes")
+            ok = _list_of(dtypes, str) and len(dtypes) == len(names) and set(dtypes) <= DTYPES
+            _expect(ok, where, f"has bad dtypes (one per leaf, each one of {sorted(DTYPES)})")
         if side == "inputs" or io.get("shapes") is not None:
             shapes = io.get("shapes")
             ok = _list_of(shapes, list) and len(shapes) == len(names)
