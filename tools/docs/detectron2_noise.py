@@ -35,7 +35,12 @@ def main() -> None:
     parser.add_argument("--route", default="TracingAdapter", choices=["model", "TracingAdapter"])
     args = parser.parse_args()
     module, sample, axes = exportable(build(args.model, detectron2_root()), args.route, image(256, 384))
-    folder = Path(tempfile.mkdtemp(prefix="detectron2-noise-"))
+    with tempfile.TemporaryDirectory(prefix="detectron2-noise-") as scratch:  # the artifacts go with it
+        _compare(module, sample, axes, Path(scratch), args)
+
+
+def _compare(module: torch.nn.Module, sample: object, axes: dict, folder: Path, args: argparse.Namespace) -> None:
+    """Export into ``folder``, then print each artifact's and nudged eager's differences from eager."""
     manifest = export(module, sample, folder, args.model, formats=["torchscript", "onnx"], dynamic_batch=False,
                       dynamic_axes=axes)  # fmt: skip
     picture = image(232, 344, 12)
