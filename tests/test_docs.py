@@ -80,3 +80,23 @@ def test_the_scaling_pages_serve_config_is_what_serve_build_writes_and_the_rayse
     assert held["applications"][0].pop("runtime_env")["env_vars"]["LIGHTNING_DEPLOY_MANIFEST"]
     assert written["applications"][0].pop("runtime_env") == {}
     assert held == written
+
+
+def test_the_coverage_pages_changes_section_names_each_flipped_verdict_and_a_full_run_keeps_later_sections(tmp_path):
+    import coverage_table
+
+    page = tmp_path / "coverage.md"
+    before = (ROOT / "docs" / "coverage.md").read_text()
+    resnet = next(line for line in before.splitlines() if line.startswith("| resnet18 |"))
+    flipped = resnet.replace("| ✅ |", "| ❌ broke |", 1)
+    page.write_text(before.replace(resnet, flipped))
+    coverage_table.write_changes(before, page)
+    text = page.read_text()
+    changes = text.split(coverage_table.CHANGES_MARKER)[1].split(coverage_table.PEER_MARKER)[0]
+    rows = [line for line in changes.splitlines() if line.startswith("| Model coverage")]
+    assert len(rows) == 1 and "resnet18" in rows[0] and rows[0].endswith("| ✅ | ❌ broke |"), changes
+    assert text.count(coverage_table.PEER_MARKER) == 1 and "## detectron2 models" in text
+    coverage_table.write_changes(before, page)  # a second run replaces the section instead of adding one
+    assert page.read_text().count(coverage_table.CHANGES_MARKER) == 1
+    coverage_table.write_table({}, [], page, total=60.0)  # the zoo's table rewritten: the peers' and detectron2's stay
+    assert page.read_text().split(coverage_table.PEER_MARKER)[1] == text.split(coverage_table.PEER_MARKER)[1]

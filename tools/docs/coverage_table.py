@@ -307,18 +307,23 @@ CHANGES_MARKER = "## What changed since the last table"
 
 
 def _verdicts(text: str) -> dict[tuple[str, str, str], str]:
-    """Every table cell that holds a verdict, as ``{(section, model, column): cell}``."""
+    """Every table cell that holds a verdict, as ``{(section, row, column): cell}``.
+
+    A row is named by its cells before the first verdict (detectron2's: model, route, size, format).
+    """
     cells, section, header = {}, "", []
     for line in text.splitlines():
         if line.startswith("#"):
             section, header = line.lstrip("# "), []
         elif line.startswith("| model |"):
             header = [c.strip() for c in line.strip("|").split("|")]
-        elif line.startswith("| ") and header and not line.startswith("|---"):
+        elif line.startswith("| ") and header:
             values = [c.strip() for c in line.strip("|").split("|")]
-            for column, value in zip(header[1:], values[1:], strict=False):
+            first = next((i for i, value in enumerate(values) if value[:1] in ("✅", "❌")), len(values))
+            row = ", ".join(values[: max(first, 1)])
+            for column, value in zip(header[first:], values[first:], strict=False):
                 if value[:1] in ("✅", "❌"):
-                    cells[(section, values[0], column)] = value
+                    cells[(section, row, column)] = value
     return cells
 
 
