@@ -1,6 +1,8 @@
 """The model-coverage table: every row exported by ``export()`` and written to ``docs/coverage.md``.
 
-Run: ``.venv/bin/python tools/docs/coverage_table.py [--only NAME ...] [--out docs/coverage.md]``
+Run: ``.venv/bin/python tools/docs/coverage_table.py [--only NAME ...] [--out docs/coverage.md] [--resume FILE]``
+(the full zoo takes over two hours on 2 cores: ``--resume`` keeps each finished row in FILE, and a run cut
+off goes on from the next row when started again with the same FILE)
 
 Each row is exported three times: TorchScript by tracing, TorchScript by scripting, and ONNX,
 ``.pt2``, ExecuTorch and OpenVINO with ``method="auto"`` (one capture each way shared by the four;
@@ -15,6 +17,7 @@ import argparse
 import dataclasses
 import datetime
 import inspect
+import json
 import platform
 import sys
 import tempfile
@@ -422,12 +425,30 @@ def write_peer_sections(out: Path) -> None:
     out.write_text(head.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n" + later)
 
 
+def _resumed(cache: Path | None) -> dict[str, dict[str, Any]]:
+    """The rows a cut-off run finished (``--resume``): ``{name: {"cells": {(key, format): artifact}, "seconds"}}``."""
+    if cache is None or not cache.exists():
+        return {}
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    return {row["name"]: {"cells": {tuple(k.split("/")): a for k, a in row["cells"].items()}, "seconds": row["seconds"]}
+            for row in rows}  # fmt: skip
+
+
+def _keep(cache: Path | None, name: str, result: dict[str, Any]) -> None:
+    """Append one finished row to the ``--resume`` file, so that a run cut off goes on from the next row."""
+    if cache is not None:
+        cells = {"/".join(key): artifact for key, artifact in result["cells"].items()}
+        with cache.open("a") as file:
+            file.write(json.dumps({"name": name, "cells": cells, "seconds": result["seconds"]}, default=str) + "\n")
+
+
 def main() -> None:
     """Run the rows (all, or ``--only``) and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", nargs="*", help="row names to run (default: all); updates those rows in --out")
     parser.add_argument("--peers", action="store_true", help="run only the peer sections (HF, timm, Lightning)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parents[2] / "docs" / "coverage.md")
+    parser.add_argument("--resume", type=Path, help="a file of finished rows: kept as each row ends, read on a re-run")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
@@ -437,16 +458,17 @@ def main() -> None:
         return
     rows = [r for r in ROWS if not args.only or r.name in args.only]
     before = args.out.read_text() if args.out.exists() else ""
-    results = {}
-    start = time.perf_counter()
+    results = _resumed(args.resume)
     with tempfile.TemporaryDirectory() as folder:
         for row in rows:
-            results[row.name] = run_row(row, Path(folder) / row.name)
+            if row.name not in results:
+                results[row.name] = run_row(row, Path(folder) / row.name)
+                _keep(args.resume, row.name, results[row.name])
             print(f"{row.name}: {results[row.name]['seconds']:.0f} s", flush=True)
     if args.only and args.out.exists():
         update_rows(results, rows, args.out)
     else:
-        write_table(results, rows, args.out, time.perf_counter() - start)
+        write_table(results, rows, args.out, sum(results[row.name]["seconds"] for row in rows))
         write_peer_sections(args.out)
         write_changes(before, args.out)
     print(f"wrote {args.out}")
