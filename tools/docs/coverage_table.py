@@ -309,8 +309,8 @@ def write_table(results: dict[str, dict[str, Any]], rows: list[Row], out: Path, 
 CHANGES_MARKER = "## What changed since the last table"
 
 
-def _verdicts(text: str) -> dict[tuple[str, str, str], str]:
-    """Every table cell that holds a verdict, as ``{(section, row, column): cell}``.
+def _cells(text: str) -> dict[tuple[str, str, str], str]:
+    """Every cell of the page's tables, as ``{(section, row, column): cell}``.
 
     A row is named by its cells before the first verdict (detectron2's: model, route, size, format).
     """
@@ -324,24 +324,34 @@ def _verdicts(text: str) -> dict[tuple[str, str, str], str]:
             values = [c.strip() for c in line.strip("|").split("|")]
             first = next((i for i, value in enumerate(values) if value[:1] in ("✅", "❌")), len(values))
             row = ", ".join(values[: max(first, 1)])
-            for column, value in zip(header[first:], values[first:], strict=False):
-                if value[:1] in ("✅", "❌"):
-                    cells[(section, row, column)] = value
+            cells.update({(section, row, column): value for column, value in zip(header, values, strict=False)})
     return cells
+
+
+def _seconds(cell: str) -> float | None:
+    number = cell.removesuffix(" s")
+    return float(number) if number != cell and number.replace(".", "").isdigit() else None
 
 
 def changes_section(before: str, after: str, since: str) -> list[str]:
     """A table of the cells whose verdict changed between two versions of this page, and of rows come or gone."""
-    old, new = _verdicts(before), _verdicts(after)
+    old, new = _cells(before), _cells(after)
     lines = [CHANGES_MARKER, "", f"Against the table published before this run ({since}): every cell whose verdict"
              " changed, and rows that came or went. A cell ok before and not now is explained after the table.",
              "", "| section | model | column | before | now |", "|---|---|---|---|---|"]  # fmt: skip
-    for key in [*new, *(k for k in old if k not in new)]:
+    keys = [*new, *(k for k in old if k not in new)]
+    verdicts = [key for key in keys if (new.get(key) or old.get(key, ""))[:1] in ("✅", "❌")]
+    for key in verdicts:
         was, now = old.get(key, "(no row)"), new.get(key, "(no row)")
         if was[:1] != now[:1]:
             lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {was[:90]} | {now[:90]} |")
     if len(lines) == 6:
         lines.append("| - | - | - | no verdict changed | |")
+    times = [(key, _seconds(old[key]), _seconds(cell)) for key, cell in new.items() if key[2] == "time" and key in old]
+    slower = [f"{key[1]} {was:.0f} s → {now:.0f} s" for key, was, now in times
+              if was and now and not 1 / 1.5 < now / was < 1.5]  # fmt: skip
+    if slower:
+        lines += ["", f"Rows whose time changed by more than 1.5x: {'; '.join(slower)}."]
     return lines
 
 
