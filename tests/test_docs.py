@@ -100,3 +100,14 @@ def test_the_coverage_pages_changes_section_names_each_flipped_verdict_and_a_ful
     assert page.read_text().count(coverage_table.CHANGES_MARKER) == 1
     coverage_table.write_table({}, [], page, total=60.0)  # the zoo's table rewritten: the peers' and detectron2's stay
     assert page.read_text().split(coverage_table.PEER_MARKER)[1] == text.split(coverage_table.PEER_MARKER)[1]
+
+
+def test_the_coverage_tool_stops_when_a_file_whose_models_it_scripts_changed_since_the_run_began():
+    """TorchScript reads a module's source from its file: rows scripted after an edit would compile the wrong lines."""
+    import coverage_table
+
+    at_start = coverage_table._sources()
+    coverage_table._check_sources(at_start)  # nothing changed: the run goes on
+    edited = next(iter(at_start))
+    with pytest.raises(SystemExit, match=re.escape(str(edited)) + ".*changed while the table ran.*--resume"):
+        coverage_table._check_sources({**at_start, edited: "the digest of an older version"})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import hashlib
 import inspect
 import json
 import platform
@@ -263,7 +264,7 @@ def _row_line(row: Row, result: dict[str, Any]) -> str:
 
 
 def update_rows(results: dict[str, dict[str, Any]], rows: list[Row], out: Path) -> None:
-    """Replace the lines of re-run rows in an existing table (a new row goes after its predecessor)."""
+    """Replace the re-run rows' lines in the zoo's table (a new row goes after its predecessor); say so under it."""
     lines = out.read_text().splitlines()
     for row in rows:
         line = _row_line(row, results[row.name])
@@ -275,7 +276,9 @@ def update_rows(results: dict[str, dict[str, Any]], rows: list[Row], out: Path) 
         after = next(i for i, old in enumerate(lines) if old.startswith(f"| {previous} |"))
         lines.insert(after + 1, line)
     names = ", ".join(row.name for row in rows)
-    lines.append(f"\nRe-run alone on {datetime.date.today()}: {names}.")
+    header = next(i for i, line in enumerate(lines) if line.startswith("| model | kind |"))
+    end = next((i for i in range(header, len(lines)) if not lines[i].startswith("|")), len(lines))
+    lines[end:end] = ["", f"Re-run alone on {datetime.date.today()}: {names}."]
     out.write_text("\n".join(lines) + "\n")
 
 
@@ -452,6 +455,26 @@ def _keep(cache: Path | None, name: str, result: dict[str, Any]) -> None:
             file.write(json.dumps({"name": name, "cells": cells, "seconds": result["seconds"]}, default=str) + "\n")
 
 
+# TorchScript reads a module's source from its file when it scripts it (``inspect.getsource`` with
+# the line numbers Python loaded), not from the code in memory: a file edited while the table runs
+# makes every later row compile the wrong lines (seen: SequenceTagger's ``forward`` read as its
+# ``__init__`` after lines above it moved). The run stops instead; ``--resume`` goes on from there.
+def _sources() -> dict[Path, str]:
+    """The sha256 of each file whose models the table scripts: this tool, ``zoo.py`` and ``peers.py``."""
+    files = [Path(__file__), Path(inspect.getfile(build_detection)), Path(inspect.getfile(Peer))]
+    return {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
+
+
+def _check_sources(at_start: dict[Path, str]) -> None:
+    """Stop the run when a file of :func:`_sources` changed since it started."""
+    changed = [str(path) for path, digest in _sources().items() if at_start[path] != digest]
+    if changed:
+        raise SystemExit(
+            f"{', '.join(changed)} changed while the table ran: TorchScript would script the next rows from the"
+            " edited file's lines. Start the same command again (with --resume FILE it goes on from the next row)."
+        )
+
+
 def main() -> None:
     """Run the rows (all, or ``--only``) and write the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -469,9 +492,11 @@ def main() -> None:
     rows = [r for r in ROWS if not args.only or r.name in args.only]
     before = args.out.read_text() if args.out.exists() else ""
     results = _resumed(args.resume)
+    sources = _sources()
     with tempfile.TemporaryDirectory() as folder:
         for row in rows:
             if row.name not in results:
+                _check_sources(sources)
                 results[row.name] = run_row(row, Path(folder) / row.name)
                 _keep(args.resume, row.name, results[row.name])
             print(f"{row.name}: {results[row.name]['seconds']:.0f} s", flush=True)
