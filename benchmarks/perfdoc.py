@@ -14,6 +14,7 @@ import re
 from importlib import metadata
 from pathlib import Path
 
+import charts
 from rich.console import Console
 from rich.table import Table
 
@@ -77,7 +78,7 @@ def _version(name: str) -> str:
 def publish(
     section: str, title: str, columns: list[str], rows: list[list[str]], notes: list[str], doc: Path | None
 ) -> None:
-    """Print the table and notes; with ``doc``, write them as the page's ``section``."""
+    """Print the table and notes; with ``doc``, write them as the page's ``section`` (and its chart, if it has one)."""
     table = Table(title=title)
     for column in columns:
         table.add_column(column)
@@ -88,21 +89,24 @@ def publish(
     for note in notes:
         console.print(note, highlight=False)
     if doc is not None:
-        _write_section(doc, section, _markdown(title, columns, rows, notes))
+        write_page(doc, section, title, columns, rows, notes)
 
 
 def write_page(
     doc: Path, section: str, title: str, columns: list[str], rows: list[list[str]], notes: list[str]
 ) -> None:
-    """Write a table already printed by :func:`publish` into a second page's ``section`` as well."""
-    _write_section(doc, section, _markdown(title, columns, rows, notes))
-
-
-def _markdown(title: str, columns: list[str], rows: list[list[str]], notes: list[str]) -> str:
-    lines = [f"## {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    """Write a table as ``doc``'s ``section``, with the measuring machine; draw its chart beside the page."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines += ["", *[f"- {note}" for note in notes], f"- Measured {stamp} on: {machine()}.", ""]
+    measured = f"Measured {stamp} on: {machine()}"
+    drawn = charts.draw(section, title, (columns, rows), measured, doc.parent)
+    _write_section(doc, section, _markdown(section if drawn else None, title, columns, rows, [*notes, measured]))
+
+
+def _markdown(chart: str | None, title: str, columns: list[str], rows: list[list[str]], notes: list[str]) -> str:
+    lines = [f"## {title}", "", *([charts.image_line(chart, title), ""] if chart else [])]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += ["", *[f"- {note}" for note in notes[:-1]], f"- {notes[-1]}.", ""]
     return "\n".join(lines)
 
 

@@ -111,3 +111,56 @@ def test_the_coverage_tool_stops_when_a_file_whose_models_it_scripts_changed_sin
     edited = next(iter(at_start))
     with pytest.raises(SystemExit, match=re.escape(str(edited)) + ".*changed while the table ran.*--resume"):
         coverage_table._check_sources({**at_start, edited: "the digest of an older version"})
+
+
+def test_every_picture_a_page_shows_exists_and_every_chart_names_the_script_that_measured_it():
+    """A picture is never drawn by hand: each chart's SVG says which benchmark or tool wrote the figures it draws."""
+    shown = {}
+    for page in (ROOT / "docs").rglob("*.md"):
+        for target in re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", page.read_text(encoding="utf-8")):
+            picture = (page.parent / target).resolve()
+            assert picture.is_file(), f"{page.relative_to(ROOT)} shows {target}, which does not exist"
+            shown[picture] = page
+    charts = sorted((ROOT / "docs" / "charts").glob("*.svg"))
+    assert len(charts) >= 8, charts  # the benchmarks' seven and the coverage matrix
+    for chart in charts:
+        assert chart.resolve() in shown, f"{chart.name} is on no page"
+        description = re.search(r"<dc:description>(.*?)</dc:description>", chart.read_text(encoding="utf-8"), re.S)
+        assert description, f"{chart.name} has no description naming its source"
+        source = re.search(r"((?:benchmarks|tools/docs)/\w+\.py) wrote", description.group(1))
+        assert source and (ROOT / source.group(1)).is_file(), description.group(1)
+        assert "Measured" in description.group(1) or "Generated" in description.group(1), description.group(1)
+
+
+def test_the_latency_chart_draws_the_runtime_table_on_the_page():
+    """Each panel's 'fastest' label is the table's eager time over its fastest float32 artifact through load()."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import charts
+
+    _, (columns, rows), _ = charts.read_sections(ROOT / "docs" / "performance.md")["runtime"]
+    svg = (ROOT / "docs" / "charts" / "runtime.svg").read_text(encoding="utf-8")
+    groups = {}
+    at = {column: index for index, column in enumerate(columns)}
+    for row in rows:
+        model, batch, runtime = row[at["model"]], row[at["batch"]], row[at["runtime"]]
+        ms = charts.number(row[at["ms (fastest round)"]])
+        if runtime == "eager" or (runtime.endswith("(load)") and "int8" not in runtime and "bf16" not in runtime):
+            groups.setdefault((model, batch), {})[runtime] = ms
+    assert len(groups) >= 6
+    for times in groups.values():
+        fastest = min(ms for runtime, ms in times.items() if runtime != "eager")
+        assert f"fastest: {times['eager'] / fastest:.2f}x eager" in svg, (times, fastest)
+
+
+def test_the_coverage_matrix_holds_every_verdict_of_the_zoo_table_and_tells_refused_from_failed():
+    import coverage_table
+
+    text = (ROOT / "docs" / "coverage.md").read_text(encoding="utf-8")
+    rows, columns, states = coverage_table.matrix(text)["Model coverage"]
+    lines = text.split("| model | kind |")[1].split("\n\n")[0].splitlines()[2:]
+    cells = [cell.strip() for line in lines for cell in line.strip("|").split("|")]
+    assert len(rows) == len(lines) and "ExecuTorch" in columns
+    assert list(states.values()).count("ok") == sum(cell.startswith("✅") for cell in cells)
+    assert len(states) - list(states.values()).count("ok") == sum(cell.startswith("❌") for cell in cells)
+    assert states[("retinanet_resnet50_fpn, detection", "OpenVINO (method)")] == "refused"  # made, a mismatch
+    assert states[("fasterrcnn_resnet50_fpn, detection", ".pt2")] == "failed"  # torch.export could not capture it

@@ -2,7 +2,9 @@
 
 Run: ``.venv/bin/python tools/docs/coverage_table.py [--only NAME ...] [--out docs/coverage.md] [--resume FILE]``
 (the full zoo takes over two hours on 2 cores: ``--resume`` keeps each finished row in FILE, and a run cut
-off goes on from the next row when started again with the same FILE)
+off goes on from the next row when started again with the same FILE). Every run also redraws the picture of
+all the page's verdicts, ``docs/charts/coverage.svg``; ``--matrix`` only redraws it (after
+``detectron2_table.py`` wrote its section, say).
 
 Each row is exported three times: TorchScript by tracing, TorchScript by scripting, and ONNX,
 ``.pt2``, ExecuTorch and OpenVINO with ``method="auto"`` (one capture each way shared by the four;
@@ -20,6 +22,7 @@ import hashlib
 import inspect
 import json
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -33,6 +36,8 @@ import torchvision
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "models"))
+sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
+import charts
 from peers import HF_MODELS, LIGHTNING_DEMOS, TIMM_MODELS, Peer, call_like_forward, relative_difference
 from zoo import build_detection, non_degenerate
 
@@ -438,6 +443,87 @@ def write_peer_sections(out: Path) -> None:
     out.write_text(head.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n" + later)
 
 
+MATRIX = "coverage"  # docs/charts/coverage.svg
+MATRIX_TITLE = "Model coverage: each model's artifacts, per format"
+STATES = {  # a cell's state: its colour and what the legend says
+    "ok": (charts.OK, "ok: verified, load() matches eager"),
+    "refused": (charts.REFUSED, "made, refused by verification (a mismatch or a failure at a check)"),
+    "failed": (charts.NOT_OK, "could not be made (the export itself failed)"),
+}
+
+
+def _state(cell: str) -> str | None:
+    """``ok``, ``refused`` (made, then refused at a check) or ``failed`` (not made); ``None`` for a non-verdict cell."""
+    if cell.startswith("✅"):
+        return "ok"
+    if not cell.startswith("❌"):
+        return None
+    return "refused" if re.search(r"(mismatch in|failed) .*at the \w+ sample", cell) else "failed"
+
+
+def matrix(text: str) -> dict[str, tuple[list[str], list[str], dict[tuple[str, str], str]]]:
+    """Every verdict on the page as ``{section: (rows, columns, {(row, column): state})}``.
+
+    detectron2's table has a row per format with one ``ok`` column: it is pivoted to a column per format.
+    """
+    found: dict[str, tuple[list[str], list[str], dict[tuple[str, str], str]]] = {}
+    cells = _cells(text)
+    pivoted = {section for section, _, column in cells if column == "ok"}
+    for (section, row, column), cell in cells.items():
+        if section.startswith(("What changed", "Models written by others")):
+            continue
+        if section in pivoted:  # detectron2: the row's last named cell is its format, its verdict in "ok"
+            if column != "ok":
+                continue
+            *names, fmt = row.split(", ")
+            row, column = ", ".join(names), fmt
+        state = _state(cell)
+        if state is None:
+            continue
+        rows, columns, states = found.setdefault(section, ([], [], {}))
+        rows.append(row) if row not in rows else None
+        columns.append(column) if column not in columns else None
+        states[(row, column)] = state
+    return found
+
+
+def draw_matrix(page: Path) -> Path:
+    """Draw the page's verdicts as a models x formats matrix (``docs/charts/coverage.svg``) and show it on the page."""
+    from matplotlib import pyplot as plt
+    from matplotlib.colors import ListedColormap
+
+    sections = matrix(page.read_text())
+    heights = [len(rows) + 2 for rows, _, _ in sections.values()]
+    figure, axes = plt.subplots(len(sections), 1, figsize=(charts.WIDTH_INCHES, 0.2 * sum(heights) + 1),
+                                height_ratios=heights, layout="constrained")  # fmt: skip
+    names = list(STATES)
+    for ax, (section, (rows, columns, states)) in zip(axes, sections.items(), strict=True):
+        codes = [[names.index(states[(r, c)]) if (r, c) in states else len(names) for c in columns] for r in rows]
+        colours = ListedColormap([colour for colour, _ in STATES.values()] + [charts.OTHER])
+        ax.imshow(codes, cmap=colours, vmin=0, vmax=len(names), aspect="auto", interpolation="nearest")
+        ax.set_xticks(range(len(columns)), [c.removesuffix(" (method)") for c in columns], fontsize=7)
+        ax.set_yticks(range(len(rows)), rows, fontsize=7)
+        ax.xaxis.tick_top()
+        ax.set_title(section, fontsize=9, loc="left")
+        ax.set_xticks([x - 0.5 for x in range(1, len(columns))], minor=True)
+        ax.set_yticks([y - 0.5 for y in range(1, len(rows))], minor=True)
+        ax.grid(which="minor", color="white", linewidth=1)
+        ax.tick_params(which="minor", length=0)
+    figure.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c, _ in [*STATES.values(), (charts.OTHER, "")]],
+                  labels=[label for _, label in STATES.values()] + ["not made for this model"],
+                  loc="outside lower center", ncol=2, fontsize=7, frameon=False)  # fmt: skip
+    generated = next(line for line in page.read_text().splitlines() if line.startswith("Generated by"))
+    source = "Drawn by tools/docs/coverage_table.py from the tables that tools/docs/coverage_table.py and" \
+             " tools/docs/detectron2_table.py wrote"  # fmt: skip
+    path = page.parent / charts.CHART_FOLDER / f"{MATRIX}.svg"
+    charts.save(figure, path, MATRIX_TITLE, source, generated.split(". Versions")[0].replace("`", ""))
+    text = page.read_text()
+    if charts.image_line(MATRIX, MATRIX_TITLE) not in text:
+        table = text.index("\n| model | kind |")
+        page.write_text(f"{text[:table]}\n{charts.image_line(MATRIX, MATRIX_TITLE)}\n{text[table:]}")
+    return path
+
+
 def _resumed(cache: Path | None) -> dict[str, dict[str, Any]]:
     """The rows a cut-off run finished (``--resume``): ``{name: {"cells": {(key, format): artifact}, "seconds"}}``."""
     if cache is None or not cache.exists():
@@ -482,12 +568,14 @@ def main() -> None:
     parser.add_argument("--peers", action="store_true", help="run only the peer sections (HF, timm, Lightning)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parents[2] / "docs" / "coverage.md")
     parser.add_argument("--resume", type=Path, help="a file of finished rows: kept as each row ends, read on a re-run")
+    parser.add_argument("--matrix", action="store_true", help="only redraw the coverage matrix from the page as it is")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
-    if args.peers:
-        write_peer_sections(args.out)
-        print(f"wrote {args.out}")
+    if args.matrix or args.peers:
+        if args.peers:
+            write_peer_sections(args.out)
+        print(f"wrote {args.out} and {draw_matrix(args.out)}")
         return
     rows = [r for r in ROWS if not args.only or r.name in args.only]
     before = args.out.read_text() if args.out.exists() else ""
@@ -506,7 +594,7 @@ def main() -> None:
         write_table(results, rows, args.out, sum(results[row.name]["seconds"] for row in rows))
         write_peer_sections(args.out)
         write_changes(before, args.out)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} and {draw_matrix(args.out)}")
 
 
 if __name__ == "__main__":
