@@ -5,6 +5,7 @@ Importable without Lightning or torch, so that ``lightning-deploy show`` stays l
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -167,15 +168,25 @@ def _verified_checks(row: dict[str, Any]) -> str:
 
 
 def _checks(artifact: dict[str, Any]) -> str:
-    """How many checks passed, then each check's input shapes (a failed one marked)."""
+    """How many checks passed, then each check by name with its input shapes (a failed one marked)."""
     checks = artifact.get("checks") or []
     if not checks:
         return "-"
     lines = [f"{sum(1 for c in checks if c['ok'])}/{len(checks)} passed"]
     for check in checks:
-        shapes = " ".join("x".join(map(str, leaf)) for leaf in check["shapes"])
-        lines.append(shapes if check["ok"] else f"[red]{shapes} failed[/]")
+        line = f"{_check_name(check['source'])}: " + " ".join("x".join(map(str, leaf)) for leaf in check["shapes"])
+        lines.append(line if check["ok"] else f"[red]{line} failed[/]")
     return "\n".join(lines)
+
+
+def _check_name(source: str) -> str:
+    """A check's name for a table: ``export sample``, ``second sample``, ``synthetic sample``, ``validation batch 0``.
+
+    The manifest's ``source`` also says how a check made by rule differs from the sample (``second
+    sample (dynamic dims changed)``); the table keeps the name, and a user's own keys as they are.
+    """
+    name = re.sub(r" \(dynamic dims [^)]*\)", "", source)
+    return re.sub(r", at the artifact's smallest sizes \(.*\)$", ", at its smallest sizes", name)
 
 
 def _tracer_note(artifact: dict[str, Any]) -> list[str]:

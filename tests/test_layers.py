@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import re
 import subprocess
 import sys
 import typing
@@ -272,3 +273,15 @@ def test_the_documented_module_paths_of_release_0_1_still_import(old, new):
     warning, function = result.stdout.splitlines()
     assert warning.startswith(f"{old} moved to lightning_deploy."), warning
     assert function == "load function", "the package's load() keeps its name when the old module path is imported"
+
+
+def test_the_layers_picture_in_design_md_draws_only_allowed_imports_and_every_part():
+    """Each arrow of the Mermaid picture is an import ALLOWED permits; every part is in the picture."""
+    design = (PACKAGE.parent / "docs" / "design.md").read_text(encoding="utf-8")
+    picture = design.split("## Layers")[1].split("```mermaid")[1].split("```")[0]
+    arrows = re.findall(r"^\s*(\w+)(?:\[[^\]]*\])? --> (\w+)", picture, re.MULTILINE)
+    assert len(arrows) >= 10, picture
+    forbidden = [(src, dst) for src, dst in arrows if dst not in ALLOWED[src]]
+    assert not forbidden, f"arrows the rules forbid: {forbidden}"
+    drawn = {name for arrow in arrows for name in arrow}
+    assert set(ALLOWED) - {"commands", "report", "_compat", "__init__"} <= drawn, set(ALLOWED) - drawn
