@@ -79,12 +79,12 @@ def _latency(columns: list[str], rows: list[list[str]]) -> Figure:
         eager = dict(bars)["eager"]
         ax.barh([fastest[1]], [fastest[0]], color=FP32, edgecolor="black", linewidth=1.5)
         ax.annotate(f" fastest: {eager / fastest[0]:.2f}x eager", (fastest[0], names.index(fastest[1])),
-                    va="center", fontsize=8)  # fmt: skip
+                    va="center", fontsize=9)  # fmt: skip
         _log_axis(ax)
         ax.invert_yaxis()
-        ax.set_title(f"{model}, batch {batch}", fontsize=10)
-        ax.set_xlabel("ms per call (log scale, shorter is faster)", fontsize=8)
-        ax.tick_params(labelsize=8)
+        ax.set_title(f"{model}, batch {batch}", fontsize=11)
+        ax.set_xlabel("ms per call (log scale, shorter is faster)", fontsize=9)
+        ax.tick_params(labelsize=9)
     for ax in list(axes.flat)[len(groups) :]:
         ax.set_visible(False)
     return figure
@@ -98,13 +98,13 @@ def _serving(columns: list[str], rows: list[list[str]]) -> Figure:
     )
     left.barh(labels, [number(v) for v in _column(columns, rows, "req/s")], color=FP32)
     _log_axis(left)
-    left.set_xlabel("requests per second (log scale)", fontsize=8)
+    left.set_xlabel("requests per second (log scale)", fontsize=9)
     right.barh(labels, [number(v) for v in _column(columns, rows, "p99 ms")], color=INT8)
     _log_axis(right)
-    right.set_xlabel("p99 ms (log scale)", fontsize=8)
+    right.set_xlabel("p99 ms (log scale)", fontsize=9)
     left.invert_yaxis()
     for ax in (left, right):
-        ax.tick_params(labelsize=8)
+        ax.tick_params(labelsize=9)
     return figure
 
 
@@ -113,20 +113,20 @@ def _soak(columns: list[str], rows: list[list[str]]) -> Figure:
     minutes = [number(v) for v in _column(columns, rows, "minute")]
     figure, (top, middle, bottom) = plt.subplots(3, 1, figsize=(WIDTH_INCHES, 5.4), sharex=True, layout="constrained")
     top.plot(minutes, [number(v) for v in _column(columns, rows, "requests")], marker="o", color=FP32)
-    top.set_ylabel("requests", fontsize=8)
+    top.set_ylabel("requests", fontsize=9)
     top.set_ylim(bottom=0)
     at_kill = [number(v) for v in _column(columns, rows, "at a kill")]
     elsewhere = [number(v) for v in _column(columns, rows, "elsewhere")]
     middle.bar(minutes, at_kill, color=INT8, label="failed at a worker kill")
     middle.bar(minutes, elsewhere, bottom=at_kill, color=NOT_OK, label="failed elsewhere")
-    middle.set_ylabel("failed", fontsize=8)
-    middle.legend(fontsize=8, frameon=False)
+    middle.set_ylabel("failed", fontsize=9)
+    middle.legend(fontsize=9, frameon=False)
     bottom.plot(minutes, [number(v) for v in _column(columns, rows, "RSS MiB")], marker="o", color=EAGER)
-    bottom.set_ylabel("server RSS MiB", fontsize=8)
+    bottom.set_ylabel("server RSS MiB", fontsize=9)
     bottom.set_ylim(bottom=0)
-    bottom.set_xlabel("minute (one worker killed in each)", fontsize=8)
+    bottom.set_xlabel("minute (one worker killed in each)", fontsize=9)
     for ax in (top, middle, bottom):
-        ax.tick_params(labelsize=8)
+        ax.tick_params(labelsize=9)
     return figure
 
 
@@ -139,10 +139,10 @@ def _bars(label_columns: int, value: str, axis: str, limits: dict[str, float] | 
                 color=FP32)  # fmt: skip
         for name, limit in (limits or {}).items():
             ax.axvline(limit, color=NOT_OK, linestyle="--", linewidth=1)
-            ax.annotate(f" {name}", (limit, 0), color=NOT_OK, fontsize=8, va="top")
+            ax.annotate(f" {name}", (limit, 0), color=NOT_OK, fontsize=9, va="top")
         ax.invert_yaxis()
-        ax.set_xlabel(axis, fontsize=8)
-        ax.tick_params(labelsize=8)
+        ax.set_xlabel(axis, fontsize=9)
+        ax.tick_params(labelsize=9)
         return figure
 
     return draw
@@ -162,9 +162,9 @@ def _big_models(columns: list[str], rows: list[list[str]]) -> Figure:
     ax.set_yticks(list(positions), labels)
     ax.invert_yaxis()
     ax.set_xlabel("peak resident memory above the baseline / weights (fit end: mapped checkpoint pages counted)",
-                  fontsize=8)  # fmt: skip
-    ax.tick_params(labelsize=8)
-    ax.legend(fontsize=8, frameon=False, loc="lower right")
+                  fontsize=9)  # fmt: skip
+    ax.tick_params(labelsize=9)
+    ax.legend(fontsize=9, frameon=False, loc="lower right")
     return figure
 
 
@@ -190,8 +190,8 @@ def save(figure: Figure, path: Path, title: str, source: str, measured: str) -> 
     Text stays text (``svg.fonttype: none``: the browser's font, searchable) and element ids are
     salted by the file name, so a chart redrawn from the same table writes the same bytes.
     """
-    figure.suptitle(title, fontsize=11)
-    figure.text(0.01, -0.01, f"{source}; {measured}", fontsize=7, color="#616161", va="top", wrap=True)
+    figure.suptitle(title, fontsize=12)
+    figure.text(0.01, -0.01, f"{source}; {measured}", fontsize=8, color="#616161", va="top", wrap=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": path.name}):
         figure.savefig(path, format="svg", bbox_inches="tight",
