@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from lightning_deploy import _compat
 
-__version__ = "0.2.0.dev0"
+__version__ = "0.2.0"
 
 __all__ = [
     "CheckpointError",
