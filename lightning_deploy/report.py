@@ -46,6 +46,9 @@ def print_report(manifest: dict[str, Any], dirpath: Path | str) -> None:
         )
     console = Console(width=max(120, Console().width))
     console.print(table)
+    checks = _checks_table(manifest["artifacts"])
+    if checks is not None:
+        console.print(checks)
     for fmt in dict.fromkeys(a["format"] for a in manifest["artifacts"] if a["ok"] and by_name(a["format"]).notice):
         console.print(f"[dim]{fmt}: {by_name(fmt).notice}.[/]", highlight=False, soft_wrap=True)
     if manifest.get("substitution"):
@@ -168,15 +171,39 @@ def _verified_checks(row: dict[str, Any]) -> str:
 
 
 def _checks(artifact: dict[str, Any]) -> str:
-    """How many checks passed, then each check by name with its input shapes (a failed one marked)."""
+    """How many of the artifact's checks passed (each is a row of :func:`_checks_table`)."""
     checks = artifact.get("checks") or []
     if not checks:
         return "-"
-    lines = [f"{sum(1 for c in checks if c['ok'])}/{len(checks)} passed"]
-    for check in checks:
-        line = f"{_check_name(check['source'])}: " + " ".join("x".join(map(str, leaf)) for leaf in check["shapes"])
-        lines.append(line if check["ok"] else f"[red]{line} failed[/]")
-    return "\n".join(lines)
+    passed = sum(1 for c in checks if c["ok"])
+    return f"{passed}/{len(checks)} passed" if passed == len(checks) else f"[red]{passed}/{len(checks)} passed[/]"
+
+
+def _checks_table(artifacts: list[dict[str, Any]]) -> Table | None:
+    """Each check by name with its input shapes, and whether each artifact passed it (``-``: not run there).
+
+    The artifacts mostly share their checks (the same samples), so a row per check reads once what
+    the main table would repeat per artifact; a check made at an artifact's own smallest sizes is
+    its own row.
+    """
+    rows: dict[tuple[str, str], dict[int, bool]] = {}
+    for index, artifact in enumerate(artifacts):
+        for check in artifact.get("checks") or []:
+            shapes = " ".join("x".join(map(str, leaf)) for leaf in check["shapes"])
+            rows.setdefault((_check_name(check["source"]), shapes), {})[index] = check["ok"]
+    if not rows:
+        return None
+    table = Table(title="checks: each artifact against eager")
+    table.add_column("check")
+    table.add_column("input shapes", overflow="fold")
+    for artifact in artifacts:
+        table.add_column(artifact["format"], justify="center")
+    for (name, shapes), passed in rows.items():
+        marks = [
+            "-" if i not in passed else "[green]ok[/]" if passed[i] else "[red]failed[/]" for i in range(len(artifacts))
+        ]
+        table.add_row(name, shapes, *marks)
+    return table
 
 
 def _check_name(source: str) -> str:

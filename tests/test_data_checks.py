@@ -66,9 +66,12 @@ def test_a_baked_in_count_is_caught_by_the_synthetic_sample(tmp_path):
     show = [sys.executable, "-m", "lightning_deploy.cli", "show", str(tmp_path / "topk.export.json")]
     shown = subprocess.run(show, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, check=False)
     assert "2/3 passed" in shown.stdout and "1 tracer warning(s): Converting a tensor" in shown.stdout, shown.stdout
+    table = shown.stdout.split("checks: each artifact against eager")[1].splitlines()
+    rows = [line for line in table if line.startswith("│")]
     for check, name in zip(traced["checks"], ["export sample", "second sample", "synthetic sample"], strict=True):
-        line = f"{name}: {' '.join('x'.join(map(str, shape)) for shape in check['shapes'])}"  # each check named
-        assert line + ("" if check["ok"] else " failed") in shown.stdout, (line, shown.stdout)
+        cells = next([c.strip() for c in row.split("│")[1:-1]] for row in rows if name in row)  # each check named
+        shapes = " ".join("x".join(map(str, shape)) for shape in check["shapes"])
+        assert cells == [name, shapes, "ok" if check["ok"] else "failed"], (cells, shown.stdout)
 
 
 class MaskedRows(nn.Module):
