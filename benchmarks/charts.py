@@ -130,16 +130,13 @@ def _soak(columns: list[str], rows: list[list[str]]) -> Figure:
     return figure
 
 
-def _bars(label_columns: int, value: str, axis: str, limits: dict[str, float] | None = None) -> Callable:
+def _bars(label_columns: int, value: str, axis: str) -> Callable:
     """A horizontal bar per row: ``value``'s number, labelled by the row's first ``label_columns`` cells."""
 
     def draw(columns: list[str], rows: list[list[str]]) -> Figure:
         figure, ax = plt.subplots(figsize=(WIDTH_INCHES, 0.32 * len(rows) + 1.2), layout="constrained")
         ax.barh([", ".join(row[:label_columns]) for row in rows], [number(v) for v in _column(columns, rows, value)],
                 color=FP32)  # fmt: skip
-        for name, limit in (limits or {}).items():
-            ax.axvline(limit, color=NOT_OK, linestyle="--", linewidth=1)
-            ax.annotate(f" {name}", (limit, 0), color=NOT_OK, fontsize=9, va="top")
         ax.invert_yaxis()
         ax.set_xlabel(axis, fontsize=9)
         ax.tick_params(labelsize=9)
