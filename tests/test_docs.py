@@ -130,6 +130,9 @@ def test_every_picture_a_page_shows_exists_and_every_chart_names_the_script_that
         source = re.search(r"((?:benchmarks|tools/docs)/\w+\.py) wrote", description.group(1))
         assert source and (ROOT / source.group(1)).is_file(), description.group(1)
         assert "Measured" in description.group(1) or "Generated" in description.group(1), description.group(1)
+    # the Mermaid diagrams render from the site itself (offline too): the script they need is served with it
+    scripts = re.findall(r"^\s+- (javascripts/\S+)", (ROOT / "mkdocs.yml").read_text(encoding="utf-8"), re.MULTILINE)
+    assert any("mermaid" in script and (ROOT / "docs" / script).is_file() for script in scripts), scripts
 
 
 def test_the_latency_chart_draws_the_runtime_table_on_the_page():
